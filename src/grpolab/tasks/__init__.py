@@ -1,0 +1,32 @@
+"""Task registry: a plain dict from name to module; a dotted path 'package.module:TASK' admits user tasks."""
+
+from __future__ import annotations
+
+import importlib
+
+from grpolab.errors import UserError
+from grpolab.tasks.base import Task, Verdict, completion_text
+
+TASKS: dict[str, str] = {
+    "arith": "grpolab.tasks.arith",
+    "sudoku": "grpolab.tasks.sudoku",
+    "gsm8k": "grpolab.tasks.gsm8k",
+}
+
+__all__ = ["TASKS", "Task", "Verdict", "completion_text", "get_task"]
+
+
+def get_task(name: str) -> Task:
+    """The Task called ``name``, or the ``TASK`` object at a dotted path ``package.module:ATTR``."""
+    if name in TASKS:
+        return importlib.import_module(TASKS[name]).TASK
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            task = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as error:
+            raise UserError(f"cannot import task '{name}': {error}") from None
+        if not isinstance(task, Task):
+            raise UserError(f"'{name}' is a {type(task).__name__}, not a grpolab Task")
+        return task
+    raise UserError(f"unknown task '{name}': choose one of {', '.join(TASKS)} or give 'package.module:TASK'")
