@@ -32,41 +32,45 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: lists the commands without importing any of them."""
     parser = argparse.ArgumentParser(
         prog="grpolab",
         description="GRPO fine-tuning for tasks with checkable answers: data, training, evaluation, chat, merge.",
-        epilog="Run 'grpolab COMMAND --help' for a command's options and an example.",
-        formatter_class=_Formatter,
+        epilog="commands:\n" + "\n".join(f"  {name:<8} {summary}" for name, summary in COMMANDS.items())
+        + "\n\nRun 'grpolab COMMAND --help' for a command's options and an example.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"grpolab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
-    for name, summary in COMMANDS.items():
-        module = importlib.import_module(f"grpolab.commands.{name}")
-        command_parser = sub.add_parser(
-            name,
-            help=summary,
-            description=summary,
-            epilog=getattr(module, "EXAMPLE", None),
-            formatter_class=_Formatter,
-            add_help=getattr(module, "ADD_HELP", True),
-        )
-        command_parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-        module.add_arguments(command_parser)
+    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
+
+
+def command_parser(name: str):
+    """(module, parser) for one command; only that command's module is imported."""
+    module = importlib.import_module(f"grpolab.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"grpolab {name}", description=COMMANDS[name],
+                                     epilog=getattr(module, "EXAMPLE", None), formatter_class=_Formatter)
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    module.add_arguments(parser)
+    return module, parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if args.command is None:
-        parser.print_help()
+    top = build_parser()
+    if not argv:
+        top.print_help()
         return 2
-    module = importlib.import_module(f"grpolab.commands.{args.command}")
-    if extra and not getattr(module, "ACCEPTS_EXTRA", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    args.extra = extra
+    head = top.parse_args(argv)
+    module, parser = command_parser(head.command)
+    if getattr(module, "ACCEPTS_EXTRA", False):
+        args, extra = parser.parse_known_args(head.rest)
+    else:
+        args, extra = parser.parse_args(head.rest), []
+    args.command, args.extra, args.argv = head.command, extra, head.rest
+    args.debug = args.debug or head.debug
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         return int(module.run(args) or 0)

@@ -1,0 +1,480 @@
+"""4x4 Sudoku: puzzles with unique solutions, a lenient grid parser and one strict scorer.
+
+A grid is a 16-character string read row by row; a puzzle (``question``) writes ``_`` for a blank. All
+288 valid grids are enumerated once. A puzzle is made by blanking cells of a grid in random order, keeping
+a blank only while the puzzle still has exactly one solution.
+
+Splits are by solution grid: a fixed hash of the grid string, independent of any seed, sends about 20% of
+the 288 grids to ``test``, so no test solution is ever trained on.
+
+Scoring never compares with the stored answer for correctness: a grid is solved when it is a valid Sudoku
+that keeps every clue, so puzzles with several solutions (the reference project's files have some) are
+scored right. This module imports no heavy library; ``load`` imports ``datasets`` when it runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import json
+import logging
+import random
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from grpolab.errors import UserError
+from grpolab.tasks.base import Task, Verdict, completion_text
+
+logger = logging.getLogger(__name__)
+
+DIGITS = "1234"
+BLANK = "_"
+CELLS = 16
+SPLITS = ("train", "test")
+# Blank counts of the named difficulties. 12 blanks leave 4 clues, the fewest a 4x4 puzzle with a unique
+# solution can have, so MAX_BLANKS is also the most any puzzle here can have.
+LABEL_BLANKS = {"simple": 4, "medium": 8, "difficult": 12}
+MAX_BLANKS = 12
+DEFAULT_BLANKS = (4, 8, 12)
+DEFAULT_NUM = 1000
+# Percentage of the 288 solution grids that the hash aims to put in the test split (it puts 63 there).
+TEST_PERCENT = 20
+# Greedy blanking reaches 12 blanks from a random cell order about 60% of the time (4-8 blanks: always),
+# so 100 orders make a failure on a grid that has a 12-blank unique puzzle practically impossible.
+MAX_ATTEMPTS = 100
+
+_ROWS = tuple(tuple(range(row * 4, row * 4 + 4)) for row in range(4))
+_COLUMNS = tuple(tuple(range(column, CELLS, 4)) for column in range(4))
+_BOXES = tuple(
+    tuple((top + row) * 4 + left + column for row in range(2) for column in range(2))
+    for top in (0, 2)
+    for left in (0, 2)
+)
+UNITS = _ROWS + _COLUMNS + _BOXES
+PEERS = tuple(
+    frozenset(other for unit in UNITS if cell in unit for other in unit) - {cell} for cell in range(CELLS)
+)
+
+# ---------------------------------------------------------------------------------------------- grids
+
+
+def is_valid_grid(grid: str) -> bool:
+    """True when ``grid`` is 16 digits 1-4 and every row, column and 2x2 box holds each digit once."""
+    if len(grid) != CELLS or not set(grid) <= set(DIGITS):
+        return False
+    return all(len({grid[cell] for cell in unit}) == 4 for unit in UNITS)
+
+
+def keeps_clues(question: str, grid: str) -> bool:
+    """True when ``grid`` has the same digit as ``question`` in every cell that is not blank."""
+    return len(grid) == len(question) and all(q in (BLANK, g) for q, g in zip(question, grid, strict=True))
+
+
+def solutions(puzzle: str) -> Iterator[str]:
+    """Every valid grid that fills the blanks of ``puzzle`` (backtracking, first blank first)."""
+    blank = puzzle.find(BLANK)
+    if blank < 0:
+        if is_valid_grid(puzzle):
+            yield puzzle
+        return
+    used = {puzzle[peer] for peer in PEERS[blank]}
+    for digit in DIGITS:
+        if digit not in used:
+            yield from solutions(puzzle[:blank] + digit + puzzle[blank + 1 :])
+
+
+def count_solutions(puzzle: str, limit: int = 2) -> int:
+    """Number of solutions of ``puzzle``, counting no further than ``limit`` (2 decides uniqueness)."""
+    return sum(1 for _ in itertools.islice(solutions(puzzle), limit))
+
+
+@functools.cache
+def all_grids() -> tuple[str, ...]:
+    """The 288 valid 4x4 Sudoku grids, in lexicographic order."""
+    return tuple(solutions(BLANK * CELLS))
+
+
+def grid_split(grid: str) -> str:
+    """``test`` for about TEST_PERCENT% of solution grids, fixed by a hash of the grid, else ``train``."""
+    digest = hashlib.sha256(f"grpolab-sudoku:{grid}".encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") % 100 < TEST_PERCENT else "train"
+
+
+def split_grids(split: str) -> tuple[str, ...]:
+    return tuple(grid for grid in all_grids() if grid_split(grid) == split)
+
+
+# ------------------------------------------------------------------------------------------- puzzles
+
+
+def blank_label(blanks: int) -> str:
+    """``simple``/``medium``/``difficult`` for 4/8/12 blanks, ``blanks-N`` for any other count."""
+    names = {count: name for name, count in LABEL_BLANKS.items()}
+    return names.get(blanks, f"blanks-{blanks}")
+
+
+def parse_blanks(spec: str | int | Iterable[str | int] | None) -> tuple[int, ...]:
+    """Blank counts from ``"4,8,12"``, ``"simple,medium"``, ``"blanks-6"``, an int or a list of these."""
+    if spec is None:
+        return DEFAULT_BLANKS
+    items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, int) else list(spec)
+    counts = tuple(_blank_count(str(item).strip()) for item in items)
+    if not counts:
+        raise UserError(
+            "blanks is empty: give blank counts like 4,8,12 or labels like simple,medium,difficult"
+        )
+    return counts
+
+
+def _blank_count(item: str) -> int:
+    text = item.removeprefix("blanks-")
+    count = LABEL_BLANKS.get(item, int(text) if text.isascii() and text.isdigit() else None)
+    if count is None or not 1 <= count <= MAX_BLANKS:
+        raise UserError(
+            f"bad blanks value '{item}': use a count from 1 to {MAX_BLANKS} "
+            f"(a unique 4x4 puzzle keeps at least 4 clues) or one of {', '.join(LABEL_BLANKS)}"
+        )
+    return count
+
+
+def make_puzzle(grid: str, blanks: int, rng: random.Random) -> str | None:
+    """``grid`` with ``blanks`` cells blanked and one solution, or None if no cell order got there."""
+    for _ in range(MAX_ATTEMPTS):
+        puzzle = _blank_greedily(grid, blanks, rng.sample(range(CELLS), CELLS))
+        if puzzle is not None:
+            return puzzle
+    return None
+
+
+def _blank_greedily(grid: str, blanks: int, order: Sequence[int]) -> str | None:
+    puzzle, blanked = grid, 0
+    for cell in order:
+        candidate = puzzle[:cell] + BLANK + puzzle[cell + 1 :]
+        if count_solutions(candidate) == 1:
+            puzzle, blanked = candidate, blanked + 1
+            if blanked == blanks:
+                return puzzle
+    return None
+
+
+def generate_rows(num: int, seed: int = 0, split: str = "train", blanks: Any = None) -> list[dict[str, str]]:
+    """``num`` unique-solution puzzles of ``split``'s grids, blank counts taken in turn from ``blanks``.
+
+    The same (num, seed, split, blanks) always gives the same rows; train and test draw from different
+    random streams and from disjoint solution grids.
+    """
+    _check_split(split)
+    counts, grids = parse_blanks(blanks), split_grids(split)
+    rng = random.Random(f"grpolab-sudoku:{split}:{seed}")
+    return [_puzzle_row(grids, counts[index % len(counts)], rng, split) for index in range(num)]
+
+
+def _puzzle_row(grids: Sequence[str], blanks: int, rng: random.Random, split: str) -> dict[str, str]:
+    for _ in range(MAX_ATTEMPTS):  # tests check that every grid has puzzles of 1 to MAX_BLANKS blanks
+        grid = rng.choice(grids)
+        puzzle = make_puzzle(grid, blanks, rng)
+        if puzzle is not None:
+            return {"question": puzzle, "answer": grid, "label": blank_label(blanks), "split": split}
+    raise RuntimeError(f"found no {blanks}-blank puzzle with a unique solution in {MAX_ATTEMPTS} grids")
+
+
+def _check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise UserError(f"unknown split '{split}': use one of {', '.join(SPLITS)}")
+
+
+# ------------------------------------------------------------------------------------------ data files
+
+
+def row_problem(record: Any) -> str | None:
+    """What is wrong with one data-file record, or None when it is a usable puzzle row."""
+    if not isinstance(record, dict):
+        return f"expected a JSON object, got {type(record).__name__}"
+    missing = [key for key in ("question", "answer") if key not in record]
+    if missing:
+        return f"missing key {', '.join(repr(key) for key in missing)}"
+    question, answer = record["question"], record["answer"]
+    if not isinstance(question, str) or len(question) != CELLS or not set(question) <= set(DIGITS + BLANK):
+        return f"question {_short(question)} is not 16 characters of 1-4 and _"
+    if not isinstance(answer, str) or not is_valid_grid(answer):
+        return f"answer {_short(answer)} is not a valid 4x4 Sudoku grid of 16 digits 1-4"
+    if not keeps_clues(question, answer):
+        return f"answer {answer} does not agree with the clues of question {question}"
+    if record.get("split", "train") not in SPLITS:
+        return f"split {_short(record['split'])} is not one of {', '.join(SPLITS)}"
+    return None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[dict[str, str]], int]:
+    """Puzzle rows of a JSONL file and the number of bad rows skipped; bad rows raise unless skipped.
+
+    No uniqueness check: files of other projects may hold puzzles with several solutions, which the
+    scorer handles. A missing ``label`` is derived from the blank count.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"data file {path} does not exist: generate one with 'grpolab data sudoku --out {path}'"
+        )
+    rows, skipped = [], 0
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            record, problem = _decode(line)
+            if problem is None:
+                rows.append(_clean_row(record))
+            elif skip_bad_rows:
+                skipped += 1
+            else:
+                raise UserError(
+                    f"{path}:{number}: {problem}; fix or delete the line, or load with skip_bad_rows=true"
+                )
+    return rows, skipped
+
+
+def _decode(line: bytes) -> tuple[Any, str | None]:
+    try:
+        record = json.loads(line.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        return None, "not UTF-8 text"
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON ({error.msg} at column {error.colno})"
+    return record, row_problem(record)
+
+
+def _clean_row(record: Mapping[str, Any]) -> dict[str, str]:
+    question = record["question"]
+    row = {"question": question, "answer": record["answer"]}
+    row["label"] = str(record.get("label") or blank_label(question.count(BLANK)))
+    if "split" in record:
+        row["split"] = record["split"]
+    return row
+
+
+# -------------------------------------------------------------------------------------------- prompts
+
+SYSTEM_PROMPT = (
+    "You solve 4x4 Sudoku puzzles. Fill every blank (_) with a digit from 1 to 4 so that each row, each "
+    "column and each of the four 2x2 boxes contains 1, 2, 3 and 4 exactly once. Keep every given digit. "
+    "You may reason first. Then write the complete grid, 4 lines of 4 digits, inside <answer></answer>, "
+    "for example:\n<answer>\n1234\n3412\n2143\n4321\n</answer>"
+)
+USER_PROMPT = "Solve this 4x4 Sudoku:\n\n{grid}"
+
+
+def render_grid(question: str) -> str:
+    """The puzzle as 4 lines of space-separated cells, ``_`` for a blank."""
+    return "\n".join(" ".join(question[cell] for cell in row) for row in _ROWS)
+
+
+def prompt_messages(question: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": USER_PROMPT.format(grid=render_grid(question))},
+    ]
+
+
+def load(
+    split: str = "train",
+    data_file: str | Path | None = None,
+    num: int | None = None,
+    seed: int = 0,
+    **options: Any,
+) -> Any:
+    """A ``datasets.Dataset`` with columns prompt, question, answer and label.
+
+    With ``data_file``: its rows in file order, keeping only rows whose ``split`` field (if any) is
+    ``split``, at most ``num`` of them; ``seed`` and ``blanks`` are unused. Without: ``num`` (default
+    DEFAULT_NUM) fresh puzzles of ``split``, fixed by ``seed``. ``options`` are those of TASK.options.
+    """
+    import datasets
+
+    _check_split(split)
+    _check_options(options)
+    if num is not None and num < 0:
+        raise UserError(f"num must be 0 or more, got {num}")
+    if data_file is None:
+        rows = generate_rows(DEFAULT_NUM if num is None else num, seed, split, options.get("blanks"))
+    else:
+        rows = _file_rows(data_file, split, _flag(options.get("skip_bad_rows", False)))[:num]
+    columns = [{**_columns(row), "prompt": prompt_messages(row["question"])} for row in rows]
+    return datasets.Dataset.from_list(columns)
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(TASK.options))
+    if unknown:
+        raise UserError(
+            f"unknown sudoku option(s) {', '.join(unknown)}: the options are {', '.join(TASK.options)}"
+        )
+
+
+def _flag(value: Any) -> bool:
+    """A bool option given as a bool or as text from a command line (true/false, yes/no, 1/0)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text not in ("true", "false", "yes", "no", "1", "0"):
+        raise UserError(f"skip_bad_rows must be true or false, got {value!r}")
+    return text in ("true", "yes", "1")
+
+
+def _file_rows(data_file: str | Path, split: str, skip_bad_rows: bool) -> list[dict[str, str]]:
+    rows, skipped = read_rows(data_file, skip_bad_rows)
+    if skipped:
+        logger.warning("skipped %d bad rows of %s (skip_bad_rows=true)", skipped, data_file)
+    rows = [row for row in rows if row.get("split", split) == split]
+    if not rows:
+        raise UserError(f"data file {data_file} has no usable rows for split '{split}'")
+    return rows
+
+
+def _columns(row: Mapping[str, str]) -> dict[str, str]:
+    return {key: row[key] for key in ("question", "answer", "label")}
+
+
+# ------------------------------------------------------------------------------------- answer parsing
+
+# The answer is the block opened by the LAST "<answer>"; when that block has no "</answer>" the output is
+# unparseable (an answer cut off mid-way, or one the model started again, is not a final answer). The tags
+# are found with str.rfind/str.find, which are linear, rather than a lazy DOTALL regex, which rescans the
+# rest of the text for every "<answer>" and so is quadratic on long outputs.
+OPEN_TAG, CLOSE_TAG = "<answer>", "</answer>"
+
+# Cells are ASCII [0-9], never \d: \d also matches full-width and other Unicode digits, which are rejected.
+# Digits 0 and 5-9 parse (the format was followed) but can never solve. Each separator pattern is
+# unambiguous ([ \t]* then an optional comma, never two adjacent stars over the same characters), so a long
+# run of spaces cannot cause catastrophic backtracking.
+_CELL = "[0-9]"
+_CELL_SEPARATOR = r"[ \t]*(?:,[ \t]*)?"  # nothing, spaces, or a comma with optional spaces
+_ROW_SEPARATOR = r"\s*(?:[,;|]\s*)?"  # whitespace incl. newlines, optionally one of , ; |
+_TEXT_ROW = rf"{_CELL}(?:{_CELL_SEPARATOR}{_CELL}){{3}}"
+_LIST_END = r"\s*(?:,\s*)?\]"  # optional trailing comma, then the closing bracket
+_LIST_ROW = rf"\[\s*{_CELL}(?:\s*,\s*{_CELL}){{3}}{_LIST_END}"
+# "1234\n3412\n2143\n4321", "1234341221434321", "1 2 3 4 | 3 4 1 2 ...", "1,2,3,4,\n3,4,1,2,..."
+_TEXT_GRID = re.compile(rf"{_TEXT_ROW}(?:{_ROW_SEPARATOR}{_TEXT_ROW}){{3}}")
+# [[1,2,3,4],[3,4,1,2],[2,1,4,3],[4,3,2,1]] and the flat [1,2,3,4,3,4,...]
+_LIST_GRID = re.compile(rf"\[\s*{_LIST_ROW}(?:\s*,\s*{_LIST_ROW}){{3}}{_LIST_END}")
+_FLAT_LIST_GRID = re.compile(rf"\[\s*{_CELL}(?:\s*,\s*{_CELL}){{15}}{_LIST_END}")
+_GRID_PATTERNS = (_TEXT_GRID, _LIST_GRID, _FLAT_LIST_GRID)
+_ASCII_DIGIT = re.compile("[0-9]")
+
+
+def answer_block(text: str) -> str | None:
+    """Text inside the last ``<answer>...</answer>`` block, or None if the last one is missing or open."""
+    start = text.rfind(OPEN_TAG)
+    if start < 0:
+        return None
+    end = text.find(CLOSE_TAG, start)
+    return None if end < 0 else text[start + len(OPEN_TAG) : end]
+
+
+def parse_grid(text: str) -> str | None:
+    """The 16 cells of the answer grid as a string of ASCII digits, or None when unparseable.
+
+    Accepted inside the last answer block (surrounding whitespace ignored): 4 lines of 4 digits, one
+    16-digit string, digits separated by spaces or commas with optional row separators (newline , ; |),
+    and a Python list of 4 lists of 4 digits (or a flat list of 16). Anything else, including an unclosed
+    last ``<answer>``, 15 or 17 digits and non-ASCII digits, is None, which scores 0.
+    """
+    block = answer_block(text)
+    if block is None:
+        return None
+    content = block.strip()
+    if not any(pattern.fullmatch(content) for pattern in _GRID_PATTERNS):
+        return None
+    return "".join(_ASCII_DIGIT.findall(content))
+
+
+# ------------------------------------------------------------------------------------------- scoring
+
+
+def partial_credit(question: str, answer: str, grid: str) -> float:
+    """Fraction of the question's blanks where ``grid`` has the stored answer's digit; 0 if a clue changed.
+
+    For a puzzle with several solutions this compares with the stored one only; ``score`` gives 1.0 to
+    any valid solution before this is asked.
+    """
+    if not keeps_clues(question, grid):
+        return 0.0
+    blanks = [cell for cell, char in enumerate(question) if char == BLANK]
+    if not blanks:
+        return 0.0
+    return sum(grid[cell] == answer[cell] for cell in blanks) / len(blanks)
+
+
+def score(completion: str, row: Mapping[str, Any]) -> Verdict:
+    """Strict verdict: solved when the parsed grid is a valid Sudoku that keeps every clue of the question."""
+    grid = parse_grid(completion)
+    if grid is None:
+        return Verdict(solved=False, parsed=None)
+    question = row["question"]
+    solved = is_valid_grid(grid) and keeps_clues(question, grid)
+    partial = 1.0 if solved else partial_credit(question, row["answer"], grid)
+    return Verdict(solved=solved, parsed=grid, partial=partial, format_ok=True)
+
+
+def _verdicts(completions: Sequence[Any], question: Sequence[str], answer: Sequence[str]) -> list[Verdict]:
+    rows = ({"question": q, "answer": a} for q, a in zip(question, answer, strict=True))
+    return [
+        score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)
+    ]
+
+
+def sudoku_solved(
+    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """1.0 when the final grid is a valid Sudoku keeping every clue, else 0.0: the accuracy we report."""
+    return [float(verdict.solved) for verdict in _verdicts(completions, question, answer)]
+
+
+def sudoku_partial(
+    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """Share of blanks filled right, in [0, 1], 0 when a clue was changed, 1.0 when solved.
+
+    Gives a gradient before the first full solve: in a group where nobody solves, the completion with
+    more right cells still gets the higher advantage. Changing clues scores 0 so copying cells around
+    is never a shortcut.
+    """
+    return [verdict.partial for verdict in _verdicts(completions, question, answer)]
+
+
+def sudoku_format(
+    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
+) -> list[float]:
+    """1.0 when the last ``<answer>`` block holds a parseable 16-cell grid, else 0.0."""
+    return [float(verdict.format_ok) for verdict in _verdicts(completions, question, answer)]
+
+
+REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_partial, sudoku_format)}
+# Solving is what we want (1.0). Partial credit is worth half (0.5): an unsolved grid has at most
+# (blanks-1)/blanks right cells, so any solve (1.0 + 0.5 + 0.2) beats every near miss (< 0.5 + 0.2).
+# Format is a small nudge (0.2): a signal before any grid parses, and far enough below solving (1.0) that a
+# well-formed wrong grid is never worth settling for.
+DEFAULT_REWARDS = ("sudoku_solved", "sudoku_partial", "sudoku_format")
+DEFAULT_WEIGHTS = (1.0, 0.5, 0.2)
+
+TASK = Task(
+    name="sudoku",
+    description="4x4 Sudoku with unique solutions; solved = a valid grid that keeps every clue.",
+    load=load,
+    score=score,
+    rewards=REWARDS,
+    default_rewards=DEFAULT_REWARDS,
+    default_weights=DEFAULT_WEIGHTS,
+    options={
+        "blanks": "blank counts or labels to generate in turn, e.g. 4,8,12 or simple,medium,difficult "
+        f"(1 to {MAX_BLANKS}; default {','.join(map(str, DEFAULT_BLANKS))})",
+        "skip_bad_rows": "skip bad rows of a data file (their count is logged) instead of stopping",
+    },
+)
