@@ -1,0 +1,1 @@
+"""Training recipes (YAML), packaged as grpolab.configs so installed copies find them."""

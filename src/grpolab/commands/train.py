@@ -1,0 +1,47 @@
+"""grpolab train: parse the recipe, then train (or print the plan with --dry_run)."""
+
+from __future__ import annotations
+
+import argparse
+
+from grpolab.config import TrainArgs, field_names
+
+ACCEPTS_EXTRA = True
+EXAMPLE = """examples:
+  grpolab train                                   # default recipe: SmolLM2-135M learns addition on CPU
+  grpolab train --config configs/sudoku-qwen2.5-3b.yaml --dry_run
+  grpolab train --max_steps 10 --output_dir outputs/try
+  grpolab train --output_dir outputs/try --resume  # continue from the newest complete checkpoint
+
+Any field of TRL's GRPOConfig and ModelConfig is a flag and a YAML key (learning_rate, num_generations,
+beta, loss_type, max_completion_length, lora_r, load_in_4bit, use_vllm, report_to, ...);
+'grpolab train --help_trl' lists them all (imports torch, slower)."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML recipe (path or name of a packaged recipe); default: default.yaml")
+    parser.add_argument("--help_trl", action="store_true", help="list every TRL GRPOConfig/ModelConfig flag")
+    for name in field_names(TrainArgs):
+        spec = TrainArgs.__dataclass_fields__[name]
+        parser.add_argument(f"--{name}", help=spec.metadata.get("help"), default=argparse.SUPPRESS,
+                            nargs="?" if name == "resume" else None)
+
+
+def run(args: argparse.Namespace) -> int:
+    from grpolab import recipes
+
+    if args.help_trl:
+        parser, _ = recipes._parser()
+        parser.print_help()
+        return 0
+    train_args, grpo_config, model_config = recipes.parse_train_args(args.argv)
+    if train_args.dry_run:
+        from grpolab.plan import print_plan
+
+        print_plan(train_args, grpo_config, model_config)
+        return 0
+    from grpolab.training import train
+
+    output_dir = train(train_args, grpo_config, model_config)
+    print(f"adapter saved to {output_dir}; next: grpolab eval --adapter {output_dir}")
+    return 0

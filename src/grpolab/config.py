@@ -1,0 +1,51 @@
+"""grpolab's own training arguments; everything else is TRL's ``GRPOConfig`` and ``ModelConfig``.
+
+This module imports nothing heavy, so ``grpolab train --help`` stays fast. The full parser over
+``(TrainArgs, GRPOConfig, ModelConfig)`` lives in ``grpolab.recipes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+
+@dataclass
+class TrainArgs:
+    """Arguments of grpolab itself; YAML keys and flags use these names."""
+
+    task: str = field(default="arith", metadata={"help": "task name (arith, sudoku, gsm8k) or 'package.module:TASK'"})
+    data_file: str | None = field(default=None, metadata={"help": "JSONL training data; default: the task's generator or hub data"})
+    num_train: int | None = field(default=None, metadata={"help": "number of training items (default: the task's own)"})
+    task_options: dict | str | None = field(
+        default=None, metadata={"help": "task-specific options as a YAML mapping or JSON string, e.g. '{\"levels\": \"add-20\"}'"}
+    )
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={"help": "reward functions: the task's by name, or 'package.module:function'; default: the task's"},
+    )
+    resume: str | None = field(
+        default=None, metadata={"help": "resume from 'latest' (the newest complete checkpoint in output_dir) or a checkpoint path"}
+    )
+    dry_run: bool = field(default=False, metadata={"help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading weights"})
+    use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'gpu' extra and CUDA)"})
+    torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
+    num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.task_options, str):
+            import yaml
+
+            try:
+                self.task_options = yaml.safe_load(self.task_options) or {}
+            except yaml.YAMLError:
+                self.task_options = None
+            if not isinstance(self.task_options, dict):
+                raise ValueError("--task_options must be a mapping, e.g. '{\"levels\": \"add-20\"}'")
+        self.task_options = dict(self.task_options or {})
+        if self.num_train is not None and self.num_train < 1:
+            raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
+
+
+def field_names(cls) -> list[str]:
+    return [f.name for f in fields(cls)]

@@ -1,0 +1,61 @@
+"""Batched generation shared by eval and chat: one place for generation settings.
+
+Prompts are left-padded so every row's last prompt token sits at the same position, and the attention
+mask hides the padding; that is what makes batched greedy output identical to one-at-a-time output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class GenerationSettings:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    def to_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                                  "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]):
+    """Left-padded input ids and attention mask for a batch of chats, ending in the assistant turn."""
+    texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
+    tokenizer.padding_side = "left"
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def generate_batch(model, tokenizer, chats: Sequence[list[dict[str, str]]], settings: GenerationSettings,
+                   num_return_sequences: int = 1) -> list[list[str]]:
+    """Completions for each chat: a list of ``num_return_sequences`` strings per chat."""
+    import torch
+
+    batch = encode_chats(tokenizer, chats).to(model.device)
+    with torch.inference_mode():
+        output = model.generate(
+            **batch,
+            **settings.to_kwargs(),
+            num_return_sequences=num_return_sequences,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch * num_return_sequences, new)
+    texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+    return [texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]

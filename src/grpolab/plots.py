@@ -1,0 +1,75 @@
+"""Pictures people would rather see than read: the reward curve and accuracy by label."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    """Write via a temporary file so a viewer never sees a half-written PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
+    os.close(handle)
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+def reward_curve(metrics_path: Path, out: Path, title: str = "GRPO training") -> None:
+    """Reward components and completion length against the training step, from metrics.jsonl."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if "reward" in row]
+    if not rows:
+        return
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
+    steps = [row["step"] for row in rows]
+    top.plot(steps, [row["reward"] for row in rows], label="total reward (weighted)", linewidth=2.2, color="black")
+    for key in sorted(k for k in rows[-1] if k.startswith("rewards/") and k.endswith("/mean")):
+        top.plot(steps, [row.get(key) for row in rows], label=key.split("/")[1], alpha=0.8)
+    top.set_ylabel("mean reward")
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8, loc="best")
+    if any("completions/mean_length" in row for row in rows):
+        bottom.plot(steps, [row.get("completions/mean_length") for row in rows], color="tab:gray")
+    bottom.set_ylabel("completion tokens")
+    bottom.set_xlabel("step")
+    bottom.grid(alpha=0.3)
+    _save(fig, out)
+    plt.close(fig)
+
+
+def accuracy_bars(results: Mapping[str, Mapping[str, float]], out: Path, title: str,
+                  order: Sequence[str] | None = None) -> None:
+    """Grouped bars: one group per label, one bar per run (e.g. base vs. trained)."""
+    plt = _pyplot()
+    runs = list(results)
+    labels = list(order or sorted({label for per_run in results.values() for label in per_run}))
+    width = 0.8 / max(1, len(runs))
+    fig, axis = plt.subplots(figsize=(max(5, 1.6 * len(labels) + 2), 4))
+    for index, run in enumerate(runs):
+        xs = [position + index * width for position in range(len(labels))]
+        values = [100 * results[run].get(label, 0.0) for label in labels]
+        bars = axis.bar(xs, values, width=width, label=run)
+        axis.bar_label(bars, fmt="%.0f%%", fontsize=8)
+    axis.set_xticks([position + width * (len(runs) - 1) / 2 for position in range(len(labels))], labels)
+    axis.set_ylabel("strict accuracy (%)")
+    axis.set_ylim(0, 105)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    _save(fig, out)
+    plt.close(fig)

@@ -1,0 +1,174 @@
+"""Procedural arithmetic: the default task, small enough for a 135M model to learn on a laptop CPU.
+
+Items are generated from a seed (``7 + 12``, ``15 - 4``, ``6 * 3``), so there is fresh data and no
+download. A fixed hash of each expression puts it in train or test, for every seed, so nothing held out
+is ever trained on.
+
+What counts as the answer: the **last integer in the reply**. Small instruction models answer
+"7 + 12 = 19." or "The answer is 19", so the last number is what a reader takes as the answer; a reply
+that adds numbers after the result is judged on the last one, which is the point of the strict check.
+``lenient`` is true when the right number appears anywhere in the reply.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grpolab.tasks.base import Task, Verdict, completion_text, rows_from_kwargs
+
+# Measured on SmolLM2-135M-Instruct (add-20, 100 test items, greedy): this wording gets 46% strict,
+# "What is X?" alone 36%, a system prompt asking for just the number 25% (it then answers "The answer is"
+# with a wrong number). The model's own default system prompt is kept.
+USER_TEMPLATE = "What is {expression}? Answer with just the number."
+
+# Difficulty levels: operation set and largest operand. The default recipe trains on "add-20".
+LEVELS: dict[str, tuple[str, int]] = {
+    "add-10": ("+", 10),
+    "add-20": ("+", 20),
+    "add-50": ("+", 50),
+    "addsub-20": ("+-", 20),
+    "mixed-12": ("+-*", 12),
+    "add-100": ("+", 100),
+}
+DEFAULT_LEVELS = ("add-20",)
+
+_INTEGER = re.compile(r"-?\d[\d,]*")
+# A reply longer than this many characters gets no brevity credit (see arith_brevity).
+_SHORT_REPLY_CHARS = 40
+
+
+def make_item(rng: random.Random, level: str) -> dict[str, str]:
+    operations, largest = LEVELS[level]
+    a, b = rng.randint(0, largest), rng.randint(0, largest)
+    op = rng.choice(operations)
+    if op == "-" and b > a:
+        a, b = b, a  # keep results non-negative at these levels
+    value = {"+": a + b, "-": a - b, "*": a * b}[op]
+    return {"question": f"{a} {op} {b}", "answer": str(value), "label": level}
+
+
+def split_of(question: str) -> str:
+    """'test' for a fixed quarter of all expressions, else 'train', the same for every seed.
+
+    Commutative expressions are keyed with sorted operands, so "3 + 5" and "5 + 3" share a split:
+    a test item is never seen in training in either order.
+    """
+    left, op, right = question.split()
+    if op in "+*":
+        left, right = sorted((left, right), key=int)
+    return "test" if zlib.crc32(f"{left}{op}{right}".encode()) % 4 == 0 else "train"
+
+
+def generate_rows(num: int, seed: int = 0, split: str = "train",
+                  levels: Sequence[str] = DEFAULT_LEVELS) -> list[dict[str, str]]:
+    """``num`` items of ``split``. Test items are distinct; train items repeat once the space is used up.
+
+    Small levels have few expressions (441 for add-20), so test takes at most what its quarter holds.
+    """
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown:
+        from grpolab.errors import UserError
+
+        raise UserError(f"unknown arith level(s) {', '.join(unknown)}: choose from {', '.join(LEVELS)}")
+    rng = random.Random(f"{seed}-{split}")
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for attempt in range(num * 200):
+        item = make_item(rng, levels[attempt % len(levels)])
+        if split_of(item["question"]) != split or (split == "test" and item["question"] in seen):
+            continue
+        seen.add(item["question"])
+        rows.append(item)
+        if len(rows) == num:
+            break
+    return rows
+
+
+def build_prompt(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": USER_TEMPLATE.format(expression=question)}]
+
+
+def extract_answer(text: str) -> int | None:
+    """The last integer in the text (thousands separators allowed), or None when there is none."""
+    last = None
+    for last in _INTEGER.finditer(text):
+        pass
+    if last is None:
+        return None
+    digits = last.group().replace(",", "")
+    return int(digits) if digits.lstrip("-") else None
+
+
+def score(completion: str, row: Mapping[str, Any]) -> Verdict:
+    value = extract_answer(completion)
+    gold = int(row["answer"])
+    solved = value == gold
+    anywhere = any(int(m.group().replace(",", "") or 0) == gold for m in _INTEGER.finditer(completion)
+                   if m.group().replace(",", "").lstrip("-"))
+    return Verdict(
+        solved=solved,
+        parsed=None if value is None else str(value),
+        partial=1.0 if solved else 0.0,
+        format_ok=value is not None and len(completion.strip()) <= _SHORT_REPLY_CHARS,
+        lenient=anywhere,
+    )
+
+
+def _verdicts(completions: list, kwargs: Mapping[str, Any]) -> list[Verdict]:
+    rows = rows_from_kwargs(len(completions), kwargs)
+    return [score(completion_text(c), row) for c, row in zip(completions, rows, strict=True)]
+
+
+def arith_correct(completions: list, **kwargs) -> list[float]:
+    """1.0 when the last integer of the reply is the right result, else 0.0 (the strict metric)."""
+    return [1.0 if verdict.solved else 0.0 for verdict in _verdicts(completions, kwargs)]
+
+
+def arith_brevity(completions: list, **kwargs) -> list[float]:
+    """1.0 for a reply of at most 40 characters that contains a number, else 0.0.
+
+    40 characters hold "12 + 7 = 19." with room to spare; the bonus stops the model from padding the
+    reply with more numbers after the result, which is how a last-number check is most often lost.
+    Weighted low in the default recipe so it never outweighs being right.
+    """
+    return [1.0 if verdict.format_ok else 0.0 for verdict in _verdicts(completions, kwargs)]
+
+
+def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
+         levels: Sequence[str] | str = DEFAULT_LEVELS, **options: Any):
+    """Generated items as a Dataset (or rows from a JSONL with question/answer/label)."""
+    from datasets import Dataset
+
+    if isinstance(levels, str):
+        levels = tuple(level.strip() for level in levels.split(",") if level.strip())
+    if options:
+        from grpolab.errors import UserError
+
+        raise UserError(f"unknown arith option(s) {', '.join(options)}: the options are 'levels'")
+    if data_file:
+        from grpolab.tasks.jsonl import read_rows
+
+        rows = read_rows(data_file, required=("question", "answer"))
+        rows = rows[:num] if num else rows
+    else:
+        rows = generate_rows(num or (100 if split == "test" else 2000), seed, split, levels)
+    for row in rows:
+        row.setdefault("label", "custom")
+        row["prompt"] = build_prompt(row["question"])
+    return Dataset.from_list(rows)
+
+
+TASK = Task(
+    name="arith",
+    description="Generated arithmetic (a + b, a - b, a * b); the answer is the last integer of the reply.",
+    load=load,
+    score=score,
+    rewards={"arith_correct": arith_correct, "arith_brevity": arith_brevity},
+    default_rewards=("arith_correct", "arith_brevity"),
+    default_weights=(1.0, 0.1),
+    options={"levels": f"comma-separated difficulty levels: {', '.join(LEVELS)}"},
+)
