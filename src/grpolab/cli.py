@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from grpolab import __version__
 from grpolab.errors import UserError
@@ -72,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     args.command, args.extra, args.argv = head.command, extra, head.rest
     args.debug = args.debug or head.debug
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Deprecation notices inside the libraries are for us, not for the person running a command.
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*pin_memory.*")
     try:
         return int(module.run(args) or 0)
     except UserError as error:
@@ -82,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"grpolab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `grpolab doctor --json | head`
+        sys.stderr.close()
+        return 0
 
 
 def entry() -> None:

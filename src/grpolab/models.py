@@ -164,7 +164,6 @@ def load_tokenizer(source: str, padding_side: str = "left"):
 
 def load_causal_lm(source: str, dtype: str = "auto", **kwargs):
     """Load a causal LM from a resolved source; a missing or unreachable model is a UserError."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _dtype(dtype)
@@ -199,3 +198,67 @@ def _dtype(name: str):
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+@dataclass
+class RunInfo:
+    """What a training run directory says about itself (written by ``grpolab train``)."""
+
+    base_model: str
+    task: str | None
+    task_options: dict
+
+
+def read_run_info(adapter_dir: str | Path) -> RunInfo:
+    """Base model and task of an adapter directory; a plain PEFT adapter gives its base model only."""
+    directory = Path(adapter_dir)
+    if not directory.is_dir():
+        raise UserError(f"adapter directory {directory} does not exist: give the output_dir of a training run")
+    info_path = directory / "grpolab_run.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text())
+        return RunInfo(info["base_model"], info.get("task"), info.get("task_options") or {})
+    config_path = directory / "adapter_config.json"
+    if not config_path.is_file():
+        raise UserError(f"{directory} holds no LoRA adapter (no adapter_config.json): has training finished?")
+    base = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{config_path} names no base model: pass --model")
+    return RunInfo(base, None, {})
+
+
+def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
+    """Refuse an adapter trained on another base model than the one given."""
+    expected = read_run_info(adapter_dir).base_model
+    if _canonical(expected) != _canonical(model):
+        raise UserError(
+            f"adapter {adapter_dir} was trained on '{expected}', not '{model}': drop --model or pass --model {expected}"
+        )
+
+
+def _canonical(name: str) -> str:
+    key = name.strip().lower()
+    for spec in EMBEDDED.values():
+        if key in (spec.name, spec.hub_id.lower()) or key == str(cache_dir(spec)).lower():
+            return spec.name
+    return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
+
+
+def load_for_inference(model: str | None = None, adapter: str | None = None, dtype: str = "auto"):
+    """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter."""
+    if adapter:
+        base = read_run_info(adapter).base_model
+        if model:
+            check_adapter_base(adapter, model)
+        model = model or base
+    if not model:
+        raise UserError(f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')")
+    source = resolve(model)
+    tokenizer = load_tokenizer(source)
+    network = load_causal_lm(source, dtype=dtype)
+    if adapter:
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, str(adapter))
+    network.eval()
+    return network, tokenizer, model

