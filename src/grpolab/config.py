@@ -23,6 +23,9 @@ class TrainArgs:
         default=None,
         metadata={"help": "reward functions: the task's by name, or 'package.module:function'; default: the task's"},
     )
+    init_adapter: str | None = field(
+        default=None, metadata={"help": "start from this LoRA adapter (e.g. the output_dir of 'grpolab sft') instead of a new one"}
+    )
     resume: str | None = field(
         default=None, metadata={"help": "resume from 'latest' (the newest complete checkpoint in output_dir) or a checkpoint path"}
     )
@@ -43,6 +46,8 @@ class TrainArgs:
             if not isinstance(self.task_options, dict):
                 raise ValueError("--task_options must be a mapping, e.g. '{\"levels\": \"add-20\"}'")
         self.task_options = dict(self.task_options or {})
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
 

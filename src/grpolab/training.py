@@ -60,6 +60,11 @@ def load_model(train_args: TrainArgs, model_config):
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": 0}
     model = models.load_causal_lm(source, dtype=model_config.dtype or "auto", **kwargs)
+    if train_args.init_adapter:
+        from peft import PeftModel
+
+        models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
+        return PeftModel.from_pretrained(model, train_args.init_adapter, is_trainable=True), tokenizer, None
     return model, tokenizer, peft_config(model_config)
 
 

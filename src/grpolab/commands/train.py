@@ -23,8 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--help_trl", action="store_true", help="list every TRL GRPOConfig/ModelConfig flag")
     for name in field_names(TrainArgs):
         spec = TrainArgs.__dataclass_fields__[name]
+        optional_value = name == "resume" or spec.type in ("bool", bool)  # '--dry_run' alone means true
         parser.add_argument(f"--{name}", help=spec.metadata.get("help"), default=argparse.SUPPRESS,
-                            nargs="?" if name == "resume" else None)
+                            nargs="?" if optional_value else None)
 
 
 def run(args: argparse.Namespace) -> int:

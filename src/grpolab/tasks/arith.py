@@ -171,4 +171,5 @@ TASK = Task(
     default_rewards=("arith_correct", "arith_brevity"),
     default_weights=(1.0, 0.1),
     options={"levels": f"comma-separated difficulty levels: {', '.join(LEVELS)}"},
+    reference=lambda row: str(row["answer"]),
 )

@@ -42,6 +42,7 @@ class Task:
     score(completion, row) -> Verdict, where row holds the dataset columns of that item.
     rewards: the task's reward functions by name (the name is the logged metric key).
     default_rewards / default_weights: what training uses when the recipe does not say.
+    reference(row) -> str: an ideal reply, for supervised warm-up; None when the task has none.
     """
 
     name: str
@@ -52,6 +53,8 @@ class Task:
     default_rewards: Sequence[str]
     default_weights: Sequence[float]
     options: Mapping[str, str] = field(default_factory=dict)  # extra load() options and their help
+    # The reply a perfect model would give for a row: the target of the supervised warm-up (grpolab sft).
+    reference: Callable[[Mapping[str, Any]], str] | None = None
 
 
 def completion_text(completion: Any) -> str:

@@ -421,6 +421,13 @@ def _flag(value: Any) -> bool:
     return text in ("true", "yes", "1")
 
 
+def reference(row: Mapping[str, Any]) -> str:
+    """The reference solution's reasoning (GSM8K's <<calculator>> notes removed), then the answer tag."""
+    solution = str(row.get("solution") or "")
+    reasoning = re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
+    return f"{reasoning}\n<answer>{row['answer']}</answer>" if reasoning else f"<answer>{row['answer']}</answer>"
+
+
 def load(
     split: str = "train",
     data_file: str | Path | None = None,
@@ -463,4 +470,5 @@ TASK = Task(
     default_rewards=("gsm8k_correct", "gsm8k_format"),
     default_weights=(1.0, 0.2),
     options=OPTIONS,
+    reference=reference,
 )

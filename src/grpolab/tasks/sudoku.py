@@ -283,6 +283,12 @@ def prompt_messages(question: str) -> list[dict[str, str]]:
     ]
 
 
+def reference(row: Mapping[str, Any]) -> str:
+    """The stored solution as the prompt asks for it: 4 rows inside answer tags."""
+    grid = row["answer"]
+    return "<answer>\n" + "\n".join(grid[row_start:row_start + 4] for row_start in range(0, CELLS, 4)) + "\n</answer>"
+
+
 def load(
     split: str = "train",
     data_file: str | Path | None = None,
@@ -477,4 +483,5 @@ TASK = Task(
         f"(1 to {MAX_BLANKS}; default {','.join(map(str, DEFAULT_BLANKS))})",
         "skip_bad_rows": "skip bad rows of a data file (their count is logged) instead of stopping",
     },
+    reference=reference,
 )

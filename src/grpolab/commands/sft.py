@@ -1,0 +1,34 @@
+"""grpolab sft: a short supervised warm-up on the task's reference replies, before GRPO."""
+
+from __future__ import annotations
+
+import argparse
+
+from grpolab.commands.train import add_arguments as add_train_arguments
+
+ACCEPTS_EXTRA = True
+DEFAULT_RECIPE = "sft-sudoku-smollm2.yaml"
+EXAMPLE = f"""examples:
+  grpolab sft                                     # {DEFAULT_RECIPE}: Sudoku answer format on SmolLM2-135M
+  grpolab train --config sudoku-smollm2-cpu --init_adapter outputs/sudoku-sft
+Flags and YAML keys are grpolab's train arguments plus TRL's SFTConfig and ModelConfig fields."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_train_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trl import SFTConfig
+
+    from grpolab import recipes
+
+    if args.help_trl:
+        recipes._parser(SFTConfig, "sft")[0].print_help()
+        return 0
+    train_args, sft_config, model_config = recipes.parse_train_args(args.argv, SFTConfig, DEFAULT_RECIPE, "sft")
+    from grpolab.sft import sft
+
+    output_dir = sft(train_args, sft_config, model_config)
+    print(f"warm-up adapter saved to {output_dir}; next: grpolab train --init_adapter {output_dir} ...")
+    return 0

@@ -1,0 +1,39 @@
+"""Supervised warm-up with TRL's SFTTrainer: teach the answer format before GRPO.
+
+GRPO learns from differences between a prompt's completions; when a small model never produces the
+answer format (SmolLM2-135M on Sudoku), every reward is 0 and there is nothing to learn from. A short
+warm-up on the task's reference replies gives GRPO a starting point. The loss is on the reply tokens
+only (prompt-completion data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grpolab import checkpoints, training
+from grpolab.errors import UserError
+from grpolab.tasks import get_task
+
+
+def reference_dataset(train_args, seed: int):
+    task = get_task(train_args.task)
+    if task.reference is None:
+        raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised warm-up")
+    dataset = training.load_task_data(task, train_args, seed)
+    return dataset.map(lambda row: {"completion": [{"role": "assistant", "content": task.reference(row)}]})
+
+
+def sft(train_args, sft_config, model_config) -> Path:
+    from trl import SFTTrainer
+
+    output_dir = Path(sft_config.output_dir)
+    resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)
+    dataset = reference_dataset(train_args, sft_config.seed)
+    model, tokenizer, lora = training.load_model(train_args, model_config)
+    trainer = SFTTrainer(model=model, args=sft_config, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora)
+    if trainer.is_world_process_zero():
+        training.save_run_info(output_dir, train_args, sft_config, model_config)
+    trainer.train(resume_from_checkpoint=resume_from)
+    trainer.save_model(str(output_dir))
+    return output_dir
