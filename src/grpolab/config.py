@@ -31,6 +31,11 @@ class TrainArgs:
     )
     dry_run: bool = field(default=False, metadata={"help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading weights"})
     use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'gpu' extra and CUDA)"})
+    accelerate_config: str | None = field(
+        default=None,
+        metadata={"help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2 or a YAML path"},
+    )
+    num_processes: int | None = field(default=None, metadata={"help": "processes for accelerate launch (default: the config's)"})
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
     num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})

@@ -154,12 +154,16 @@ def device_defaults() -> dict[str, Any]:
     model config, so GRPO's generation would recompute every prefix at each new token (about 8x slower
     per step for SmolLM2-135M with 24-token completions).
     bf16: TRL defaults it to True, which fails on a machine without bf16 hardware; off there.
+    use_cpu: on a machine with no accelerator, say so, so that a GPU recipe (bf16: true) still parses
+    for --dry_run and validation instead of failing inside TrainingArguments.
     """
     import torch
 
     defaults: dict[str, Any] = {"use_cache": True}
     if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         defaults["bf16"] = False
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        defaults["use_cpu"] = True
     return defaults
 
 

@@ -76,11 +76,25 @@ def quantization_config(model_config):
     return bitsandbytes_config(model_config)
 
 
+def preflight(train_args: TrainArgs, model_config) -> None:
+    """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
+    from grpolab import accel
+
+    if train_args.use_unsloth:
+        accel.require_package("unsloth", "use_unsloth", "gpu")
+        accel.require_cuda("use_unsloth")
+    if model_config.load_in_4bit or model_config.load_in_8bit:
+        feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
+        accel.require_package("bitsandbytes", feature, "gpu")
+        accel.require_cuda(feature)
+
+
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
     from trl import GRPOTrainer
 
     from grpolab.callbacks import ProgressLine, RunLogger
 
+    preflight(train_args, model_config)
     task = get_task(train_args.task)
     dataset = load_task_data(task, train_args, grpo_config.seed)
     recorder = SampleRecorder()

@@ -41,8 +41,27 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(train_args, grpo_config, model_config)
         return 0
+    if train_args.accelerate_config and not _inside_launch():
+        return _relaunch(args.argv, train_args)
     from grpolab.training import train
 
     output_dir = train(train_args, grpo_config, model_config)
     print(f"adapter saved to {output_dir}; next: grpolab eval --adapter {output_dir}")
     return 0
+
+
+def _inside_launch() -> bool:
+    from grpolab.launch import inside_launch
+
+    return inside_launch()
+
+
+def _relaunch(argv: list[str], train_args) -> int:
+    import subprocess
+
+    from grpolab import launch
+
+    launch.check_backend(train_args.accelerate_config)
+    command = launch.launch_command(argv, train_args.accelerate_config, train_args.num_processes)
+    print("launching:", " ".join(command[2:]))
+    return subprocess.call(command, env=launch.launch_env(train_args.accelerate_config))

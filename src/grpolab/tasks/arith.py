@@ -36,7 +36,9 @@ LEVELS: dict[str, tuple[str, int]] = {
 }
 DEFAULT_LEVELS = ("add-20",)
 
-_INTEGER = re.compile(r"-?\d[\d,]*")
+# An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
+# \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
+_INTEGER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|-?[0-9]+")
 # A reply longer than this many characters gets no brevity credit (see arith_brevity).
 _SHORT_REPLY_CHARS = 40
 
@@ -94,21 +96,15 @@ def build_prompt(question: str) -> list[dict[str, str]]:
 
 def extract_answer(text: str) -> int | None:
     """The last integer in the text (thousands separators allowed), or None when there is none."""
-    last = None
-    for last in _INTEGER.finditer(text):
-        pass
-    if last is None:
-        return None
-    digits = last.group().replace(",", "")
-    return int(digits) if digits.lstrip("-") else None
+    matches = _INTEGER.findall(text)
+    return int(matches[-1].replace(",", "")) if matches else None
 
 
 def score(completion: str, row: Mapping[str, Any]) -> Verdict:
     value = extract_answer(completion)
     gold = int(row["answer"])
     solved = value == gold
-    anywhere = any(int(m.group().replace(",", "") or 0) == gold for m in _INTEGER.finditer(completion)
-                   if m.group().replace(",", "").lstrip("-"))
+    anywhere = any(int(match.replace(",", "")) == gold for match in _INTEGER.findall(completion))
     return Verdict(
         solved=solved,
         parsed=None if value is None else str(value),

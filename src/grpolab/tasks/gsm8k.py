@@ -359,7 +359,7 @@ def _parse_line(line: str) -> tuple[Any, str | None]:
 def read_jsonl(path: Path, skip_bad_rows: bool = False) -> list[dict[str, Any]]:
     """Rows of a local GSM8K JSONL file; a bad line is a UserError naming file and line, or is skipped."""
     if not path.is_file():
-        raise UserError(f"GSM8K data file {path} not found; pass --data_file path/to/test.jsonl")
+        raise UserError(f"GSM8K data file {path} not found; check the path given with --data_file")
     rows, skipped = [], 0
     with path.open(encoding="utf-8") as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -405,7 +405,7 @@ def read_hub(split: str, hub_id: str) -> list[dict[str, Any]]:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise UserError(
             f"cannot load {hub_id} split '{split}' from the Hugging Face hub ({reason}); "
-            "pass a local file instead: --data_file path/to/test.jsonl"
+            f"pass a local file instead: --data_file path/to/{split}.jsonl"
         ) from None
     rows = [_hub_row(record) for record in records]
     if None in rows:

@@ -1,0 +1,139 @@
+"""Recipes and flags: every shipped YAML validates; mistakes are one-line errors naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from grpolab import recipes
+from grpolab.cli import main
+from grpolab.errors import UserError
+
+CONFIGS = sorted(Path(recipes.recipes_dir()).glob("*.yaml"))
+SFT_RECIPES = [path for path in CONFIGS if path.name.startswith("sft-")]
+GRPO_RECIPES = [path for path in CONFIGS if path not in SFT_RECIPES]
+
+
+def test_recipes_are_shipped():
+    names = {path.name for path in CONFIGS}
+    assert {"default.yaml", "gsm8k-qwen3-32b-unsloth.yaml", "gsm8k-qwen3-32b-a100.yaml",
+            "sudoku-qwen2.5-3b.yaml", "sudoku-qwen2.5-7b.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", GRPO_RECIPES, ids=lambda p: p.name)
+def test_every_grpo_recipe_validates(path):
+    train_args, grpo_config, model_config = recipes.parse_train_args(["--config", str(path)])
+    config = recipes.read_yaml(path)
+    assert train_args.task == config["task"]
+    assert model_config.model_name_or_path == config["model_name_or_path"]
+    assert grpo_config.num_generations == config.get("num_generations", 8)
+    generation_batch = grpo_config.per_device_train_batch_size * grpo_config.steps_per_generation
+    assert generation_batch % grpo_config.num_generations == 0
+
+
+@pytest.mark.parametrize("path", SFT_RECIPES, ids=lambda p: p.name)
+def test_every_sft_recipe_validates(path):
+    from trl import SFTConfig
+
+    train_args, sft_config, _ = recipes.parse_train_args(["--config", str(path)], SFTConfig, command="sft")
+    assert train_args.task == recipes.read_yaml(path)["task"]
+    assert sft_config.max_steps == recipes.read_yaml(path)["max_steps"]
+
+
+@pytest.mark.parametrize("path", GRPO_RECIPES, ids=lambda p: p.name)
+def test_every_grpo_recipe_dry_runs(path, capsys):
+    assert main(["train", "--config", str(path), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "memory (rough)" in out
+    assert "nothing was loaded" in out
+
+
+def test_reference_gsm8k_recipe_matches_the_reference_project():
+    train_args, grpo, model = recipes.parse_train_args(["--config", "gsm8k-qwen3-32b-unsloth"])
+    assert (model.lora_r, model.lora_alpha, model.load_in_4bit, train_args.use_unsloth) == (16, 16, True, True)
+    assert (grpo.per_device_train_batch_size, grpo.gradient_accumulation_steps, grpo.num_generations) == (2, 4, 4)
+    assert (grpo.learning_rate, grpo.beta, grpo.temperature, grpo.max_completion_length) == (5e-5, 0.01, 0.7, 512)
+    assert grpo.optim == "adamw_8bit"
+
+
+def test_flags_override_yaml():
+    _, grpo, model = recipes.parse_train_args(["--max_steps", "3", "--lora_r", "4"])
+    assert grpo.max_steps == 3
+    assert model.lora_r == 4
+
+
+def test_default_recipe_is_used_without_config():
+    train_args, grpo, model = recipes.parse_train_args([])
+    assert train_args.task == "arith"
+    assert model.model_name_or_path == "smollm2-135m-instruct"
+    assert grpo.use_cache is True  # generation needs the KV cache (see recipes.device_defaults)
+
+
+def write(tmp_path, text: str) -> str:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("task: arith\nlearning_rat: 0.1\n", "unknown key 'learning_rat'; did you mean 'learning_rate'?"),
+        ("learning_rate: fast\n", "'learning_rate' must be float, got str 'fast'"),
+        ("max_steps: 1.5\n", "'max_steps' must be int, got float 1.5"),
+        ("use_peft: [1]\n", "'use_peft' must be bool, got list"),
+        ("- a\n- b\n", "a recipe must be a YAML mapping"),
+        ("task: [unclosed\n", "not valid YAML"),
+        ("num_generations: 3\nper_device_train_batch_size: 8\n", "num_generations"),
+    ],
+)
+def test_bad_recipes_are_one_line_errors(tmp_path, yaml_text, message):
+    with pytest.raises(UserError) as error:
+        recipes.parse_train_args(["--config", write(tmp_path, yaml_text)])
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--num_trainn", "3"], "unknown flag --num_trainn; did you mean --num_train?"),
+        (["--learning_rate", "abc"], "invalid float value: 'abc'"),
+        (["--config"], "--config needs a YAML file path"),
+        (["--config", "no-such-recipe"], "config file 'no-such-recipe' not found"),
+        (["--task_options", "[1, 2]"], "--task_options must be a mapping"),
+    ],
+)
+def test_bad_flags_are_one_line_errors(argv, message):
+    with pytest.raises(UserError) as error:
+        recipes.parse_train_args(argv)
+    assert message in str(error.value)
+
+
+def test_bad_flag_exits_2_through_the_cli(capsys):
+    assert main(["train", "--num_trainn", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err == "grpolab train: error: unknown flag --num_trainn; did you mean --num_train?\n"
+
+
+def test_bare_resume_means_latest():
+    train_args, _, _ = recipes.parse_train_args(["--resume", "--max_steps", "2"])
+    assert train_args.resume == "latest"
+    train_args, _, _ = recipes.parse_train_args(["--max_steps", "2", "--resume"])
+    assert train_args.resume == "latest"
+
+
+def test_single_string_stands_for_a_list(tmp_path):
+    train_args, _, model = recipes.parse_train_args(["--config", write(tmp_path, "reward_funcs: arith_correct\n")])
+    assert train_args.reward_funcs == ["arith_correct"]
+
+
+def test_accepted_types_table():
+    from typing import Literal
+
+    assert recipes.accepted_types(int) == {int}
+    assert recipes.accepted_types(int | None) == {int}
+    assert recipes.accepted_types(list[str] | None) == {list, tuple, str}
+    assert recipes.accepted_types(Literal["a", "b"]) == {str}
+    assert recipes.accepted_types(dict | str | None) == {dict, str}

@@ -1,0 +1,125 @@
+"""GRPO training end to end: a real run on the embedded model, resume after SIGKILL on a tiny one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from grpolab import checkpoints, recipes
+from grpolab.cli import main
+from grpolab.errors import RewardFunctionError
+
+
+def tiny_flags(model_dir: Path, output_dir: Path, steps: int) -> list[str]:
+    return [
+        "--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), "--max_steps", str(steps),
+        "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "8",
+        "--num_train", "64", "--save_steps", "1", "--logging_steps", "1", "--torch_threads", "1",
+        "--plot", "false", "--save_total_limit", "10",
+    ]
+
+
+def broken_reward(completions, **kwargs):
+    raise ZeroDivisionError("our bug")
+
+
+def adapter_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from grpolab.training import train
+
+    out = tmp_path / "run"
+    argv = ["--max_steps", "2", "--output_dir", str(out), "--max_completion_length", "12", "--save_steps", "2"]
+    train(*recipes.parse_train_args(argv))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2]
+    assert {"reward", "rewards/arith_correct/mean", "loss", "completions/mean_length", "seconds_per_step"} <= set(rows[0])
+    assert (out / "reward_curve.png").stat().st_size > 10_000
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert samples and set(samples[0]["rewards"]) == {"arith_correct", "arith_brevity"}
+    # LoRA B matrices start at zero; after two steps of lr 5e-4 they are not.
+    trained = adapter_tensors(out)
+    lora_b = [tensor for name, tensor in trained.items() if "lora_B" in name]
+    assert lora_b and max(float(t.abs().max()) for t in lora_b) > 0
+    untrained = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_model_dir),
+                               LoraConfig.from_pretrained(str(out)))
+    assert all(float(p.abs().max()) == 0 for n, p in untrained.named_parameters() if "lora_B" in n)
+    # The adapter reloads with plain PEFT, and the resolved config is a re-usable recipe.
+    base = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
+    assert isinstance(PeftModel.from_pretrained(base, str(out)), PeftModel)
+    again = recipes.parse_train_args(["--config", str(out / "config.yaml"), "--output_dir", str(tmp_path / "again")])
+    assert again[1].max_steps == 2
+    assert checkpoints.is_complete(out / "checkpoint-2")
+
+
+def test_a_crashing_reward_stops_training_with_its_name(tmp_path, tiny_model_dir):
+    from grpolab.training import train
+
+    argv = tiny_flags(tiny_model_dir, tmp_path / "run", 1) + ["--reward_funcs", "tests.test_training:broken_reward"]
+    with pytest.raises(RewardFunctionError, match="reward function 'broken_reward' raised ZeroDivisionError: our bug"):
+        train(*recipes.parse_train_args(argv))
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1}\n')
+    assert main(["train", *tiny_flags(tiny_model_dir, out, 1)]) == 2
+    assert "already holds a run: add --resume" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_resume_with_another_task_is_refused(tmp_path, tiny_model_dir, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags(tiny_model_dir, out, 1)]) == 0
+    assert main(["train", *tiny_flags(tiny_model_dir, out, 2), "--task", "sudoku", "--resume"]) == 2
+    assert "the config changes task: 'arith' -> 'sudoku'" in capsys.readouterr().err
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_kill_and_resume_reaches_the_planned_steps(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "grpolab", "train", *tiny_flags(tiny_model_dir, out, 6)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    reached = wait_for(lambda: checkpoints.latest_complete(out) is not None and
+                       checkpoints.latest_complete(out).name in {"checkpoint-2", "checkpoint-3"}, 240)
+    if process.poll() is not None:
+        pytest.fail(f"training ended before it could be killed: {process.stderr.read()[-2000:]}")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert reached
+    killed_at = int(checkpoints.latest_complete(out).name.split("-")[1])
+    assert killed_at < 6
+    # A half-written checkpoint beyond the last complete one must be ignored on resume.
+    (out / f"checkpoint-{killed_at + 50}").mkdir()
+    result = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged[-1] == 6
+    assert set(range(killed_at + 1, 7)) <= set(logged)
