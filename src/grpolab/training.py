@@ -76,10 +76,12 @@ def quantization_config(model_config):
     return bitsandbytes_config(model_config)
 
 
-def preflight(train_args: TrainArgs, model_config) -> None:
+def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
     from grpolab import accel
 
+    if getattr(grpo_config, "use_vllm", False):
+        accel.require_package("vllm", "use_vllm", "vllm")
     if train_args.use_unsloth:
         accel.require_package("unsloth", "use_unsloth", "gpu")
         accel.require_cuda("use_unsloth")
@@ -94,7 +96,7 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
 
     from grpolab.callbacks import ProgressLine, RunLogger
 
-    preflight(train_args, model_config)
+    preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
     dataset = load_task_data(task, train_args, grpo_config.seed)
     recorder = SampleRecorder()

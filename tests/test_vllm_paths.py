@@ -1,0 +1,42 @@
+"""vLLM paths, tested up to the vLLM call: vLLM itself is not installed in CI (see README)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shlex
+
+import pytest
+
+from grpolab import recipes
+from grpolab.cli import main
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="checks the no-vLLM messages")
+
+
+def test_serve_builds_trl_server_command_on_loopback(capsys, embedded_model_dir):
+    assert main(["serve", "--print_command", "--port", "8123", "--enforce_eager", "--max-num-seqs", "8"]) == 0
+    command = shlex.split(capsys.readouterr().out)
+    assert command[command.index("serve") + 1] == str(embedded_model_dir)
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "8123"
+    assert "--enforce-eager" in command
+    assert command[-2:] == ["--max-num-seqs", "8"]  # unknown flags pass through to vllm serve
+    assert "--weight-transfer-config" in command  # TRL's weight-sync endpoint for server mode
+
+
+def test_serve_without_vllm_is_one_line(capsys):
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err == "grpolab serve: error: vLLM is not installed: pip install 'grpolab[vllm]' (needs a CUDA GPU; see README)\n"
+
+
+def test_vllm_server_recipe_is_wired_through_grpo_config():
+    _, grpo, _ = recipes.parse_train_args(["--config", "sudoku-qwen2.5-3b"])
+    assert grpo.use_vllm is True
+    assert grpo.vllm_mode == "server"
+    assert grpo.vllm_server_base_url == "http://127.0.0.1:8000"
+
+
+def test_training_with_vllm_but_without_it_installed_is_one_line(capsys, tmp_path):
+    assert main(["train", "--use_vllm", "true", "--vllm_mode", "colocate", "--output_dir", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err == "grpolab train: error: use_vllm needs the package 'vllm': pip install 'grpolab[vllm]'\n"
