@@ -27,6 +27,15 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def rolling_mean(values: Sequence[float | None], window: int) -> list[float | None]:
+    """Trailing mean over the last ``window`` values, skipping gaps (None); GRPO rewards are noisy per step."""
+    out: list[float | None] = []
+    for index in range(len(values)):
+        recent = [v for v in values[max(0, index - window + 1): index + 1] if v is not None]
+        out.append(sum(recent) / len(recent) if recent else None)
+    return out
+
+
 def reward_curve(metrics_path: Path, out: Path, title: str = "GRPO training") -> None:
     """Reward components and completion length against the training step, from metrics.jsonl."""
     rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
@@ -36,10 +45,15 @@ def reward_curve(metrics_path: Path, out: Path, title: str = "GRPO training") ->
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True, height_ratios=(2, 1))
     steps = [row["step"] for row in rows]
-    top.plot(steps, [row["reward"] for row in rows], label="total reward (weighted)", linewidth=2.2, color="black")
+    window = max(1, min(10, len(rows) // 5))
+    total = [row["reward"] for row in rows]
+    top.plot(steps, total, color="black", alpha=0.25, linewidth=1)
+    top.plot(steps, rolling_mean(total, window), label=f"total reward (weighted), mean of {window}", linewidth=2.2, color="black")
     for key in sorted(k for k in rows[-1] if k.startswith("rewards/") and k.endswith("/mean")):
-        top.plot(steps, [row.get(key) for row in rows], label=key.split("/")[1], alpha=0.8)
-    top.set_ylabel("mean reward")
+        values = [row.get(key) for row in rows]
+        line, = top.plot(steps, rolling_mean(values, window), label=key.split("/")[1])
+        top.plot(steps, values, color=line.get_color(), alpha=0.2, linewidth=1)
+    top.set_ylabel("mean reward (faint: each step)")
     top.set_title(title)
     top.grid(alpha=0.3)
     top.legend(fontsize=8, loc="best")
