@@ -149,7 +149,11 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         from grpolab.tasks.jsonl import read_rows
 
         rows = read_rows(data_file, required=("question", "answer"))
+        if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
+            rows = [row for row in rows if row.get("split", split) == split]
         rows = rows[:num] if num else rows
+        for row in rows:
+            row.pop("split", None)
     else:
         rows = generate_rows(num or (100 if split == "test" else 2000), seed, split, levels)
     for row in rows:
