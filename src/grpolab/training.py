@@ -133,8 +133,13 @@ def save_run_info(output_dir: Path, train_args: TrainArgs, grpo_config, model_co
     (output_dir / checkpoints.RUN_INFO).write_text(json.dumps(info, indent=2))
 
 
+# Fields the trainer config derives from others; writing them back would make the saved recipe contradict
+# itself (TRL refuses generation_batch_size together with steps_per_generation).
+_DERIVED = ("generation_batch_size", "gradient_checkpointing", "gradient_checkpointing_kwargs", "grpolab_recipe")
+
+
 def _public(config: dict) -> dict:
-    return {key: value for key, value in config.items() if not key.startswith("_")}
+    return {key: value for key, value in config.items() if not key.startswith("_") and key not in _DERIVED}
 
 
 def _yaml_safe(value):
