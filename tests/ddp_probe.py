@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from grpolab import recipes
-from grpolab.training import build_trainer
+from grpolab.training import build_trainer, close_process_group
 
 
 class RecordLora(TrainerCallback):
@@ -30,3 +30,4 @@ if __name__ == "__main__":
     probe_dir.mkdir(exist_ok=True)
     trainer = build_trainer(train_args, grpo_config, model_config, callbacks=[RecordLora(probe_dir)])
     trainer.train()
+    close_process_group()
