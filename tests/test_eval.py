@@ -24,14 +24,19 @@ def eval_tokenizer():
 
 @pytest.fixture(scope="session")
 def eval_tiny_model_dir(tmp_path_factory, eval_tokenizer) -> Path:
-    """A 2-layer random Llama (width 16) with the embedded tokenizer, saved as a plain checkpoint."""
+    """A 2-layer random Llama (width 16) with the embedded tokenizer, saved as a plain checkpoint.
+
+    Initialised with a wide spread (0.5, not 0.02) so that its greedy output depends on the prompt and on
+    positions: with the default, every prompt gets nearly the same completion and a batching bug that
+    mixes up rows or positions would go unseen.
+    """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(eval_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         eos_token_id=eval_tokenizer.eos_token_id, pad_token_id=eval_tokenizer.pad_token_id)
+                         initializer_range=0.5, eos_token_id=eval_tokenizer.eos_token_id, pad_token_id=eval_tokenizer.pad_token_id)
     model = LlamaForCausalLM(config)
     model.generation_config = GenerationConfig(eos_token_id=eval_tokenizer.eos_token_id,
                                                pad_token_id=eval_tokenizer.pad_token_id)
