@@ -253,7 +253,7 @@ def test_run_directory_gives_base_model_task_and_options(eval_tiny_model_dir, tm
     code = cli.main(["eval", "--adapter", str(run), "--num", "3", "--max_new_tokens", "3", "--no_progress"])
     assert code == 0
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
-    assert metrics["name"] == "run"
+    assert metrics["name"] == f"{eval_tiny_model_dir.name} + run"
     assert (metrics["config"]["model"], metrics["config"]["task"]) == (str(eval_tiny_model_dir), "arith")
     assert metrics["items_by_label"] == {"add-10": 3}
     assert "| strict accuracy" in capsys.readouterr().out

@@ -68,8 +68,9 @@ class EvalConfig:
 
     @property
     def name(self) -> str:
-        """A short run name for tables and charts: the adapter's folder, else the model's."""
-        return Path(str(self.adapter or self.model).rstrip("/")).name
+        """A short run name for tables and charts: the model, plus the adapter's folder when there is one."""
+        model = Path(str(self.model).rstrip("/")).name
+        return f"{model} + {Path(str(self.adapter).rstrip('/')).name}" if self.adapter else model
 
 
 def resolve_run(config: EvalConfig) -> EvalConfig:
