@@ -8,11 +8,11 @@ with an error naming the function: a crashing reward must never look like a mode
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from collections.abc import Callable, Sequence
 
 from grpolab.errors import RewardFunctionError, UserError
+from grpolab.tasks import import_object
 from grpolab.tasks.base import Task
 
 
@@ -20,11 +20,7 @@ def resolve_reward(name: str, task: Task) -> Callable[..., list[float]]:
     if name in task.rewards:
         return task.rewards[name]
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            function = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise UserError(f"cannot import reward function '{name}': {error}") from None
+        function = import_object(name, "reward function")
         if not callable(function):
             raise UserError(f"reward '{name}' is not callable")
         return function

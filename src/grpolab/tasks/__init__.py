@@ -13,7 +13,16 @@ TASKS: dict[str, str] = {
     "gsm8k": "grpolab.tasks.gsm8k",
 }
 
-__all__ = ["TASKS", "Task", "Verdict", "completion_text", "get_task"]
+__all__ = ["TASKS", "Task", "Verdict", "completion_text", "get_task", "import_object"]
+
+
+def import_object(path: str, what: str):
+    """The object at ``package.module:attr`` (user code plugs in this way); a UserError if it is missing."""
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"cannot import {what} '{path}': {error}") from None
 
 
 def get_task(name: str) -> Task:
@@ -21,11 +30,7 @@ def get_task(name: str) -> Task:
     if name in TASKS:
         return importlib.import_module(TASKS[name]).TASK
     if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            task = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as error:
-            raise UserError(f"cannot import task '{name}': {error}") from None
+        task = import_object(name, "task")
         if not isinstance(task, Task):
             raise UserError(f"'{name}' is a {type(task).__name__}, not a grpolab Task")
         return task
