@@ -123,3 +123,23 @@ def test_kill_and_resume_reaches_the_planned_steps(tmp_path, tiny_model_dir):
     logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert logged[-1] == 6
     assert set(range(killed_at + 1, 7)) <= set(logged)
+
+
+@pytest.mark.slow
+def test_gsm8k_trains_and_evaluates_on_the_embedded_model(tmp_path, embedded_model_dir):
+    """The GSM8K path end to end on real data; accuracy is reported, not asserted (135M solves ~none)."""
+    from tests.conftest import SHARED_DATA
+
+    data = SHARED_DATA / "gsm8k" / "test.jsonl"
+    if not data.is_file():
+        pytest.skip(f"GSM8K data not found at {data}")
+    out = tmp_path / "gsm8k"
+    assert main(["train", "--config", "gsm8k-smollm2-cpu", "--data_file", str(data), "--num_train", "8",
+                 "--max_steps", "1", "--max_completion_length", "16", "--output_dir", str(out)]) == 0
+    row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"rewards/gsm8k_correct/mean", "rewards/gsm8k_format/mean"} <= set(row)
+    assert main(["eval", "--adapter", str(out), "--data_file", str(data), "--num", "4", "--max_new_tokens", "32",
+                 "--out", str(tmp_path / "eval"), "--no_progress"]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["items"] == 4
+    assert set(metrics["accuracy_by_label"]) <= {"easy", "medium", "hard"}

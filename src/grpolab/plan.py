@@ -102,7 +102,8 @@ def plan_lines(train_args, grpo_config, model_config) -> list[str]:
         f"task             {train_args.task}  rewards: {', '.join(train_args.reward_funcs or ['task defaults'])}",
         f"quantisation     {quant}",
         f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha} on {model_config.lora_target_modules or 'default modules'}"
-        if model_config.use_peft else "LoRA             off (full fine-tuning)",
+        if model_config.use_peft else f"LoRA             continue the adapter in {train_args.init_adapter}"
+        if train_args.init_adapter else "LoRA             off (full fine-tuning)",
         f"batch            {grpo_config.per_device_train_batch_size}/device x {grpo_config.gradient_accumulation_steps} accumulation x {world} process(es)"
         f" = {per_step * world} completions per optimiser step",
         f"groups           {generations} completions per prompt -> {per_step * world // generations} prompts per step",

@@ -150,16 +150,13 @@ def check_flags(argv: list[str], known: dict[str, Any], command: str = "train") 
 def device_defaults() -> dict[str, Any]:
     """Defaults that differ from TRL's, each for a measured reason; a recipe or flag still overrides them.
 
-    use_cache: transformers' TrainingArguments defaults it to False and the Trainer copies that into the
-    model config, so GRPO's generation would recompute every prefix at each new token (about 8x slower
-    per step for SmolLM2-135M with 24-token completions).
     bf16: TRL defaults it to True, which fails on a machine without bf16 hardware; off there.
     use_cpu: on a machine with no accelerator, say so, so that a GPU recipe (bf16: true) still parses
     for --dry_run and validation instead of failing inside TrainingArguments.
     """
     import torch
 
-    defaults: dict[str, Any] = {"use_cache": True}
+    defaults: dict[str, Any] = {}
     if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         defaults["bf16"] = False
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
