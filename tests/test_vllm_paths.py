@@ -40,3 +40,16 @@ def test_vllm_server_recipe_is_wired_through_grpo_config():
 def test_training_with_vllm_but_without_it_installed_is_one_line(capsys, tmp_path):
     assert main(["train", "--use_vllm", "true", "--vllm_mode", "colocate", "--output_dir", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err == "grpolab train: error: use_vllm needs the package 'vllm': pip install 'grpolab[vllm]'\n"
+
+
+def test_eval_with_the_vllm_backend_but_without_vllm_is_one_line(capsys, tmp_path):
+    assert main(["eval", "--backend", "vllm", "--num", "2", "--out", str(tmp_path / "e"), "--no_progress"]) == 2
+    assert capsys.readouterr().err == (
+        "grpolab eval: error: --backend vllm needs vLLM: pip install 'grpolab[vllm]', or use --backend transformers\n")
+
+
+def test_vllm_lora_rank_comes_from_the_adapter(tmp_path):
+    from grpolab.vllm_backend import lora_rank
+
+    (tmp_path / "adapter_config.json").write_text('{"r": 32, "lora_alpha": 64}')
+    assert lora_rank(str(tmp_path)) == 32

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 SAMPLES, METRICS, CONFIG, REPORT = "samples.jsonl", "metrics.json", "eval_config.json", "report.md"
 DEFAULT_TASK = "arith"
 # Fields that may change between a run and its --resume: they do not change what a sample is.
-_RESUMABLE = ("num", "batch_size")
+_RESUMABLE = ("num", "batch_size", "backend")
 
 
 @dataclass
@@ -51,8 +51,11 @@ class EvalConfig:
     top_p: float = 1.0
     max_new_tokens: int = 256
     batch_size: int = 32
+    backend: str = "transformers"
 
     def __post_init__(self) -> None:
+        if self.backend not in ("transformers", "vllm"):
+            raise UserError(f"--backend must be transformers or vllm, got {self.backend!r}")
         for flag, value in (("--num", self.num), ("--k", self.k), ("--max_new_tokens", self.max_new_tokens),
                             ("--batch_size", self.batch_size)):
             if value is not None and value < 1:
@@ -185,6 +188,19 @@ def run_items(model, tokenizer, task, dataset, indices: Sequence[int], config: E
             bar.update(1)
 
 
+def run_items_vllm(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path) -> None:
+    """As run_items, with vLLM generating (and the adapter served through vLLM's LoRA support)."""
+    from grpolab import vllm_backend
+    from grpolab.models import resolve
+
+    vllm_backend.require_vllm()
+    prompts = [dataset[index]["prompt"] for index in indices]
+    for position, texts, lengths in vllm_backend.generate_stream(resolve(config.model), config.adapter, prompts,
+                                                                 config.settings(), config.k, config.seed):
+        index = indices[position]
+        append_samples(samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens))
+
+
 # --------------------------------------------------------------------------------------- sample files
 def append_samples(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
     with path.open("a", encoding="utf-8") as handle:
@@ -261,7 +277,9 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
         raise UserError(f"task {task.name} gave no items for split '{config.split}': check --split and --data_file")
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
-    if todo:
+    if todo and config.backend == "vllm":
+        run_items_vllm(task, dataset, todo, config, out / SAMPLES)
+    elif todo:
         model, tokenizer, _ = load_for_inference(config.model, config.adapter)
         _seed(config.seed)
         run_items(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)

@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", metavar="OTHER_EVAL_DIR",
                         help="an earlier eval output directory to put side by side with this one")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
+                        help="generation engine; vllm needs the 'vllm' extra (a GPU)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, adapter=args.adapter, task=args.task, task_options=_json_options(args.task_options),
         data_file=args.data_file, split=args.split, num=args.num, seed=args.seed, k=args.k,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, backend=args.backend,
     )
     if args.compare:
         evaluation.load_metrics(args.compare)  # fail before any generation, not after
