@@ -48,7 +48,9 @@ def test_rewards_are_batched_and_accept_chat_completions():
     completions = [[{"role": "assistant", "content": "19"}], [{"role": "assistant", "content": "20"}], "7 + 12 = 19"]
     kwargs = {"answer": ["19", "19", "19"], "question": ["7 + 12"] * 3}
     assert arith.arith_correct(completions, **kwargs) == [1.0, 0.0, 1.0]
-    assert arith.arith_brevity(completions, **kwargs) == [1.0, 1.0, 1.0]
+    assert arith.arith_brevity(completions, **kwargs) == [1.0, 0.0, 1.0]
+    long_but_right = "x" * 41 + " 19"
+    assert arith.arith_brevity([long_but_right], answer=["19"]) == [0.0]
     assert arith.arith_correct.__name__ in get_task("arith").rewards
 
 

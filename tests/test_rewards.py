@@ -94,6 +94,6 @@ def test_recorder_keeps_the_latest_batch_with_every_reward():
     samples = recorder.take(5)
     assert samples == [
         {"completion": "19", "rewards": {"arith_correct": 1.0, "arith_brevity": 1.0}, "answer": "19"},
-        {"completion": "20", "rewards": {"arith_correct": 0.0, "arith_brevity": 1.0}, "answer": "19"},
+        {"completion": "20", "rewards": {"arith_correct": 0.0, "arith_brevity": 0.0}, "answer": "19"},
     ]
     assert recorder.take(5) == []

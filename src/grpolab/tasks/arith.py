@@ -125,13 +125,16 @@ def arith_correct(completions: list, **kwargs) -> list[float]:
 
 
 def arith_brevity(completions: list, **kwargs) -> list[float]:
-    """1.0 for a reply of at most 40 characters that contains a number, else 0.0.
+    """1.0 for a right reply of at most 40 characters, else 0.0: a bonus for being right briefly.
 
-    40 characters hold "12 + 7 = 19." with room to spare; the bonus stops the model from padding the
-    reply with more numbers after the result, which is how a last-number check is most often lost.
-    Weighted low in the default recipe so it never outweighs being right.
+    40 characters hold "12 + 7 = 19." with room to spare; among right replies the bonus favours those
+    that stop at the result, since padding the reply with more numbers is how a last-number check is most
+    often lost. It pays nothing for a wrong reply, however short: GRPO scales each group's rewards by their
+    spread, so in a group with no right reply even a small bonus for short replies becomes a full-strength
+    push towards short wrong answers, and a run with seed 1 collapsed that way (entropy 1.8 -> 0.2 in 6
+    steps, every completion the same wrong number, no signal left). Weighted 0.1 in the default recipe.
     """
-    return [1.0 if verdict.format_ok else 0.0 for verdict in _verdicts(completions, kwargs)]
+    return [1.0 if verdict.solved and verdict.format_ok else 0.0 for verdict in _verdicts(completions, kwargs)]
 
 
 def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
