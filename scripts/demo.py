@@ -15,7 +15,7 @@ from pathlib import Path
 
 # Evaluation settings shared by both evaluations, so base and trained are measured alike. 64 new tokens
 # leave the base model room for its wordier replies (the trained one answers in about 10).
-EVAL_FLAGS = ["--task", "arith", "--split", "test", "--num", "100", "--max_new_tokens", "64"]
+EVAL_FLAGS = ["--task", "arith", "--split", "test", "--max_new_tokens", "64"]
 
 
 def step(title: str, args: list[str]) -> float:
@@ -41,26 +41,28 @@ def main() -> int:
     parser.add_argument("--out", default="outputs/demo")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=None, help="override the default recipe's steps")
+    parser.add_argument("--num_test", type=int, default=100, help="held-out items to evaluate")
     args = parser.parse_args()
     out = Path(args.out)
     keep_previous(out)
     data = out / "data" / "arith.jsonl"
     seed = ["--seed", str(args.seed)]
+    eval_flags = [*EVAL_FLAGS, "--num", str(args.num_test)]
     timings = {}
     timings["data"] = step("make the data (train and held-out test split)",
-                           ["data", "arith", "--num", "2000", "--num_test", "100", *seed, "--out", str(data)])
+                           ["data", "arith", "--num", "2000", "--num_test", str(args.num_test), *seed, "--out", str(data)])
     timings["eval base"] = step("evaluate the base model on the held-out split",
-                                ["eval", "--model", "smollm2-135m-instruct", "--data_file", str(data), *EVAL_FLAGS,
+                                ["eval", "--model", "smollm2-135m-instruct", "--data_file", str(data), *eval_flags,
                                  "--out", str(out / "eval-base")])
     train_flags = ["--output_dir", str(out / "run"), "--data_file", str(data), *seed]
     if args.max_steps:
         train_flags += ["--max_steps", str(args.max_steps)]
     timings["train"] = step("train with GRPO (default recipe: configs/default.yaml)", ["train", *train_flags])
     timings["eval trained"] = step("evaluate the trained adapter and compare with the base model",
-                                   ["eval", "--adapter", str(out / "run"), "--data_file", str(data), *EVAL_FLAGS,
+                                   ["eval", "--adapter", str(out / "run"), "--data_file", str(data), *eval_flags,
                                     "--out", str(out / "eval-trained"), "--compare", str(out / "eval-base")])
     minutes = {name: f"{seconds / 60:.1f} min" for name, seconds in timings.items()}
-    print(f"\ntimings: {minutes}")
+    print(f"\ntimings: {minutes}, total {sum(timings.values()) / 60:.1f} min")
     print(f"results in {out}/: run/reward_curve.png, eval-trained/comparison.png, eval-trained/comparison.md")
     return 0
 
