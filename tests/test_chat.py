@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 
 import pexpect
@@ -437,9 +438,10 @@ def spawn_chat(embedded_model_dir):
     env = {**os.environ, "GRPOLAB_HOME": str(paths.home()), "OMP_NUM_THREADS": "1", "TERM": "dumb",
            "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
-    def spawn(*args):
+    def spawn(*args, sigint=signal.SIG_DFL):
         child = pexpect.spawn(sys.executable, ["-m", "grpolab", "chat", *args], env=env, encoding="utf-8",
-                              timeout=120, dimensions=(50, 400))
+                              timeout=120, dimensions=(50, 400),
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
         child.expect_exact("Ctrl-D or /exit leaves")
         child.expect_exact(">>> ")
         return child
@@ -484,8 +486,10 @@ def test_terminal_conversation_settings_save_trim_reset_and_eof(spawn_chat, tmp_
 
 
 @pytest.mark.slow
-def test_terminal_ctrl_c_stops_a_reply_then_ctrl_c_at_the_prompt_leaves(spawn_chat):
-    child = spawn_chat("--max_new_tokens", "400")
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_terminal_ctrl_c_stops_a_reply_then_ctrl_c_at_the_prompt_leaves(spawn_chat, inherited):
+    # "ignored": as when started in the background by a shell without job control (a CI script, nohup &).
+    child = spawn_chat("--max_new_tokens", "400", sigint=signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL)
     child.sendline("Write a very long story about a dragon and a knight.")
     child.expect_exact("knight.")
     child.expect(r"\w+ \w+ \w+")  # the reply has started streaming

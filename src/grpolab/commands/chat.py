@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         torch.manual_seed(args.seed)
     _print_banner(args, name, session)
     stream, count_tokens = model_backend(model, tokenizer)
+    _take_ctrl_c()
     return run_repl(session, stream, count_tokens, read_line=_line_reader())
 
 
@@ -120,6 +121,17 @@ def _trained_task(args: argparse.Namespace) -> str | None:
     if args.model and merge_info.is_file():
         return json.loads(merge_info.read_text()).get("task")
     return None
+
+
+def _take_ctrl_c() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt even when SIGINT was inherited as ignored.
+
+    A shell without job control starts background commands with SIGINT ignored, and Python then leaves it
+    ignored: chat would neither stop a reply nor exit on Ctrl-C. Chat is interactive, so it takes Ctrl-C back.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _line_reader() -> Callable[[str], str]:
