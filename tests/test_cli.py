@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -41,6 +42,9 @@ def test_command_help_has_an_example_and_does_not_import_torch(command):
     assert result.returncode == 0, result.stderr
     assert "example" in result.stdout.lower()
     assert result.stdout.strip().endswith("NO-TORCH")
+    # An option whose help already names its default does not get a second "(default: ...)".
+    text = " ".join(result.stdout.split())
+    assert not re.search(r"default[^()]*\)\s*\(default:", text), text
 
 
 def test_no_command_prints_help_and_exits_2(capsys):
