@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _shared_data() -> Path:
+    """The project's shared data (real GSM8K): $GRPOLAB_SHARED_DATA, else shared/data beside or inside the repo."""
+    candidates = [Path(os.environ["GRPOLAB_SHARED_DATA"])] if os.environ.get("GRPOLAB_SHARED_DATA") else []
+    candidates += [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
+    return next((path for path in candidates if path.is_dir()), candidates[0])
+
+
+SHARED_DATA = _shared_data()
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

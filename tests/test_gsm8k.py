@@ -26,8 +26,9 @@ from grpolab.tasks.gsm8k import (
     normalize_answer,
     score,
 )
+from tests.conftest import SHARED_DATA as SHARED_ROOT
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k"
+SHARED_DATA = SHARED_ROOT / "gsm8k"
 TEST_FILE = SHARED_DATA / "test.jsonl"
 SOLUTIONS_FILE = SHARED_DATA / "example_model_solutions.jsonl"
 AGREEMENT_SCRIPT = Path(__file__).resolve().parents[1] / "scripts/gsm8k_agreement.py"
