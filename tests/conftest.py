@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
 
 @pytest.fixture
 def trained_run():
-    """Makes a run directory as 'grpolab train' leaves it: a LoRA adapter, grpolab_run.json and config.yaml."""
+    """Makes a run directory as 'grpolab train' leaves it: LoRA adapter, grpolab_run.json, config.yaml."""
 
     def make(directory: Path, base_model: Path, max_completion_length: int | None = None) -> Path:
         import json

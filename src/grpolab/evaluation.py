@@ -36,7 +36,7 @@ _RESUMABLE = ("num", "batch_size", "backend", "max_new_tokens_from")
 
 @dataclass
 class EvalConfig:
-    """What to evaluate and how; ``model``/``task``/``max_new_tokens`` left as None come from the adapter's run."""
+    """What to evaluate and how; ``model``, ``task``, ``max_new_tokens`` left as None come from the run."""
 
     model: str | None = None
     adapter: str | None = None
@@ -78,7 +78,7 @@ class EvalConfig:
 
 
 def resolve_run(config: EvalConfig) -> EvalConfig:
-    """Fill in model, task, task options and max_new_tokens from the adapter's run directory (or the defaults)."""
+    """Fill in model, task, task options and max_new_tokens from the adapter's run (or the defaults)."""
     from grpolab import models
 
     if config.max_new_tokens is None:
@@ -316,8 +316,8 @@ def write_results(out: Path, metrics: Mapping[str, Any]) -> None:
     adapter = f" + adapter `{config['adapter']}`" if config["adapter"] else ""
     header = (f"# Evaluation: {metrics['name']}\n\nmodel `{config['model']}`{adapter}, task `{config['task']}`, "
               f"split `{config['split']}`: {metrics['items']} items x {metrics['samples_per_item']} "
-              f"completion(s), temperature {config['temperature']}, max_new_tokens {config['max_new_tokens']} "
-              f"({config.get('max_new_tokens_from')}). "
+              f"completion(s), temperature {config['temperature']}, "
+              f"max_new_tokens {config['max_new_tokens']} ({config.get('max_new_tokens_from')}). "
               "Accuracy is strict (the task's scorer); with several completions per item it is their mean "
               "(mean@k, the pass@1 estimate).\n\n")
     _write_atomic(out / REPORT, header + result_table({metrics["name"]: metrics})

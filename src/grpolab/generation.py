@@ -66,7 +66,9 @@ def _run_configs(adapter: str | None, model: str | None) -> list[Path]:
     if not adapter:
         return []
     run = Path(adapter)
-    candidates = [run / "config.yaml"] + ([run.parent / "config.yaml"] if _CHECKPOINT_DIR.fullmatch(run.name) else [])
+    candidates = [run / "config.yaml"]
+    if _CHECKPOINT_DIR.fullmatch(run.name):
+        candidates.append(run.parent / "config.yaml")
     return [path for path in candidates if path.is_file()]
 
 

@@ -32,8 +32,8 @@ def inside_launch() -> bool:
 
 
 def check_backend(name: str) -> None:
-    """A DeepSpeed config needs DeepSpeed and CUDA GPUs or Ascend NPUs, an NPU config needs NPUs; say so in one
-    line before launching anything."""
+    """Say in one line, before launching anything, what a config lacks here: DeepSpeed needs the package and
+    CUDA GPUs or Ascend NPUs; an NPU config needs NPUs."""
     import importlib.util
 
     text = accelerate_config_path(name).read_text()
@@ -46,15 +46,15 @@ def check_backend(name: str) -> None:
         import torch
 
         if not (torch.cuda.is_available() or npu_available()):
-            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend NPUs "
-                            "(torch_npu); on CPU use --accelerate_config cpu2")
+            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend "
+                            "NPUs (torch_npu); on CPU use --accelerate_config cpu2")
 
 
 def npu_available() -> bool:
     """torch_npu imports (which registers ``torch.npu``) and sees at least one Ascend NPU."""
     try:
         import torch_npu  # noqa: F401
-    except Exception:  # absent, or built for another torch or CANN: no NPU to launch on ('grpolab doctor' says why)
+    except Exception:  # absent, or built for another torch or CANN: no NPU here ('grpolab doctor' says why)
         return False
     import torch
 

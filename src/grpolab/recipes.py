@@ -79,8 +79,8 @@ def all_fields(classes) -> dict[str, Any]:
 # here (checked against trl 1.16 and transformers 5.23). {name} spells a key as the recipe or flag does.
 REPLACED_KEYS: dict[str, str] = {
     # gone from TRL / transformers
-    "max_prompt_length": "is no longer in TRL's GRPOConfig (prompts are not truncated): delete it; with vLLM, "
-                         "{vllm_max_model_length} caps prompt + completion",
+    "max_prompt_length": "is no longer in TRL's GRPOConfig (prompts are not truncated): delete it; "
+                         "with vLLM, {vllm_max_model_length} caps prompt + completion",
     "warmup_ratio": "is no longer in transformers (removed in 5.2): use {warmup_steps} with the same value "
                     "(a value below 1 is a fraction of the training steps)",
     "evaluation_strategy": "was renamed {eval_strategy} in transformers",
@@ -88,21 +88,23 @@ REPLACED_KEYS: dict[str, str] = {
     "no_cuda": "is no longer in transformers: use {use_cpu} true",
     "use_mps_device": "is no longer in transformers (an Apple GPU is used when there is one): delete it",
     "per_gpu_train_batch_size": "is no longer in transformers: use {per_device_train_batch_size}",
-    "overwrite_output_dir": "is no longer in transformers: delete it ({resume} continues a run from its newest "
-                            "checkpoint)",
+    "overwrite_output_dir": "is no longer in transformers: delete it ({resume} continues a run from its "
+                            "newest checkpoint)",
     "logging_dir": "is no longer in transformers: set TENSORBOARD_LOGGING_DIR in the environment instead",
     "save_safetensors": "is no longer in transformers (checkpoints are always safetensors): delete it",
     "vllm_device": "is no longer in TRL: start 'grpolab serve' on its own GPU and set {vllm_mode} server",
     "vllm_guided_decoding_regex": "was renamed {vllm_structured_outputs_regex} in TRL",
     "use_liger_loss": "was renamed {use_liger_kernel} in TRL",
     # the reference projects' own script arguments (sudoku_trl_grpo, rl-trl)
-    "dataset_id_or_path": "is not a grpolab key: give the JSONL file as {data_file} (e.g. data/sudoku_4x4_qa.jsonl)",
+    "dataset_id_or_path": "is not a grpolab key: give the JSONL file as {data_file} "
+                          "(e.g. data/sudoku_4x4_qa.jsonl)",
     "data_files": "is not a grpolab key: use {data_file} (one JSONL path)",
     "dataset_name": "is not a grpolab key: pick the task with {task} (gsm8k reads openai/gsm8k)",
     "model_name": "is not a grpolab key: use {model_name_or_path}",
     "model": "is not a grpolab key: use {model_name_or_path}",
     "target_modules": "is not a grpolab key: use {lora_target_modules}",
-    "wandb_project": "is not a grpolab key: set WANDB_PROJECT in the environment (or .env) and {report_to} wandb",
+    "wandb_project": "is not a grpolab key: set WANDB_PROJECT in the environment (or .env) and "
+                     "{report_to} wandb",
     "wandb_name": "is not a grpolab key: use {run_name}",
     "no_wandb": "is not a grpolab key: use {report_to} none",
 }

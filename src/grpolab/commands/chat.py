@@ -29,8 +29,8 @@ Ctrl-C while the model writes stops that reply (the partial reply stays in the h
 Ctrl-C or Ctrl-D at the prompt leaves."""
 
 _SETTING_HELP = {
-    "max_new_tokens": "most tokens per reply (default: the run's max_completion_length for --adapter RUN_DIR or "
-                      "a model merged from a run, else 256)",
+    "max_new_tokens": "most tokens per reply (default: the run's max_completion_length for --adapter "
+                      "RUN_DIR or a model merged from a run, else 256)",
     "temperature": "sampling temperature; 0 = greedy (what eval uses)",
     "top_p": "nucleus sampling: keep the smallest token set with this much probability",
     "top_k": "sample from the k most likely tokens; 0 = off",
