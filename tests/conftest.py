@@ -62,3 +62,26 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+@pytest.fixture
+def trained_run():
+    """Makes a run directory as 'grpolab train' leaves it: LoRA adapter, grpolab_run.json, config.yaml."""
+
+    def make(directory: Path, base_model: Path, max_completion_length: int | None = None) -> Path:
+        import json
+
+        import yaml
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM
+
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model),
+                               LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+        model.save_pretrained(directory)
+        (directory / "grpolab_run.json").write_text(json.dumps(
+            {"base_model": str(base_model), "task": "arith", "task_options": {"levels": "add-10"}}))
+        config = {"task": "arith", "max_completion_length": max_completion_length, "learning_rate": 1e-5}
+        (directory / "config.yaml").write_text(yaml.safe_dump(config))
+        return directory
+
+    return make

@@ -19,7 +19,11 @@ EXPECTED = {
     "zero2": (DistributedType.DEEPSPEED, 8, "bf16", False),
     "zero3": (DistributedType.DEEPSPEED, 8, "bf16", False),
     "cpu2": (DistributedType.MULTI_GPU, 2, "no", True),
+    "npu-ddp": (DistributedType.MULTI_NPU, 8, "bf16", False),
+    "npu-zero2": (DistributedType.DEEPSPEED, 8, "bf16", False),
 }
+# accelerate launches every multi-device type (GPU, NPU, ...) through its "multi_gpu" path.
+MULTI_DEVICE = (DistributedType.MULTI_GPU, DistributedType.MULTI_NPU)
 OFFLOAD_DEVICES = {"none", "cpu", "nvme"}
 
 
@@ -54,10 +58,10 @@ def test_launcher_accepts_config(path):
     assert args.num_processes == num_processes
     assert args.mixed_precision == precision
     assert args.use_deepspeed is (distributed_type == DistributedType.DEEPSPEED)
-    assert args.multi_gpu is (distributed_type == DistributedType.MULTI_GPU)
+    assert args.multi_gpu is (distributed_type in MULTI_DEVICE)
 
 
-@pytest.mark.parametrize("name", ["zero2", "zero3"])
+@pytest.mark.parametrize("name", ["zero2", "zero3", "npu-zero2"])
 def test_deepspeed_config_matches_its_name(name):
     path = CONFIG_DIR / f"{name}.yaml"
     deepspeed = ClusterConfig.from_yaml_file(str(path)).deepspeed_config
@@ -65,13 +69,24 @@ def test_deepspeed_config_matches_its_name(name):
     assert set(deepspeed) <= launch_options, (
         "every deepspeed_config key must be an `accelerate launch` option"
     )
-    stage = int(name.removeprefix("zero"))
+    stage = int(name[-1])
     assert deepspeed["zero_stage"] == stage
     assert launch_args(path).zero_stage == stage
     assert {deepspeed["offload_optimizer_device"], deepspeed["offload_param_device"]} <= OFFLOAD_DEVICES
     # ZeRO-3 options only mean something at stage 3; there, 16-bit saving keeps checkpoints loadable.
     assert deepspeed["zero3_init_flag"] is (stage == 3)
     assert deepspeed.get("zero3_save_16bit_model", False) is (stage == 3)
+
+
+def test_npu_configs_are_the_gpu_ones_on_npus():
+    """The NPU files differ from their GPU twins only where the device matters (what the reference has)."""
+    def load(name):
+        return yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+
+    assert load("npu-zero2") == load("zero2")
+    npu_ddp, ddp = load("npu-ddp"), load("ddp")
+    assert npu_ddp.pop("distributed_type") == "MULTI_NPU" and ddp.pop("distributed_type") == "MULTI_GPU"
+    assert npu_ddp == ddp
 
 
 # Each rank writes its own file: two processes printing to one pipe can interleave their lines.

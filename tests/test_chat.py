@@ -398,6 +398,29 @@ def test_flags_are_checked_by_the_set_rules():
     assert settings == GenerationSettings(max_new_tokens=16, temperature=0.7)
 
 
+@pytest.mark.parametrize(
+    ("flags", "settings", "note"),
+    [
+        ((), "settings: max_new_tokens=7 ", "(max_new_tokens: max_completion_length in {run}/config.yaml)"),
+        (("--max_new_tokens", "3"), "settings: max_new_tokens=3 ", None),
+    ],
+)
+def test_chat_with_a_run_takes_its_completion_length_unless_the_flag_is_given(
+        tiny_model_dir, trained_run, tmp_path, monkeypatch, capsys, flags, settings, note):
+    from grpolab.cli import main
+
+    def leave(prompt: str) -> str:
+        raise EOFError
+
+    run = trained_run(tmp_path / "run", tiny_model_dir, max_completion_length=7)
+    monkeypatch.setattr(chat_command, "_line_reader", lambda: leave)
+    monkeypatch.setattr(chat_command, "_take_ctrl_c", lambda: None)
+    assert main(["chat", "--adapter", str(run), *flags]) == 0
+    [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("settings:")]
+    assert line.startswith(settings)
+    assert (note.format(run=run) in line) if note else "(max_new_tokens:" not in line
+
+
 # ------------------------------------------------------------------------------------ streaming, tiny model
 
 

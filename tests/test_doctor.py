@@ -242,12 +242,29 @@ def test_npu_rows_name_each_device(monkeypatch):
     npu = SimpleNamespace(
         is_available=lambda: True, device_count=lambda: 2, get_device_name=names.__getitem__
     )
-    rows = doctor.npu_checks(SimpleNamespace(npu=npu))
+    monkeypatch.setattr(doctor, "installed_version", {"torch_npu": "2.7.1.post8"}.get)
+    rows = doctor.npu_checks(SimpleNamespace(npu=npu, __version__="2.7.1+cpu"))
     assert rows == [
         Check("device", "npu (Ascend), 2 devices"),
+        Check("torch_npu", "2.7.1.post8 (for torch 2.7.1)"),
         Check("npu 0", names[0]),
         Check("npu 1", names[1]),
     ]
+
+
+@pytest.mark.parametrize(
+    ("torch_version", "npu_version", "status", "value"),
+    [
+        ("2.7.1+cpu", "2.7.1.post8", "ok", "2.7.1.post8 (for torch 2.7.1)"),
+        ("2.6.0", "2.6.0", "ok", "2.6.0 (for torch 2.6.0)"),
+        ("2.8.0", "2.7.1.post2", "warn", "2.7.1.post2, built for another torch than 2.8.0"),
+        ("2.7.1", "2.7.0", "warn", "2.7.0, built for another torch than 2.7.1"),
+        ("2.9.0", None, "warn", "version unknown (torch 2.9.0)"),
+    ],
+)
+def test_torch_npu_must_be_built_for_the_installed_torch(torch_version, npu_version, status, value):
+    check = doctor.torch_npu_pairing(torch_version, npu_version)
+    assert (check.name, check.status, check.value) == ("torch_npu", status, value)
 
 
 @pytest.mark.parametrize(

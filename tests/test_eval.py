@@ -259,6 +259,71 @@ def test_run_directory_gives_base_model_task_and_options(eval_tiny_model_dir, tm
     assert "| strict accuracy" in capsys.readouterr().out
 
 
+def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_model_dir, tmp_path, caplog,
+                                                                   trained_run):
+    import logging
+
+    run = trained_run(tmp_path / "run", eval_tiny_model_dir, max_completion_length=5)
+    caplog.set_level(logging.INFO, logger="grpolab.evaluation")
+    assert cli.main(["eval", "--adapter", str(run), "--num", "2", "--no_progress"]) == 0
+    recorded = json.loads((run / "eval-test" / "eval_config.json").read_text())
+    source = f"max_completion_length in {run / 'config.yaml'}"
+    assert (recorded["max_new_tokens"], recorded["max_new_tokens_from"]) == (5, source)
+    assert json.loads((run / "eval-test" / "metrics.json").read_text())["config"]["max_new_tokens"] == 5
+    assert f"max_new_tokens 5 ({source})" in caplog.text
+    assert f"max_new_tokens 5 ({source})" in (run / "eval-test" / "report.md").read_text()
+    assert max(sample["tokens"] for sample in _samples(run / "eval-test")) <= 5
+
+    out = tmp_path / "flag"
+    assert cli.main(["eval", "--adapter", str(run), "--num", "2", "--max_new_tokens", "2", "--no_progress",
+                     "--out", str(out)]) == 0
+    recorded = json.loads((out / "eval_config.json").read_text())
+    assert (recorded["max_new_tokens"], recorded["max_new_tokens_from"]) == (2, "--max_new_tokens")
+    assert all(sample["tokens"] <= 2 for sample in _samples(out))
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("run", 1648),                 # the run directory itself
+        ("checkpoint", 1648),          # run/checkpoint-20: the run's config.yaml is one level up
+        ("merged", 1648),              # a merged model names its adapter in grpolab_merge.json
+        ("plain_adapter", 256),        # a PEFT adapter with no config.yaml
+        ("sft_run", 256),              # an SFT run: SFTConfig has no max_completion_length
+        ("base_model", 256),           # no adapter at all
+    ],
+)
+def test_run_max_new_tokens_table(tmp_path, layout, expected):
+    import yaml
+
+    from grpolab.generation import run_max_new_tokens
+
+    run = tmp_path / "run"
+    (run / "checkpoint-20").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"max_completion_length": 1648}))
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "grpolab_merge.json").write_text(json.dumps({"adapter": str(run), "base_model": "x"}))
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "config.yaml").write_text(yaml.safe_dump({"max_length": 1024}))
+    arguments = {"run": (str(run), None), "checkpoint": (str(run / "checkpoint-20"), None),
+                 "merged": (None, str(merged)), "plain_adapter": (str(tmp_path), None),
+                 "sft_run": (str(sft), None), "base_model": (None, "smollm2-135m-instruct")}[layout]
+    value, source = run_max_new_tokens(*arguments)
+    assert value == expected
+    from_run = f"max_completion_length in {run / 'config.yaml'}"
+    assert source == (from_run if expected == 1648 else "the default")
+
+
+def test_a_broken_run_config_is_one_line(tmp_path):
+    from grpolab.generation import run_max_new_tokens
+
+    (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
+    with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):
+        run_max_new_tokens(str(tmp_path))
+
+
 def test_k_samples_end_to_end(eval_tiny_model_dir, tmp_path):
     config = _config(eval_tiny_model_dir, num=3, k=3, temperature=1.0)
     out, metrics = evaluation.evaluate(config, tmp_path / "eval", progress=False)

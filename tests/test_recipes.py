@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -137,3 +138,67 @@ def test_accepted_types_table():
     assert recipes.accepted_types(list[str] | None) == {list, tuple, str}
     assert recipes.accepted_types(Literal["a", "b"]) == {str}
     assert recipes.accepted_types(dict | str | None) == {dict, str}
+
+
+# ---- keys TRL / transformers removed, and the reference projects' own keys -----------------------------
+
+REPLACED = [
+    # (key, value as YAML, text the error must hold: the replacement, as a recipe key)
+    ("max_prompt_length", "400", "'vllm_max_model_length' caps prompt + completion"),
+    ("warmup_ratio", "0.05", "use 'warmup_steps' with the same value"),
+    ("evaluation_strategy", "'no'", "renamed 'eval_strategy'"),
+    ("torch_dtype", "bfloat16", "renamed 'dtype'"),
+    ("no_cuda", "true", "use 'use_cpu' true"),
+    ("overwrite_output_dir", "true", "delete it ('resume' continues"),
+    ("logging_dir", "logs", "TENSORBOARD_LOGGING_DIR"),
+    ("vllm_guided_decoding_regex", "'x'", "renamed 'vllm_structured_outputs_regex'"),
+    ("dataset_id_or_path", "json", "give the JSONL file as 'data_file'"),
+    ("data_files", "data/sudoku_4x4_qa.jsonl", "use 'data_file'"),
+    ("model_name", "unsloth/Qwen3-32B", "use 'model_name_or_path'"),
+    ("target_modules", "[q_proj]", "use 'lora_target_modules'"),
+    ("wandb_project", "qwen3-32b-grpo", "set WANDB_PROJECT"),
+    ("wandb_name", "run1", "use 'run_name'"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "replacement"), REPLACED, ids=[row[0] for row in REPLACED])
+def test_replaced_key_in_a_recipe_names_its_replacement(tmp_path, key, value, replacement):
+    path = write(tmp_path, f"task: sudoku\n{key}: {value}\n")
+    with pytest.raises(UserError) as error:
+        recipes.parse_train_args(["--config", path])
+    message = str(error.value)
+    assert message.startswith(f"{path}: '{key}' ") and replacement in message
+    assert "\n" not in message and "unknown key" not in message
+
+
+@pytest.mark.parametrize(("key", "value", "replacement"), REPLACED, ids=[row[0] for row in REPLACED])
+def test_replaced_key_as_a_flag_names_its_replacement(key, value, replacement):
+    flag_replacement = re.sub(r"'(\w+)'", r"--\1", replacement)
+    with pytest.raises(UserError) as error:
+        recipes.parse_train_args([f"--{key}", value])
+    assert str(error.value).startswith(f"--{key} ") and flag_replacement in str(error.value)
+
+
+def test_reference_flags_through_the_cli(capsys):
+    assert main(["train", "--no_wandb"]) == 2
+    error = capsys.readouterr().err
+    assert error == "grpolab train: error: --no_wandb is not a grpolab key: use --report_to none\n"
+    assert main(["sft", "--warmup_ratio=0.1"]) == 2
+    error = capsys.readouterr().err
+    assert "--warmup_ratio is no longer in transformers (removed in 5.2): use --warmup_steps" in error
+
+
+@pytest.mark.parametrize("trainer", ["grpo", "sft"])
+def test_replaced_keys_are_gone_and_their_replacements_exist(trainer):
+    """Fails when TRL or transformers brings a key back or drops a replacement the table names."""
+    from trl import GRPOConfig, ModelConfig, SFTConfig
+
+    from grpolab.config import TrainArgs
+
+    config = {"grpo": GRPOConfig, "sft": SFTConfig}[trainer]
+    known = recipes.all_fields((TrainArgs, config, ModelConfig))
+    grpo_only = {"vllm_max_model_length", "vllm_mode", "vllm_structured_outputs_regex"}
+    for key, text in recipes.REPLACED_KEYS.items():
+        assert key not in known, key
+        named = set(re.findall(r"\{(\w+)\}", text)) - (grpo_only if trainer == "sft" else set())
+        assert named <= set(known), (key, named - set(known))

@@ -33,7 +33,8 @@ class TrainArgs:
     use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'gpu' extra and CUDA)"})
     accelerate_config: str | None = field(
         default=None,
-        metadata={"help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2 or a YAML path"},
+        metadata={"help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2, "
+                          "npu-ddp, npu-zero2 or a YAML path"},
     )
     num_processes: int | None = field(default=None, metadata={"help": "processes for accelerate launch (default: the config's)"})
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})

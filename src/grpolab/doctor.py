@@ -217,8 +217,20 @@ def npu_checks(torch) -> list[Check]:
         return [Check("device", "npu: torch_npu installed but no device", "warn", fix)]
     count = torch.npu.device_count()
     rows = [Check("device", f"npu (Ascend), {count} device{'s' if count != 1 else ''}")]
+    rows.append(torch_npu_pairing(torch.__version__, installed_version("torch_npu")))
     rows += [Check(f"npu {index}", torch.npu.get_device_name(index)) for index in range(count)]
     return rows
+
+
+def torch_npu_pairing(torch_version: str, npu_version: str | None) -> Check:
+    """torch_npu X.Y.Z (or X.Y.Z.postN) is built for torch X.Y.Z alone; another torch fails in odd places."""
+    torch_release = torch_version.split("+")[0]
+    if npu_version is None:
+        return Check("torch_npu", f"version unknown (torch {torch_release})", "warn", "pip show torch_npu")
+    if Version(npu_version).base_version != Version(torch_release).base_version:
+        fix = f"install the torch_npu {torch_release} release for your CANN (README: Ascend NPUs)"
+        return Check("torch_npu", f"{npu_version}, built for another torch than {torch_release}", "warn", fix)
+    return Check("torch_npu", f"{npu_version} (for torch {torch_release})")
 
 
 def cpu_only_check(torch) -> Check:

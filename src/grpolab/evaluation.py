@@ -24,19 +24,19 @@ from typing import Any
 
 from grpolab.batching import generate_stream
 from grpolab.errors import UserError
-from grpolab.generation import GenerationSettings
+from grpolab.generation import GenerationSettings, run_max_new_tokens
 
 logger = logging.getLogger(__name__)
 
 SAMPLES, METRICS, CONFIG, REPORT = "samples.jsonl", "metrics.json", "eval_config.json", "report.md"
 DEFAULT_TASK = "arith"
 # Fields that may change between a run and its --resume: they do not change what a sample is.
-_RESUMABLE = ("num", "batch_size", "backend")
+_RESUMABLE = ("num", "batch_size", "backend", "max_new_tokens_from")
 
 
 @dataclass
 class EvalConfig:
-    """What to evaluate and how; ``model``/``task`` left as None come from the adapter's run directory."""
+    """What to evaluate and how; ``model``, ``task``, ``max_new_tokens`` left as None come from the run."""
 
     model: str | None = None
     adapter: str | None = None
@@ -49,9 +49,10 @@ class EvalConfig:
     k: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
-    max_new_tokens: int = 256
+    max_new_tokens: int | None = None  # None: the run's max_completion_length, else 256
     batch_size: int = 32
     backend: str = "transformers"
+    max_new_tokens_from: str | None = None  # where max_new_tokens came from, for the record
 
     def __post_init__(self) -> None:
         if self.backend not in ("transformers", "vllm"):
@@ -77,9 +78,14 @@ class EvalConfig:
 
 
 def resolve_run(config: EvalConfig) -> EvalConfig:
-    """Fill in model, task and task options from the adapter's run directory (or the defaults)."""
+    """Fill in model, task, task options and max_new_tokens from the adapter's run (or the defaults)."""
     from grpolab import models
 
+    if config.max_new_tokens is None:
+        length, source = run_max_new_tokens(config.adapter, config.model)
+        config = replace(config, max_new_tokens=length, max_new_tokens_from=source)
+    elif config.max_new_tokens_from is None:
+        config = replace(config, max_new_tokens_from="--max_new_tokens")
     if not config.adapter:
         return replace(config, model=config.model or models.DEFAULT_MODEL, task=config.task or DEFAULT_TASK)
     info = models.read_run_info(config.adapter)
@@ -271,6 +277,7 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     from grpolab.tasks import get_task
 
     config = resolve_run(config)
+    logger.info("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
     task = get_task(config.task)
     dataset = task.load(config.split, config.data_file, config.num, config.seed, **config.task_options)
     if len(dataset) == 0:
@@ -309,7 +316,8 @@ def write_results(out: Path, metrics: Mapping[str, Any]) -> None:
     adapter = f" + adapter `{config['adapter']}`" if config["adapter"] else ""
     header = (f"# Evaluation: {metrics['name']}\n\nmodel `{config['model']}`{adapter}, task `{config['task']}`, "
               f"split `{config['split']}`: {metrics['items']} items x {metrics['samples_per_item']} "
-              f"completion(s), temperature {config['temperature']}, max_new_tokens {config['max_new_tokens']}. "
+              f"completion(s), temperature {config['temperature']}, "
+              f"max_new_tokens {config['max_new_tokens']} ({config.get('max_new_tokens_from')}). "
               "Accuracy is strict (the task's scorer); with several completions per item it is their mean "
               "(mean@k, the pass@1 estimate).\n\n")
     _write_atomic(out / REPORT, header + result_table({metrics["name"]: metrics})

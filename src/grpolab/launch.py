@@ -14,7 +14,7 @@ from pathlib import Path
 
 from grpolab.errors import UserError
 
-SHIPPED = ("ddp", "zero2", "zero3", "cpu2")
+SHIPPED = ("ddp", "zero2", "zero3", "cpu2", "npu-ddp", "npu-zero2")
 
 
 def accelerate_config_path(name: str) -> Path:
@@ -32,16 +32,33 @@ def inside_launch() -> bool:
 
 
 def check_backend(name: str) -> None:
-    """A DeepSpeed config needs DeepSpeed and CUDA; say so in one line before launching anything."""
+    """Say in one line, before launching anything, what a config lacks here: DeepSpeed needs the package and
+    CUDA GPUs or Ascend NPUs; an NPU config needs NPUs."""
     import importlib.util
 
-    if name.startswith("zero") or "deepspeed" in accelerate_config_path(name).read_text().lower():
+    text = accelerate_config_path(name).read_text()
+    if "distributed_type: MULTI_NPU" in text and not npu_available():
+        raise UserError(f"--accelerate_config {name} is for Ascend NPUs, and torch_npu finds none here: "
+                        "run 'grpolab doctor', or use ddp on GPUs")
+    if name.startswith("zero") or "deepspeed" in text.lower():
         if importlib.util.find_spec("deepspeed") is None:
             raise UserError(f"--accelerate_config {name} uses DeepSpeed, which is not installed: pip install 'grpolab[deepspeed]'")
         import torch
 
-        if not torch.cuda.is_available():
-            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs; on CPU use --accelerate_config cpu2")
+        if not (torch.cuda.is_available() or npu_available()):
+            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend "
+                            "NPUs (torch_npu); on CPU use --accelerate_config cpu2")
+
+
+def npu_available() -> bool:
+    """torch_npu imports (which registers ``torch.npu``) and sees at least one Ascend NPU."""
+    try:
+        import torch_npu  # noqa: F401
+    except Exception:  # absent, or built for another torch or CANN: no NPU here ('grpolab doctor' says why)
+        return False
+    import torch
+
+    return bool(getattr(torch, "npu", None) and torch.npu.is_available())
 
 
 def launch_command(argv: list[str], config: str, num_processes: int | None) -> list[str]:

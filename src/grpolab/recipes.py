@@ -12,6 +12,7 @@ import enum
 import importlib.resources
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,59 @@ def all_fields(classes) -> dict[str, Any]:
     return known
 
 
+# Keys a TRL or reference-project recipe may hold that grpolab does not take, each with what does the same
+# here (checked against trl 1.16 and transformers 5.23). {name} spells a key as the recipe or flag does.
+REPLACED_KEYS: dict[str, str] = {
+    # gone from TRL / transformers
+    "max_prompt_length": "is no longer in TRL's GRPOConfig (prompts are not truncated): delete it; "
+                         "with vLLM, {vllm_max_model_length} caps prompt + completion",
+    "warmup_ratio": "is no longer in transformers (removed in 5.2): use {warmup_steps} with the same value "
+                    "(a value below 1 is a fraction of the training steps)",
+    "evaluation_strategy": "was renamed {eval_strategy} in transformers",
+    "torch_dtype": "was renamed {dtype} (TRL's ModelConfig)",
+    "no_cuda": "is no longer in transformers: use {use_cpu} true",
+    "use_mps_device": "is no longer in transformers (an Apple GPU is used when there is one): delete it",
+    "per_gpu_train_batch_size": "is no longer in transformers: use {per_device_train_batch_size}",
+    "overwrite_output_dir": "is no longer in transformers: delete it ({resume} continues a run from its "
+                            "newest checkpoint)",
+    "logging_dir": "is no longer in transformers: set TENSORBOARD_LOGGING_DIR in the environment instead",
+    "save_safetensors": "is no longer in transformers (checkpoints are always safetensors): delete it",
+    "vllm_device": "is no longer in TRL: start 'grpolab serve' on its own GPU and set {vllm_mode} server",
+    "vllm_guided_decoding_regex": "was renamed {vllm_structured_outputs_regex} in TRL",
+    "use_liger_loss": "was renamed {use_liger_kernel} in TRL",
+    # the reference projects' own script arguments (sudoku_trl_grpo, rl-trl)
+    "dataset_id_or_path": "is not a grpolab key: give the JSONL file as {data_file} "
+                          "(e.g. data/sudoku_4x4_qa.jsonl)",
+    "data_files": "is not a grpolab key: use {data_file} (one JSONL path)",
+    "dataset_name": "is not a grpolab key: pick the task with {task} (gsm8k reads openai/gsm8k)",
+    "model_name": "is not a grpolab key: use {model_name_or_path}",
+    "model": "is not a grpolab key: use {model_name_or_path}",
+    "target_modules": "is not a grpolab key: use {lora_target_modules}",
+    "wandb_project": "is not a grpolab key: set WANDB_PROJECT in the environment (or .env) and "
+                     "{report_to} wandb",
+    "wandb_name": "is not a grpolab key: use {run_name}",
+    "no_wandb": "is not a grpolab key: use {report_to} none",
+}
+
+
+class _Spelled(dict):
+    def __init__(self, spell: Callable[[str], str]) -> None:
+        super().__init__()
+        self.spell = spell
+
+    def __missing__(self, name: str) -> str:
+        return self.spell(name)
+
+
+def replaced_key_message(key: str, spell: Callable[[str], str]) -> str:
+    """One line: the key as written, why grpolab does not take it, and what to write instead."""
+    return f"{spell(key)} {REPLACED_KEYS[key].format_map(_Spelled(spell))}"
+
+
 def check_keys(config: dict[str, Any], known: dict[str, Any], source: str) -> None:
     for key, value in config.items():
+        if key not in known and key in REPLACED_KEYS:
+            raise UserError(f"{source}: {replaced_key_message(key, lambda name: repr(name))}")
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -141,6 +193,8 @@ def check_flags(argv: list[str], known: dict[str, Any], command: str = "train") 
     for item in argv:
         if item.startswith("--"):
             key = item[2:].split("=", 1)[0].replace("-", "_")
+            if key not in known and key in REPLACED_KEYS:
+                raise UserError(replaced_key_message(key, lambda name: f"--{name}"))
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=1)
                 hint = f"; did you mean --{close[0]}?" if close else f"; see 'grpolab {command} --help_trl'"

@@ -29,7 +29,8 @@ Ctrl-C while the model writes stops that reply (the partial reply stays in the h
 Ctrl-C or Ctrl-D at the prompt leaves."""
 
 _SETTING_HELP = {
-    "max_new_tokens": "most tokens per reply",
+    "max_new_tokens": "most tokens per reply (default: the run's max_completion_length for --adapter "
+                      "RUN_DIR or a model merged from a run, else 256)",
     "temperature": "sampling temperature; 0 = greedy (what eval uses)",
     "top_p": "nucleus sampling: keep the smallest token set with this much probability",
     "top_k": "sample from the k most likely tokens; 0 = off",
@@ -50,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", help="system message (default: the task's, else the chat template's)")
     defaults = GenerationSettings()
     for spec in fields(GenerationSettings):
-        parser.add_argument(f"--{spec.name}", default=getattr(defaults, spec.name), help=_SETTING_HELP[spec.name])
+        default = None if spec.name == "max_new_tokens" else getattr(defaults, spec.name)
+        parser.add_argument(f"--{spec.name}", default=default, help=_SETTING_HELP[spec.name])
     parser.add_argument("--context", type=int, help="context window in tokens (default: the model's "
                         "max_position_embeddings); older turns beyond it leave the prompt, with a notice")
     parser.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
@@ -60,6 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from grpolab import chat, models
 
+    length_from = _resolve_max_new_tokens(args)
     settings = _settings(args)
     model, tokenizer, name = models.load_for_inference(_model_name(args), args.adapter, args.dtype)
     context = args.context or getattr(model.config, "max_position_embeddings", None)
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(args.seed)
-    _print_banner(args, name, session)
+    _print_banner(args, name, session, length_from)
     stream, count_tokens = model_backend(model, tokenizer)
     _take_ctrl_c()
     return run_repl(session, stream, count_tokens, read_line=_line_reader())
@@ -85,12 +88,24 @@ def _model_name(args: argparse.Namespace) -> str | None:
     return args.model or (None if args.adapter else DEFAULT_MODEL)
 
 
+def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
+    """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
+    if args.max_new_tokens is not None:
+        return ""
+    from grpolab.generation import DEFAULT_SOURCE, run_max_new_tokens
+
+    args.max_new_tokens, source = run_max_new_tokens(args.adapter, args.model)
+    return "" if source == DEFAULT_SOURCE else source
+
+
 def _settings(args: argparse.Namespace) -> GenerationSettings:
-    """Generation settings from the flags, checked by the same rules as /set."""
+    """Generation settings from the flags (None: the default), checked by the same rules as /set."""
     from grpolab.chat import parse_setting
 
     values = {}
     for spec in fields(GenerationSettings):
+        if getattr(args, spec.name) is None:
+            continue
         try:
             values[spec.name] = parse_setting(spec.name, str(getattr(args, spec.name)))
         except ValueError as error:
@@ -98,11 +113,11 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(**values)
 
 
-def _print_banner(args: argparse.Namespace, name: str, session) -> None:
+def _print_banner(args: argparse.Namespace, name: str, session, length_from: str = "") -> None:
     parts = [f"chatting with {name}"] + ([f"adapter {args.adapter}"] if args.adapter else [])
     parts += [f"task {session.task.name}"] if session.task else []
     print(", ".join(parts) + f"; context {session.context_tokens} tokens")
-    print(session.settings_line())
+    print(session.settings_line() + (f" (max_new_tokens: {length_from})" if length_from else ""))
     if session.task:
         print(session.task.hint)
     trained_on = _trained_task(args)

@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "and needs --temperature > 0")
     parser.add_argument("--temperature", type=float, default=0.0, help="sampling temperature; 0 is greedy")
     parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling threshold when sampling")
-    parser.add_argument("--max_new_tokens", type=int, default=256, help="longest completion, in tokens")
+    parser.add_argument("--max_new_tokens", type=int,
+                        help="longest completion, in tokens (default: the run's max_completion_length for a "
+                        "training run or a model merged from one, else 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for generated data and for sampling")
     parser.add_argument("--out", help="output directory (default: ADAPTER/eval-SPLIT or outputs/eval-MODEL-TASK)")
     parser.add_argument("--resume", action="store_true", help="skip items already in OUT/samples.jsonl")
