@@ -55,7 +55,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     builds the 4-bit/8-bit and LoRA configs from ModelConfig. grpolab loads the model itself only to continue
     an adapter (``init_adapter``) or through Unsloth.
     """
-    from trl import get_peft_config, get_quantization_config
+    from trl import get_peft_config
 
     source = models.resolve(model_config.model_name_or_path)
     options = models.load_options({**asdict(model_config), "trust_remote_code": trainer_config.trust_remote_code})
@@ -68,24 +68,31 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
 
         model = load_unsloth(source, model_config, trainer_config, context_length(train_args, trainer_config))
         return {"model": model, "processing_class": tokenizer}
-    # The recipe's own model_init_kwargs are kept apart, so that the saved config does not pin this machine's
-    # placement on a resume elsewhere.
-    trainer_config.grpolab_recipe_init_kwargs = trainer_config.model_init_kwargs
-    trainer_config.model_init_kwargs = {**options, "dtype": place.dtype, "device_map": place.device_map,
-                                        **(trainer_config.model_init_kwargs or {})}
-    # The 4-bit compute dtype is the model's dtype (TRL reads ModelConfig.dtype); storing the packed weights
-    # in that dtype too lets DeepSpeed ZeRO-3 and FSDP shard them with the rest.
-    quantization = get_quantization_config(replace(
-        model_config, dtype=place.dtype, bnb_4bit_quant_storage=model_config.bnb_4bit_quant_storage or place.dtype))
+    init_kwargs = {**options, "dtype": place.dtype, "device_map": place.device_map,
+                   **(trainer_config.model_init_kwargs or {})}
+    quantization = quantization_config(model_config, place)
     if train_args.init_adapter:
         from peft import PeftModel
 
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
-        base = models.load_causal_lm(source, quantization_config=quantization, **trainer_config.model_init_kwargs)
+        base = models.load_causal_lm(source, quantization_config=quantization, **init_kwargs)
         model = PeftModel.from_pretrained(base, train_args.init_adapter, is_trainable=True)
         return {"model": model, "processing_class": tokenizer}
+    # The recipe's own model_init_kwargs are kept apart, so that the saved config does not pin this machine's
+    # placement on a resume elsewhere.
+    trainer_config.grpolab_recipe_init_kwargs = trainer_config.model_init_kwargs
+    trainer_config.model_init_kwargs = init_kwargs
     return {"model": source, "processing_class": tokenizer, "quantization_config": quantization,
             "peft_config": get_peft_config(model_config)}
+
+
+def quantization_config(model_config, place: placement.Placement):
+    """TRL's BitsAndBytesConfig (None without 4-bit/8-bit), computing in the placement's dtype. Storing the
+    packed 4-bit weights in that dtype too lets DeepSpeed ZeRO-3 and FSDP shard them with the rest."""
+    from trl import get_quantization_config
+
+    storage = model_config.bnb_4bit_quant_storage or place.dtype
+    return get_quantization_config(replace(model_config, dtype=place.dtype, bnb_4bit_quant_storage=storage))
 
 
 def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
