@@ -141,7 +141,7 @@ def test_cli_exits_1_and_writes_nothing_when_the_logits_differ(adapter_dir, tmp_
     out = tmp_path / "merged"
     assert _main("--adapter", adapter_dir, "--out", out) == 1
     err = capsys.readouterr().err
-    assert "max |logit difference| vs base + adapter: 0.5 (atol 0.001)" in err
+    assert "max |logit difference| vs base + adapter: 0.5 (atol 0.001, float32)" in err
     assert f"the merged model does not match, nothing was written to {out}" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -178,3 +178,83 @@ def test_bfloat16_merge_saves_bfloat16_weights(adapter_dir, tmp_path):
     assert report.ok and report.atol == merging.DEFAULT_ATOL["bfloat16"]
     with safe_open(tmp_path / "m" / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.bfloat16}
+
+
+@pytest.fixture(scope="module")
+def bf16_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """A run whose base checkpoint is stored in bfloat16 (config.json says dtype: bfloat16)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir = tmp_path_factory.mktemp("bf16-base")
+    AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16).save_pretrained(base_dir)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(base_dir)
+    directory = tmp_path_factory.mktemp("bf16-run")
+    _peft_model(tiny_model_dir).save_pretrained(directory)
+    (directory / "grpolab_run.json").write_text(json.dumps({"base_model": str(base_dir), "task": "arith"}))
+    return directory
+
+
+@pytest.mark.parametrize(("fixture", "dtype", "expected"), [
+    ("adapter_dir", "auto", "float32"), ("bf16_adapter_dir", "auto", "bfloat16"),
+    ("bf16_adapter_dir", "float32", "float32"),
+])
+def test_merge_runs_in_the_bases_own_dtype_with_its_tolerance(fixture, dtype, expected, request, tmp_path):
+    from safetensors import safe_open
+
+    report = merging.merge(request.getfixturevalue(fixture), tmp_path / "m", dtype=dtype)
+    assert (report.ok, report.dtype, report.atol) == (True, expected, merging.DEFAULT_ATOL[expected])
+    with safe_open(tmp_path / "m" / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {getattr(torch, expected)}
+    assert json.loads((tmp_path / "m" / merging.INFO_FILE).read_text())["dtype"] == expected
+
+
+def test_merge_estimates_memory_from_the_checkpoint(adapter_dir, tiny_model_dir):
+    on_disk = (tiny_model_dir / "model.safetensors").stat().st_size  # float32
+    base = str(tiny_model_dir)
+    assert merging.weights_bytes(base, base, "float32") == on_disk
+    assert merging.weights_bytes(base, base, "bfloat16") == on_disk / 2
+
+
+def _fake_cuda(monkeypatch, free_bytes: int, ram_bytes: int) -> None:
+    import types
+
+    import psutil
+
+    from grpolab import placement
+
+    monkeypatch.setattr(placement, "detect", lambda: placement.Hardware("cuda", bf16=True))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda index: (free_bytes, 80 * 2**30))
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: types.SimpleNamespace(available=ram_bytes))
+
+
+def test_merge_refuses_a_gpu_too_small_naming_device_cpu(adapter_dir, tmp_path, capsys, monkeypatch):
+    _fake_cuda(monkeypatch, free_bytes=1000, ram_bytes=64 * 2**30)
+    assert _main("--adapter", adapter_dir, "--out", tmp_path / "m") == 2
+    err = capsys.readouterr().err
+    assert "but cuda (2 device(s)) has 0.0 GiB free: use --device cpu (64.0 GiB of RAM available), " \
+           "or --dtype bfloat16 to halve it" in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_merge_refuses_too_little_ram(adapter_dir, tmp_path, capsys, monkeypatch):
+    _fake_cuda(monkeypatch, free_bytes=80 * 2**30, ram_bytes=1000)
+    assert _main("--adapter", adapter_dir, "--out", tmp_path / "m", "--device", "cpu", "--dtype", "bfloat16") == 2
+    assert "in bfloat16 needs about 0.0 GiB but RAM has 0.0 GiB free: free memory or use a machine with more RAM" \
+        in capsys.readouterr().err
+
+
+def test_merge_loads_on_the_gpu_with_the_placement(adapter_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from transformers import modeling_utils
+
+    calls = []
+
+    def from_pretrained(cls, source, *args, **kwargs):
+        calls.append(kwargs)
+        raise RuntimeError("loaded")
+
+    _fake_cuda(monkeypatch, free_bytes=80 * 2**30, ram_bytes=64 * 2**30)
+    monkeypatch.setattr(modeling_utils.PreTrainedModel, "from_pretrained", classmethod(from_pretrained))
+    with pytest.raises(RuntimeError, match="loaded"):
+        merging.merge(adapter_dir, tmp_path / "m")
+    assert (calls[0]["device_map"], calls[0]["dtype"]) == ("auto", "float32")

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+# Tokens reserved for the prompt when the context is derived from max_completion_length. TRL 1.16 has no
+# max_prompt_length (prompts are never cut); the longest built-in prompts are ~210 tokens (GSM8K) and
+# ~170 (Sudoku 4x4) with the SmolLM2 tokenizer, so 512 leaves room for longer system prompts.
+PROMPT_BUDGET = 512
+
 
 @dataclass
 class TrainArgs:
@@ -31,6 +36,11 @@ class TrainArgs:
     )
     dry_run: bool = field(default=False, metadata={"help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading weights"})
     use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'gpu' extra and CUDA)"})
+    max_seq_length: int | None = field(
+        default=None,
+        metadata={"help": f"Unsloth's context in tokens, prompt + completion (default: max_completion_length "
+                          f"+ {PROMPT_BUDGET}, a prompt budget that holds every built-in task's prompt)"},
+    )
     accelerate_config: str | None = field(
         default=None,
         metadata={"help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2, "
@@ -56,6 +66,17 @@ class TrainArgs:
             self.reward_funcs = [self.reward_funcs]
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
+        if self.max_seq_length is not None and self.max_seq_length < 1:
+            raise ValueError(f"--max_seq_length ({self.max_seq_length}) must be at least 1")
+
+
+def context_length(train_args: TrainArgs, trainer_config) -> int:
+    """Prompt + completion tokens: ``max_seq_length``, else the prompt budget plus the completion length
+    (GRPO's max_completion_length, SFT's max_length)."""
+    if train_args.max_seq_length:
+        return train_args.max_seq_length
+    completion = getattr(trainer_config, "max_completion_length", None)
+    return PROMPT_BUDGET + completion if completion else getattr(trainer_config, "max_length", None) or 2048
 
 
 def field_names(cls) -> list[str]:

@@ -1,13 +1,16 @@
 """Merge a LoRA adapter into its base model and prove, by logits, that the merge changed nothing.
 
-The base is loaded in float32, the adapter attached, and the logits on a fixed probe batch recorded. PEFT's
-``merge_and_unload`` then folds ``B @ A * scale`` into the base weights; the result is saved as a plain
-transformers checkpoint (safetensors, tokenizer, chat template, generation config) in a temporary directory
-beside the target, **reloaded from disk** without PEFT, and run on the same probe batch. Only a checkpoint
-whose logits match within ``atol`` is renamed into place; a mismatch leaves the target untouched.
+The base is loaded in its own dtype (``--dtype`` overrides it) on the GPU when there is one, the adapter
+attached, and the logits on a fixed probe batch recorded. PEFT's ``merge_and_unload`` then folds
+``B @ A * scale`` into the base weights; the result is saved as a plain transformers checkpoint (safetensors
+in 5 GB shards, tokenizer, chat template, generation config) in a temporary directory beside the target,
+**reloaded from disk** without PEFT, and run on the same probe batch. Only a checkpoint whose logits match
+within ``atol`` is renamed into place; a mismatch leaves the target untouched.
 
-Saving in bfloat16 or float16 rounds every weight, which moves logits far more than the merge does, so
-those dtypes get a looser default tolerance (``DEFAULT_ATOL``).
+In bfloat16 or float16 the merged weights are rounded to the dtype's grid, which moves logits far more than
+the merge does, so those dtypes get a looser default tolerance (``DEFAULT_ATOL``). Before loading, the
+memory the merge needs is estimated from the checkpoint's size on disk, and a device with too little free
+memory is refused in one line instead of failing (or swapping) half-way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grpolab.errors import UserError
@@ -32,12 +35,21 @@ PROBE_CHATS = (
      {"role": "user", "content": "Solve this 4x4 Sudoku:\n\n1 _ 3 _\n4 _ _ 2\n_ _ _ 1\n2 _ 4 3"}],
     [{"role": "user", "content": "Write one sentence about the sea, then count from one to five."}],
 )
-# Measured on SmolLM2-135M-Instruct (logits up to ~40) with LoRA r8 on every linear layer, B ~ N(0, 0.01):
-# the adapter moves logits by up to 1.7; a float32 merge differs from base + adapter by 1.3e-4 (float sums
-# taken in another order, across 30 layers), so 1e-3 leaves an 8x margin over that noise and still flags
-# any real change. Saving in half precision rounds every weight: 0.43 (bfloat16), 0.075 (float16).
-DEFAULT_ATOL = {"float32": 1e-3, "bfloat16": 1.0, "float16": 0.25}
+# Measured on SmolLM2-135M-Instruct (logits up to ~40) with LoRA r8 on every linear layer, B ~ N(0, 0.01),
+# which moves logits by up to 2.0-2.5: a float32 merge differs from base + adapter by 1.0e-4 (float sums
+# taken in another order, across 30 layers), so 1e-3 leaves a 10x margin over that noise and still flags any
+# real change. In half precision both the reference (base + adapter) and the merged model compute in that
+# dtype and the merged weights are rounded to its grid: 1.44 (bfloat16, whether the base was stored in
+# bfloat16 or float32) and 0.19 (float16). Their tolerances leave a margin over that and do not exceed the
+# adapter's own effect here, so a merge that lost the adapter still fails; for a tight check on a bfloat16 base,
+# merge with --dtype float32 where memory allows (1.1e-4 measured).
+DEFAULT_ATOL = {"float32": 1e-3, "bfloat16": 2.0, "float16": 0.5}
 INFO_FILE = "grpolab_merge.json"
+BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "float16": 2}
+# The merge holds one copy of the weights at a time (the merged model is freed before the saved one is
+# reloaded; safe_merge copies one layer at a time); 20% covers the adapter, the allocator's slack and the
+# probe batch. transformers 5 loads weights straight onto their device, so no CPU copy is made on a GPU.
+MEMORY_FACTOR = 1.2
 
 
 @dataclass(frozen=True)
@@ -47,18 +59,30 @@ class MergeReport:
     out: Path
     atol: float
     adapter_effect: float = float("nan")  # largest |logit difference| the adapter makes to the base model
+    dtype: str = "float32"  # of the merge and of the saved weights
 
 
 def merge(adapter: str | Path, out: str | Path, model: str | None = None, force: bool = False,
-          atol: float | None = None, dtype: str = "float32") -> MergeReport:
-    """Merge ``adapter`` into its base (or ``model``), verify the saved checkpoint, install it at ``out``."""
-    from grpolab.models import read_run_info, resolve
+          atol: float | None = None, dtype: str = "auto", device: str = "auto") -> MergeReport:
+    """Merge ``adapter`` into its base (or ``model``), verify the saved checkpoint, install it at ``out``.
 
-    atol = _check_atol(atol, dtype)
+    ``dtype`` auto is the base checkpoint's own; ``device`` auto is the GPU when there is one.
+    """
+    from grpolab import placement
+    from grpolab.models import check_adapter_base, load_for_inference, read_run_info, resolve
+
     out = Path(out).expanduser()
     base_name = model or read_run_info(adapter).base_model
-    check_target(out, force, protected=[Path(adapter), Path(resolve(base_name))])
-    peft_model, tokenizer, base_name = _load(adapter, model)
+    source = resolve(base_name)
+    check_target(out, force, protected=[Path(adapter), Path(source)])
+    if model:
+        check_adapter_base(adapter, model)
+    place = placement.decide(placement.detect(), "merge", dtype, device=device,
+                             checkpoint_dtype=checkpoint_dtype(source))
+    atol = _check_atol(atol, place.dtype)
+    check_memory(base_name, source, place)
+    logger.info("Loading the base model and the adapter %s ...", adapter)
+    peft_model, tokenizer, base_name = load_for_inference(model, str(adapter), place=place)
     batch = probe_batch(tokenizer)
     reference = probe_logits(peft_model, batch)
     with peft_model.disable_adapter():
@@ -68,24 +92,118 @@ def merge(adapter: str | Path, out: str | Path, model: str | None = None, force:
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.merging-", dir=out.parent))
     try:
-        save_checkpoint(merged, tokenizer, staging, dtype)
+        save_checkpoint(merged, tokenizer, staging)
         del merged, peft_model  # the reload below needs the memory on big models
-        difference, ok = verify(load_plain(staging), batch, reference, atol)
+        difference, ok = verify(load_plain(staging, place), batch, reference, atol)
         if ok:
-            _write_info(staging, adapter, base_name, dtype, difference, atol)
+            _write_info(staging, adapter, base_name, place.dtype, difference, atol)
             install(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return MergeReport(max_abs_diff=difference, ok=ok, out=out, atol=atol, adapter_effect=effect)
+    return MergeReport(max_abs_diff=difference, ok=ok, out=out, atol=atol, adapter_effect=effect, dtype=place.dtype)
 
 
 def _check_atol(atol: float | None, dtype: str) -> float:
-    if dtype not in DEFAULT_ATOL:
-        raise UserError(f"--dtype {dtype} is not one of {', '.join(DEFAULT_ATOL)}")
     atol = DEFAULT_ATOL[dtype] if atol is None else atol
     if not atol >= 0:
         raise UserError(f"--atol must be a number >= 0, got {atol}")
     return atol
+
+
+def checkpoint_dtype(source: str) -> str | None:
+    """The dtype the base's config declares (``dtype``, formerly ``torch_dtype``), when it is one we merge in."""
+    from grpolab.placement import DTYPE_ALIASES
+
+    directory = _checkpoint_dir(source)
+    if directory:
+        config = json.loads((directory / "config.json").read_text())
+        declared = config.get("dtype") or config.get("torch_dtype")
+    else:  # a hub id not downloaded yet: its config alone
+        from transformers import AutoConfig
+
+        try:
+            declared = AutoConfig.from_pretrained(source).dtype
+        except OSError as error:
+            raise UserError(f"cannot read the config of '{source}': {error}") from None
+    return DTYPE_ALIASES.get(str(declared or "").removeprefix("torch."))
+
+
+def check_memory(base_name: str, source: str, place) -> None:
+    """Log the merge's memory need; refuse, naming the way out, when the device has too little free."""
+    weights = weights_bytes(base_name, source, place.dtype)
+    if weights is None:
+        logger.info("Memory estimate unknown for %s (no local checkpoint or config); merging on %s",
+                    base_name, place.describe())
+        return
+    need = weights * MEMORY_FACTOR
+    free, where = free_memory(place)
+    logger.info("Merging on %s needs about %s (weights %s); %s free on %s",
+                place.describe(), _gib(need), _gib(weights), _gib(free), where)
+    if need <= free:
+        return
+    if where == "RAM":
+        fix = "free memory or use a machine with more RAM"
+    else:
+        fix = f"use --device cpu ({_gib(free_memory(replace(place, device='cpu'))[0])} of RAM available)"
+    if place.dtype == "float32":
+        fix += ", or --dtype bfloat16 to halve it"
+    raise UserError(f"merging {base_name} in {place.dtype} needs about {_gib(need)} but {where} has "
+                    f"{_gib(free)} free: {fix}")
+
+
+def weights_bytes(base_name: str, source: str, dtype: str) -> float | None:
+    """Bytes of the base's weights in ``dtype``: the checkpoint's size on disk (safetensors index or files),
+    scaled from its own dtype; else the parameter count of its config. Quantised weights stay as they are."""
+    from grpolab.placement import DTYPE_ALIASES
+
+    directory = _checkpoint_dir(source)
+    config = json.loads((directory / "config.json").read_text()) if directory else {}
+    on_disk = _safetensors_bytes(directory) if directory else None
+    if on_disk and "quantization_config" in config:
+        return on_disk
+    stored = DTYPE_ALIASES.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), "float32")
+    if on_disk:
+        return on_disk * BYTES_PER_WEIGHT[dtype] / BYTES_PER_WEIGHT[stored]
+    from grpolab.plan import shape_of
+
+    shape = shape_of(base_name)
+    return shape.parameters * BYTES_PER_WEIGHT[dtype] if shape else None
+
+
+def _checkpoint_dir(source: str) -> Path | None:
+    """The local directory of ``source``: itself, or its snapshot in the Hugging Face cache."""
+    if Path(source).is_dir():
+        return Path(source)
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(source, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def _safetensors_bytes(directory: Path) -> float | None:
+    index = directory / "model.safetensors.index.json"
+    if index.is_file():
+        return float(json.loads(index.read_text())["metadata"]["total_size"])
+    files = list(directory.glob("*.safetensors"))
+    return float(sum(path.stat().st_size for path in files)) if files else None
+
+
+def free_memory(place) -> tuple[float, str]:
+    """(free bytes, where) on the placement's device: all GPUs with device_map auto, else its own one."""
+    accelerator = place.device.split(":")[0]
+    if accelerator not in ("cuda", "npu"):
+        import psutil
+
+        return float(psutil.virtual_memory().available), "RAM"
+    import torch
+
+    backend = getattr(torch, accelerator)
+    indices = range(backend.device_count()) if place.device_map == "auto" else [int(place.device.split(":")[1])]
+    return float(sum(backend.mem_get_info(index)[0] for index in indices)), f"{accelerator} ({len(indices)} device(s))"
+
+
+def _gib(value: float) -> str:
+    return f"{value / 2**30:.1f} GiB"
 
 
 def check_target(out: Path, force: bool, protected: list[Path]) -> None:
@@ -98,13 +216,6 @@ def check_target(out: Path, force: bool, protected: list[Path]) -> None:
             raise UserError(f"--out {out} would replace {path}, an input of the merge: choose another directory")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"--out {out} is not empty: add --force to replace it, or choose another directory")
-
-
-def _load(adapter: str | Path, model: str | None):
-    from grpolab.models import load_for_inference
-
-    logger.info("Loading the base model and the adapter %s ...", adapter)
-    return load_for_inference(model, str(adapter), dtype="float32")
 
 
 def probe_batch(tokenizer):
@@ -138,21 +249,21 @@ def verify(model, batch, reference, atol: float) -> tuple[float, bool]:
     return difference, difference <= atol
 
 
-def save_checkpoint(model, tokenizer, directory: Path, dtype: str) -> None:
-    """A plain transformers checkpoint: safetensors weights, config, generation config, tokenizer."""
-    import torch
+def save_checkpoint(model, tokenizer, directory: Path) -> None:
+    """A plain transformers checkpoint: safetensors weights in 5 GB shards, config, generation config, tokenizer.
 
-    model.to(getattr(torch, dtype)).save_pretrained(directory)
+    Shards keep a big base loadable shard by shard and uploadable to the Hub (whose limit is 50 GB a file).
+    """
+    model.save_pretrained(directory, max_shard_size="5GB")
     tokenizer.save_pretrained(directory)
     directory.chmod(0o755)  # mkdtemp makes it private; a merged model is meant to be shared
 
 
-def load_plain(directory: Path):
-    """The saved checkpoint, loaded by transformers alone in float32, as any user of it would."""
-    import torch
+def load_plain(directory: Path, place):
+    """The saved checkpoint, loaded by transformers alone (no PEFT) with the merge's placement."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
+    return AutoModelForCausalLM.from_pretrained(directory, dtype=place.dtype, device_map=place.device_map).eval()
 
 
 def _write_info(directory: Path, adapter, base_name: str, dtype: str, difference: float, atol: float) -> None:

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from grpolab import paths
+from grpolab import paths, placement
 from grpolab.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -149,11 +149,12 @@ def resolve(name_or_path: str) -> str:
     )
 
 
-def load_tokenizer(source: str, padding_side: str = "left"):
+def load_tokenizer(source: str, padding_side: str = "left", revision: str | None = None,
+                   trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:
         raise UserError(f"cannot load the tokenizer of '{source}': {_first_line(error)}") from None
     tokenizer.padding_side = padding_side
@@ -162,37 +163,30 @@ def load_tokenizer(source: str, padding_side: str = "left"):
     return tokenizer
 
 
-def load_causal_lm(source: str, dtype: str = "auto", **kwargs):
+def load_options(config: dict) -> dict:
+    """from_pretrained options a recipe sets, under TRL's names: revision, remote code, attention kernel.
+
+    ``trust_remote_code`` stays off unless the recipe (or flag) turns it on: it runs the checkpoint's code.
+    """
+    return {"revision": config.get("model_revision") or None,
+            "trust_remote_code": bool(config.get("trust_remote_code")),
+            "attn_implementation": config.get("attn_implementation") or None}
+
+
+def load_causal_lm(source: str, dtype: str = "float32", **kwargs):
     """Load a causal LM from a resolved source; a missing or unreachable model is a UserError."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = _dtype(dtype)
     try:
-        return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load model '{source}': {_first_line(error)}") from None
-    except Exception as error:  # safetensors raises its own error type for a damaged file
-        if type(error).__name__ == "SafetensorError":
-            raise UserError(
-                f"model file in '{source}' is damaged ({_first_line(error)}): "
-                f"run 'grpolab model prepare --force' for the embedded model, or re-download it"
-            ) from None
-        raise
-
-
-def _dtype(name: str):
-    import torch
-
-    if name in ("auto", None):
-        # bf16 where the hardware does it natively, fp32 on CPU (bf16 is ~3x slower on CPUs without it).
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise UserError(f"unknown dtype '{name}': use one of auto, {', '.join(table)}")
-    return table[name]
+    except SafetensorError as error:
+        raise UserError(
+            f"model file in '{source}' is damaged ({_first_line(error)}): "
+            f"run 'grpolab model prepare --force' for the embedded model, or re-download it"
+        ) from None
 
 
 def _first_line(error: BaseException) -> str:
@@ -244,8 +238,23 @@ def _canonical(name: str) -> str:
     return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
 
 
-def load_for_inference(model: str | None = None, adapter: str | None = None, dtype: str = "auto"):
-    """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter."""
+def run_load_options(adapter_dir: str | Path | None) -> dict:
+    """The load options of the recipe a run was trained with (its config.yaml), so eval and chat load the
+    base at the same revision, with the same attention kernel; none for a plain PEFT adapter."""
+    path = Path(adapter_dir) / "config.yaml" if adapter_dir else None
+    if path is None or not path.is_file():
+        return load_options({})
+    import yaml
+
+    return load_options(yaml.safe_load(path.read_text()) or {})
+
+
+def load_for_inference(model: str | None = None, adapter: str | None = None, dtype: str = "auto",
+                       place: placement.Placement | None = None):
+    """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter.
+
+    Placed by ``placement.decide`` for inference unless ``place`` is given (merge gives its own).
+    """
     if adapter:
         base = read_run_info(adapter).base_model
         if model:
@@ -254,8 +263,11 @@ def load_for_inference(model: str | None = None, adapter: str | None = None, dty
     if not model:
         raise UserError(f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')")
     source = resolve(model)
-    tokenizer = load_tokenizer(source)
-    network = load_causal_lm(source, dtype=dtype)
+    options = run_load_options(adapter)
+    place = place or placement.decide(placement.detect(), "inference", dtype)
+    logger.info("Loading %s on %s ...", model, place.describe())
+    tokenizer = load_tokenizer(source, revision=options["revision"], trust_remote_code=options["trust_remote_code"])
+    network = load_causal_lm(source, dtype=place.dtype, device_map=place.device_map, **options)
     if adapter:
         from peft import PeftModel
 

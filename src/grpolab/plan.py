@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab import models
+from grpolab.config import context_length
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def plan_lines(train_args, grpo_config, model_config) -> list[str]:
         f"steps            {grpo_config.max_steps if grpo_config.max_steps > 0 else f'{grpo_config.num_train_epochs:g} epoch(s)'}",
         f"generation       max {grpo_config.max_completion_length} new tokens, temperature {grpo_config.temperature}"
         + (f", vLLM {grpo_config.vllm_mode}" if grpo_config.use_vllm else ", transformers generate"),
+        f"context          max_seq_length {context_length(train_args, grpo_config)} tokens (prompt + completion"
+        + ("; Unsloth's limit)" if train_args.use_unsloth else "; sizes the memory estimate)"),
         f"loss             {grpo_config.loss_type}, beta {grpo_config.beta}, lr {grpo_config.learning_rate:g}",
         f"output           {grpo_config.output_dir}",
     ]
@@ -123,7 +126,7 @@ def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> s
     weights = shape.parameters * bytes_per_weight(model_config, grpo_config)
     trainable = lora_parameters(shape, model_config.lora_r, model_config.lora_target_modules) if model_config.use_peft else shape.parameters
     optimizer = trainable * (4 + (2 if "8bit" in str(grpo_config.optim) else 8))  # weights' grads + AdamW moments
-    tokens = grpo_config.per_device_train_batch_size * (grpo_config.max_completion_length + 256)
+    tokens = grpo_config.per_device_train_batch_size * context_length(train_args, grpo_config)
     act_bytes = 2 if grpo_config.bf16 else 4
     per_layer = tokens * shape.hidden * act_bytes * (2 if grpo_config.activation_checkpointing else 16)
     activations = per_layer * (1 if grpo_config.activation_checkpointing else shape.layers) + tokens * shape.vocab * 4

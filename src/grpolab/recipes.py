@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import enum
 import importlib.resources
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -177,7 +178,7 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     parser, classes = _parser(trainer_config, command)
     known = all_fields(classes)
     config = read_yaml(config_path)
-    config.pop("env", None)
+    apply_env(config.pop("env", None), config_path)
     check_keys(config, known, str(config_path))
     check_flags(argv, known, command)
     parser.set_defaults_with_config(**{**device_defaults(), **config})
@@ -185,8 +186,40 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
         train_args, grpo_config, model_config = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # dataclass __post_init__ checks: batch arithmetic, loss type, ...
         raise UserError(_one_line(error)) from None
+    completion = getattr(grpo_config, "max_completion_length", None)
+    if train_args.max_seq_length and completion and train_args.max_seq_length <= completion:
+        raise UserError(f"max_seq_length ({train_args.max_seq_length}) must exceed max_completion_length "
+                        f"({completion}) to leave room for the prompt")
     grpo_config.grpolab_recipe = str(config_path)
     return train_args, grpo_config, model_config
+
+
+def apply_env(env: Any, source: Path) -> None:
+    """A recipe's ``env:`` mapping goes into os.environ, as TRL's TrlParser does."""
+    if env is None:
+        return
+    if not isinstance(env, dict):
+        raise UserError(f"{source}: 'env' must be a mapping of NAME: value, got {type(env).__name__}")
+    for key, value in env.items():
+        os.environ[str(key)] = str(value)
+
+
+def wants_unsloth(argv: list[str], default_recipe: str = DEFAULT_RECIPE) -> bool:
+    """Whether a training run will load through Unsloth, read before TRL is imported (Unsloth must come
+    first): ``--use_unsloth`` on the command line, else the recipe's key; never for ``--dry_run``."""
+    argv = list(argv)
+    config = read_yaml(_pop_config(argv, default_recipe))
+    return _flag(argv, "use_unsloth", config) and not _flag(argv, "dry_run", config)
+
+
+def _flag(argv: list[str], name: str, config: dict[str, Any]) -> bool:
+    value = config.get(name, False)
+    for index, item in enumerate(argv):
+        key, _, inline = item.partition("=")
+        if key == f"--{name}":
+            following = argv[index + 1] if index + 1 < len(argv) else "--"
+            value = inline or ("true" if following.startswith("--") else following)
+    return str(value).lower() in ("true", "1", "yes")
 
 
 def check_flags(argv: list[str], known: dict[str, Any], command: str = "train") -> None:
@@ -204,16 +237,18 @@ def check_flags(argv: list[str], known: dict[str, Any], command: str = "train") 
 def device_defaults() -> dict[str, Any]:
     """Defaults that differ from TRL's, each for a measured reason; a recipe or flag still overrides them.
 
+    dtype: auto, so that the weights load in the dtype grpolab.placement picks for this hardware.
     bf16: TRL defaults it to True, which fails on a machine without bf16 hardware; off there.
     use_cpu: on a machine with no accelerator, say so, so that a GPU recipe (bf16: true) still parses
     for --dry_run and validation instead of failing inside TrainingArguments.
     """
-    import torch
+    from grpolab import placement
 
-    defaults: dict[str, Any] = {}
-    if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
+    hardware = placement.detect()
+    defaults: dict[str, Any] = {"dtype": "auto"}  # TRL's is float32; grpolab's auto is grpolab.placement's rule
+    if not hardware.bf16:
         defaults["bf16"] = False
-    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+    if hardware.accelerator == "cpu":
         defaults["use_cpu"] = True
     return defaults
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from grpolab import checkpoints, models
-from grpolab.config import TrainArgs
+from grpolab import checkpoints, models, placement
+from grpolab.config import TrainArgs, context_length
 from grpolab.errors import UserError
 from grpolab.rewards import SampleRecorder, select_rewards
 from grpolab.tasks import Task, get_task
@@ -39,41 +39,60 @@ def load_task_data(task: Task, train_args: TrainArgs, seed: int):
         raise UserError(f"task_options for {task.name}: {error}") from None
 
 
-def peft_config(model_config):
+def placement_for(train_args: TrainArgs, trainer_config, model_config) -> placement.Placement:
+    """Where the policy loads: the local rank's device, in the recipe's dtype (auto: see grpolab.placement)."""
+    quantization = "4bit" if model_config.load_in_4bit else "8bit" if model_config.load_in_8bit else None
+    full_finetune = not (model_config.use_peft or train_args.init_adapter or train_args.use_unsloth)
+    return placement.decide(placement.detect(), "train", model_config.dtype, quantization,
+                            full_finetune=full_finetune)
+
+
+def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict[str, Any]:
+    """``model``, ``processing_class``, ``quantization_config`` and ``peft_config`` for GRPO/SFTTrainer.
+
+    As trl/scripts/grpo.py does, the model goes to TRL as a path, loaded with ``model_init_kwargs``
+    (revision, remote code, attention, dtype, device_map; a recipe's own ``model_init_kwargs`` win), and TRL
+    builds the 4-bit/8-bit and LoRA configs from ModelConfig. grpolab loads the model itself only to continue
+    an adapter (``init_adapter``) or through Unsloth.
+    """
     from trl import get_peft_config
 
-    if not model_config.use_peft:
-        return None
-    return get_peft_config(model_config)
-
-
-def load_model(train_args: TrainArgs, model_config):
     source = models.resolve(model_config.model_name_or_path)
-    tokenizer = models.load_tokenizer(source)
+    options = models.load_options({**asdict(model_config), "trust_remote_code": trainer_config.trust_remote_code})
+    tokenizer = models.load_tokenizer(source, revision=options["revision"],
+                                      trust_remote_code=options["trust_remote_code"])
+    place = placement_for(train_args, trainer_config, model_config)
+    logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:
         from grpolab.accel import load_unsloth
 
-        return load_unsloth(source, model_config), tokenizer, None
-    kwargs = {}
-    quantization = quantization_config(model_config)
-    if quantization is not None:
-        kwargs["quantization_config"] = quantization
-        kwargs["device_map"] = {"": 0}
-    model = models.load_causal_lm(source, dtype=model_config.dtype or "auto", **kwargs)
+        model = load_unsloth(source, model_config, trainer_config, context_length(train_args, trainer_config))
+        return {"model": model, "processing_class": tokenizer}
+    init_kwargs = {**options, "dtype": place.dtype, "device_map": place.device_map,
+                   **(trainer_config.model_init_kwargs or {})}
+    quantization = quantization_config(model_config, place)
     if train_args.init_adapter:
         from peft import PeftModel
 
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
-        return PeftModel.from_pretrained(model, train_args.init_adapter, is_trainable=True), tokenizer, None
-    return model, tokenizer, peft_config(model_config)
+        base = models.load_causal_lm(source, quantization_config=quantization, **init_kwargs)
+        model = PeftModel.from_pretrained(base, train_args.init_adapter, is_trainable=True)
+        return {"model": model, "processing_class": tokenizer}
+    # The recipe's own model_init_kwargs are kept apart, so that the saved config does not pin this machine's
+    # placement on a resume elsewhere.
+    trainer_config.grpolab_recipe_init_kwargs = trainer_config.model_init_kwargs
+    trainer_config.model_init_kwargs = init_kwargs
+    return {"model": source, "processing_class": tokenizer, "quantization_config": quantization,
+            "peft_config": get_peft_config(model_config)}
 
 
-def quantization_config(model_config):
-    if not (model_config.load_in_4bit or model_config.load_in_8bit):
-        return None
-    from grpolab.accel import bitsandbytes_config
+def quantization_config(model_config, place: placement.Placement):
+    """TRL's BitsAndBytesConfig (None without 4-bit/8-bit), computing in the placement's dtype. Storing the
+    packed 4-bit weights in that dtype too lets DeepSpeed ZeRO-3 and FSDP shard them with the rest."""
+    from trl import get_quantization_config
 
-    return bitsandbytes_config(model_config)
+    storage = model_config.bnb_4bit_quant_storage or place.dtype
+    return get_quantization_config(replace(model_config, dtype=place.dtype, bnb_4bit_quant_storage=storage))
 
 
 def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
@@ -88,7 +107,7 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     if model_config.load_in_4bit or model_config.load_in_8bit:
         feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
         accel.require_package("bitsandbytes", feature, "gpu")
-        accel.require_cuda(feature)
+    placement_for(train_args, grpo_config, model_config)  # refuses 4-bit/8-bit off CUDA, a bad dtype
 
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
@@ -102,11 +121,10 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     recorder = SampleRecorder()
     reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder)
     grpo_config.reward_weights = weights
-    model, tokenizer, lora = load_model(train_args, model_config)
+    model_kwargs = model_arguments(train_args, grpo_config, model_config)
     logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
                                 train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora,
+    trainer = GRPOTrainer(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
                           callbacks=[logger_callback, *callbacks])
     _use_progress_line(trainer, ProgressLine())
     return trainer
@@ -124,6 +142,7 @@ def save_run_info(output_dir: Path, train_args: TrainArgs, grpo_config, model_co
     """The resolved config (YAML, re-usable as --config) and what identifies the run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**asdict(train_args), **_public(grpo_config.to_dict()), **asdict(model_config)}
+    resolved["model_init_kwargs"] = getattr(grpo_config, "grpolab_recipe_init_kwargs", grpo_config.model_init_kwargs)
     resolved.pop("resume", None)
     resolved.pop("dry_run", None)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(_yaml_safe(resolved), sort_keys=True))

@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("prepare", "check", "path"), help="what to do")
     parser.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, local directory or hub id")
     parser.add_argument("--force", action="store_true", help="prepare: convert again even if cached")
+    parser.add_argument("--dtype", default="auto", help="check: weights dtype: auto, float32, bfloat16, float16")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "npu", "mps"),
+                        help="check: where to load the model (default: auto, the GPU when there is one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,19 +35,20 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "path":
         print(models.resolve(args.model))
         return 0
-    return _check(args.model)
+    return _check(args.model, args.dtype, args.device)
 
 
-def _check(model_name: str) -> int:
+def _check(model_name: str, dtype: str = "auto", device: str = "auto") -> int:
     import time
 
-    from grpolab import generation, models
+    from grpolab import generation, models, placement
 
     start = time.perf_counter()
-    model, tokenizer, _ = models.load_for_inference(model_name)
+    place = placement.decide(placement.detect(), "inference", dtype, device=device)
+    model, tokenizer, _ = models.load_for_inference(model_name, place=place)
     loaded = time.perf_counter() - start
     chat = [{"role": "user", "content": CHECK_PROMPT}]
     reply = generation.generate_batch(model, tokenizer, [chat], generation.GenerationSettings(max_new_tokens=24))[0][0]
     print(f"model:  {model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
-          f"loaded in {loaded:.1f} s)\nprompt: {CHECK_PROMPT}\nreply:  {reply.strip()}")
+          f"loaded in {loaded:.1f} s on {place.describe()})\nprompt: {CHECK_PROMPT}\nreply:  {reply.strip()}")
     return 0

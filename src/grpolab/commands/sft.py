@@ -19,9 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from trl import SFTConfig
-
     from grpolab import recipes
+
+    if recipes.wants_unsloth(args.argv, DEFAULT_RECIPE):
+        from grpolab.accel import import_unsloth
+
+        import_unsloth()  # before TRL: Unsloth patches it on import
+    from trl import SFTConfig
 
     if args.help_trl:
         recipes._parser(SFTConfig, "sft")[0].print_help()

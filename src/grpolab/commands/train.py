@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
         parser, _ = recipes._parser()
         parser.print_help()
         return 0
+    if recipes.wants_unsloth(args.argv):
+        from grpolab.accel import import_unsloth
+
+        import_unsloth()  # before the parser imports TRL: Unsloth patches it on import
     train_args, grpo_config, model_config = recipes.parse_train_args(args.argv)
     if train_args.dry_run:
         from grpolab.plan import print_plan
