@@ -33,7 +33,7 @@ def import_unsloth() -> None:
     ``UNSLOTH_RETURN_LOGITS=1``: Unsloth's fused loss otherwise returns no logits from the forward pass,
     and GRPO computes its token log-probabilities from them.
     """
-    require_package("unsloth", "use_unsloth", "gpu")
+    require_package("unsloth", "use_unsloth", "unsloth")
     require_cuda("use_unsloth")
     os.environ["UNSLOTH_RETURN_LOGITS"] = "1"
     import unsloth  # noqa: F401

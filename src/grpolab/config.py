@@ -35,7 +35,7 @@ class TrainArgs:
         default=None, metadata={"help": "resume from 'latest' (the newest complete checkpoint in output_dir) or a checkpoint path"}
     )
     dry_run: bool = field(default=False, metadata={"help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading weights"})
-    use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'gpu' extra and CUDA)"})
+    use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'unsloth' extra and CUDA)"})
     max_seq_length: int | None = field(
         default=None,
         metadata={"help": f"Unsloth's context in tokens, prompt + completion (default: max_completion_length "

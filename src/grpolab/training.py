@@ -102,7 +102,7 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     if getattr(grpo_config, "use_vllm", False):
         accel.require_package("vllm", "use_vllm", "vllm")
     if train_args.use_unsloth:
-        accel.require_package("unsloth", "use_unsloth", "gpu")
+        accel.require_package("unsloth", "use_unsloth", "unsloth")
         accel.require_cuda("use_unsloth")
     if model_config.load_in_4bit or model_config.load_in_8bit:
         feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
