@@ -231,10 +231,10 @@ def test_command_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path)
 
 
 def test_default_out_names_the_model_and_task_or_sits_in_the_run():
-    assert str(probe.default_out(probe.ProbeConfig(model="smollm2-135m-instruct", task="sudoku"))) == \
-        "outputs/probe-smollm2-135m-instruct-sudoku"
-    assert str(probe.default_out(probe.ProbeConfig(model="m", adapter="outputs/run/", task="arith"))) == \
-        "outputs/run/probe"
+    config = probe.ProbeConfig(model="~/models/smollm2-135m-instruct/", task="mypkg.tasks:TASK")
+    assert str(probe.default_out(config, "mytask")) == "outputs/probe-smollm2-135m-instruct-mytask"
+    config = probe.ProbeConfig(model="m", adapter="outputs/run/", task="arith")
+    assert str(probe.default_out(config, "arith")) == "outputs/run/probe"
 
 
 # ---------------------------------------------------------------------------------------- real run

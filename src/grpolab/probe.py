@@ -32,25 +32,23 @@ The same rules applied to each label say which labels to train on.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
 from grpolab.evaluation import pass_at_k
 
-logger = logging.getLogger(__name__)
-
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
 LOW_FORMAT = 0.2  # answer-format rate below this: the model has not learned the answer format
 TOO_EASY = 0.9  # pass@1 above this: most groups are all solved
 MAX_ZERO_SPREAD = 0.5  # at most this share of groups without signal: worth training
-_DECIMALS = 6  # rewards equal to 6 decimals count as equal (TRL's isclose(std, 0) is as strict)
+_DECIMALS = 6  # rewards equal to 6 decimals are equal: float sums of weights (0.1 + 0.2) are no spread
 
 TRAIN, WARM_UP, HARDER, EASIER = "train", "warm up with grpolab sft first", "make it harder", "make it easier"
 RESULT, REPORT, SAMPLES = "probe.json", "probe.md", "samples.jsonl"
@@ -92,13 +90,13 @@ class ProbeConfig:
 
 
 # ------------------------------------------------------------------------------------------ arithmetic
-def reward_key(value: float) -> float:
+def _key(value: float) -> float:
     return round(value, _DECIMALS)
 
 
 def all_equal(rewards: Sequence[float]) -> bool:
     """True when a group's rewards are all equal: its advantages are all zero."""
-    return len({reward_key(value) for value in rewards}) <= 1
+    return len({_key(value) for value in rewards}) <= 1
 
 
 def group_std(rewards: Sequence[float]) -> float:
@@ -118,9 +116,7 @@ def predicted_all_equal(rewards: Sequence[float], group_size: int) -> float:
     """Chance that ``group_size`` draws with replacement from ``rewards`` are all equal: sum of q_v^g."""
     if not rewards:
         return 1.0
-    counts: dict[float, int] = {}
-    for value in rewards:
-        counts[reward_key(value)] = counts.get(reward_key(value), 0) + 1
+    counts = Counter(_key(value) for value in rewards)
     return sum((count / len(rewards)) ** group_size for count in counts.values())
 
 
@@ -225,8 +221,6 @@ def combined_rewards(functions: Sequence[Callable[..., list]], weights: Sequence
 # ------------------------------------------------------------------------------------------- pipeline
 def resolve(config: ProbeConfig) -> ProbeConfig:
     """Model, task and task options from the adapter's run directory, as ``grpolab eval`` resolves them."""
-    from dataclasses import replace
-
     from grpolab.evaluation import EvalConfig, resolve_run
 
     resolved = resolve_run(EvalConfig(model=config.model, adapter=config.adapter, task=config.task,
@@ -234,11 +228,11 @@ def resolve(config: ProbeConfig) -> ProbeConfig:
     return replace(config, model=resolved.model, task=resolved.task, task_options=resolved.task_options)
 
 
-def default_out(config: ProbeConfig) -> Path:
+def default_out(config: ProbeConfig, task_name: str) -> Path:
     """``<adapter>/probe``, else ``outputs/probe-<model>-<task>``."""
     if config.adapter:
         return Path(config.adapter) / "probe"
-    return Path("outputs") / f"probe-{Path(str(config.model).rstrip('/')).name}-{Path(str(config.task)).name}"
+    return Path("outputs") / f"probe-{Path(str(config.model).rstrip('/')).name}-{task_name}"
 
 
 def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path,
@@ -289,7 +283,7 @@ def probe(config: ProbeConfig, out: str | Path | None = None,
     if len(dataset) == 0:
         raise UserError(f"task {task.name} gave no items for split '{config.split}': "
                         "check --split and --data_file")
-    out = Path(out) if out else default_out(config)
+    out = Path(out) if out else default_out(config, task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / SAMPLES).unlink(missing_ok=True)
     model, tokenizer, _ = load_for_inference(config.model, config.adapter)
