@@ -107,7 +107,7 @@ NOTHING = [group([0.0] * 8, format_ok=[False] * 8) for _ in range(10)]
 IN_FORMAT_UNSOLVED = [group([0.2, 0.3, 0.2, 0.45, 0.2, 0.2, 0.3, 0.2]) for _ in range(10)]
 ALL_SOLVED = [group([1.7] * 8) for _ in range(9)] + [group([1.7] * 7 + [0.2])]
 HALF_SOLVED = [group([1.0, 0.0] * 4) for _ in range(10)]
-MOSTLY_SOLVED = [group([1.0] * 4) for _ in range(6)] + [group([1.0, 1.0, 0.0, 0.0]) for _ in range(4)]
+MOSTLY_SOLVED = [group([1.0] * 4) for _ in range(7)] + [group([1.0, 1.0, 0.0, 0.0]) for _ in range(3)]
 MOSTLY_STUCK = [group([0.0] * 4) for _ in range(7)] + [group([1.0, 0.0, 0.0, 0.0]) for _ in range(3)]
 
 
@@ -118,7 +118,7 @@ MOSTLY_STUCK = [group([0.0] * 4) for _ in range(7)] + [group([1.0, 0.0, 0.0, 0.0
     (IN_FORMAT_UNSOLVED, True, probe.EASIER, "although 100% of answers are in format"),
     (ALL_SOLVED, True, probe.HARDER, "pass@1 = 0.99, 90% of groups all solved"),
     (HALF_SOLVED, True, probe.TRAIN, "0% of groups carry no signal at G=8 (pass@1 = 0.50, pass@8 = 1.00)"),
-    (MOSTLY_SOLVED, True, probe.HARDER, "60% of groups carry no signal at G=4, 60% of groups all solved"),
+    (MOSTLY_SOLVED, True, probe.HARDER, "70% of groups carry no signal at G=4, 70% of groups all solved"),
     (MOSTLY_STUCK, True, probe.EASIER, "70% of groups carry no signal at G=4, 70% of groups with no solve"),
 ])
 def test_verdict(groups, can_warm_up, advice, numbers):
@@ -133,8 +133,9 @@ def test_the_thresholds_sit_where_the_docs_say():
     assert probe.verdict(metrics_of(solved_one + [group([0.0] * 4)] * 19))[0] == probe.EASIER
     unformatted = [group([0.0] * 4, format_ok=[False] * 4)] * 20
     assert probe.verdict(metrics_of(solved_one + unformatted))[0] == probe.WARM_UP
-    # exactly half the groups without signal still trains
-    assert probe.verdict(metrics_of([group([1.0, 0.0])] * 5 + [group([0.0, 0.0])] * 5))[0] == probe.TRAIN
+    # 60% of groups without signal still trains; 70% does not
+    assert probe.verdict(metrics_of([group([1.0, 0.0])] * 4 + [group([0.0, 0.0])] * 6))[0] == probe.TRAIN
+    assert probe.verdict(metrics_of([group([1.0, 0.0])] * 3 + [group([0.0, 0.0])] * 7))[0] == probe.EASIER
 
 
 def test_verdict_line_names_the_labels_worth_training_on():

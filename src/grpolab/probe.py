@@ -23,7 +23,8 @@ Then one verdict, from the overall numbers (the thresholds below, checked in thi
    model has not learned the format yet: warm up with ``grpolab sft`` first (when the task has reference
    answers); otherwise it answers in form but cannot solve: make it easier.
 2. pass@1 > 90%: nearly every completion solves, so most groups are all-solved: make it harder.
-3. zero-spread share <= 50%: at least half the groups carry signal: train.
+3. zero-spread share <= 60%: at least two groups in five carry signal: train. Not 50%: the default arith
+   recipe, which gains 26-29 points in 40 steps, probes at 56% (16 prompts, G=8; docs/benchmarks.md).
 4. otherwise: make it harder if all-solved groups outnumber all-failed ones, else make it easier.
 
 The same rules applied to each label say which labels to train on.
@@ -47,7 +48,7 @@ GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
 LOW_FORMAT = 0.2  # answer-format rate below this: the model has not learned the answer format
 TOO_EASY = 0.9  # pass@1 above this: most groups are all solved
-MAX_ZERO_SPREAD = 0.5  # at most this share of groups without signal: worth training
+MAX_ZERO_SPREAD = 0.6  # at most this share of groups without signal: worth training
 _DECIMALS = 6  # rewards equal to 6 decimals are equal: float sums of weights (0.1 + 0.2) are no spread
 
 TRAIN, WARM_UP, HARDER, EASIER = "train", "warm up with grpolab sft first", "make it harder", "make it easier"
