@@ -8,7 +8,7 @@
 set -euo pipefail
 
 # Keep in sync with grpolab.cli.COMMANDS (a test checks it).
-readonly GRPOLAB_COMMANDS=(data train sft eval chat merge serve doctor model)
+readonly GRPOLAB_COMMANDS=(data train sft eval chat merge serve doctor model probe)
 
 if [[ $# -eq 0 ]]; then
   exec grpolab doctor

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "serve": "Start a vLLM generation server for GRPO training in vLLM server mode.",
     "doctor": "Check the environment: versions, devices, extras, cache and embedded model.",
     "model": "Prepare or inspect a model: convert the embedded default, run a quick check.",
+    "probe": "Before training: sample GRPO groups and say whether they carry signal (train, sft, harder, easier).",
 }
 
 
