@@ -140,9 +140,9 @@ class ChatClient:
                 time.sleep(wait)
 
     def _once(self, method: str, url: str, body: Mapping[str, Any] | None) -> Any:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._key():
-            headers["Authorization"] = f"Bearer {self._key()}"
+        headers, key = {"Content-Type": "application/json", "Accept": "application/json"}, self._key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
         data = None if body is None else json.dumps(body).encode("utf-8")
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
