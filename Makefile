@@ -53,7 +53,7 @@ setup-vllm: $(VLLM_STAMP)
 
 # VLLM_CPU_KVCACHE_SPACE: vLLM checks one NUMA node's memory, which a small VM under-reports.
 test-vllm: setup-vllm
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm -p no:cacheprovider $(ARGS)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm $(ARGS)
 
 demo: setup
 	$(BIN)/python scripts/demo.py --out $(OUT)/demo $(ARGS)
