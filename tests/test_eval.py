@@ -264,7 +264,7 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
     import logging
 
     run = trained_run(tmp_path / "run", eval_tiny_model_dir, max_completion_length=5)
-    caplog.set_level(logging.INFO, logger="grpolab.evaluation")
+    caplog.set_level(logging.DEBUG, logger="grpolab.evaluation")
     assert cli.main(["eval", "--adapter", str(run), "--num", "2", "--no_progress"]) == 0
     recorded = json.loads((run / "eval-test" / "eval_config.json").read_text())
     source = f"max_completion_length in {run / 'config.yaml'}"

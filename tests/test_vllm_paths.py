@@ -53,3 +53,14 @@ def test_vllm_lora_rank_comes_from_the_adapter(tmp_path):
 
     (tmp_path / "adapter_config.json").write_text('{"r": 32, "lora_alpha": 64}')
     assert lora_rank(str(tmp_path)) == 32
+
+
+def test_vllm_engine_runs_float32_and_eager_on_a_cpu_only(monkeypatch):
+    import torch
+
+    from grpolab.vllm_backend import engine_options
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engine_options() == {"dtype": "float32", "enforce_eager": True}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engine_options() == {}

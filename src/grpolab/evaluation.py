@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 SAMPLES, METRICS, CONFIG, REPORT = "samples.jsonl", "metrics.json", "eval_config.json", "report.md"
 DEFAULT_TASK = "arith"
 # Fields that may change between a run and its --resume: they do not change what a sample is.
-_RESUMABLE = ("num", "batch_size", "backend", "max_new_tokens_from")
+_RESUMABLE = ("num", "batch_size", "backend", "max_new_tokens_from", "base_url", "api_key_env", "concurrency",
+              "timeout")
 
 
 @dataclass
@@ -53,10 +54,19 @@ class EvalConfig:
     batch_size: int = 32
     backend: str = "transformers"
     max_new_tokens_from: str | None = None  # where max_new_tokens came from, for the record
+    # --backend openai only (see grpolab.openai_backend); the key itself is never stored, only its variable.
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.backend not in ("transformers", "vllm"):
-            raise UserError(f"--backend must be transformers or vllm, got {self.backend!r}")
+        if self.backend not in ("transformers", "vllm", "openai"):
+            raise UserError(f"--backend must be transformers, vllm or openai, got {self.backend!r}")
+        if self.backend == "openai" or self.base_url is not None:
+            from grpolab.openai_backend import validate
+
+            validate(self)
         for flag, value in (("--num", self.num), ("--k", self.k), ("--max_new_tokens", self.max_new_tokens),
                             ("--batch_size", self.batch_size)):
             if value is not None and value < 1:
@@ -86,6 +96,10 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
         config = replace(config, max_new_tokens=length, max_new_tokens_from=source)
     elif config.max_new_tokens_from is None:
         config = replace(config, max_new_tokens_from="--max_new_tokens")
+    if config.backend == "openai":
+        from grpolab.openai_backend import resolve_served_model
+
+        return replace(config, model=resolve_served_model(config), task=config.task or DEFAULT_TASK)
     if not config.adapter:
         return replace(config, model=config.model or models.DEFAULT_MODEL, task=config.task or DEFAULT_TASK)
     info = models.read_run_info(config.adapter)
@@ -164,17 +178,23 @@ def _label_accuracy(items: Mapping[int, list[Mapping[str, Any]]]) -> tuple[dict[
 
 # ------------------------------------------------------------------------------- generation + scoring
 def score_item(task, row: Mapping[str, Any], index: int, completions: Sequence[str], lengths: Sequence[int],
-               max_new_tokens: int) -> list[dict[str, Any]]:
-    """One sample record per completion of item ``index``, scored by the task's scorer."""
+               max_new_tokens: int, truncated: Sequence[bool] | None = None) -> list[dict[str, Any]]:
+    """One sample record per completion of item ``index``, scored by the task's scorer.
+
+    ``truncated`` says which completions hit the token limit when the generator knows (a server's
+    ``finish_reason``); without it, a completion of ``max_new_tokens`` tokens counts as truncated.
+    """
+    if truncated is None:
+        truncated = [int(tokens) >= max_new_tokens for tokens in lengths]
     records = []
-    for sample, (completion, tokens) in enumerate(zip(completions, lengths, strict=True)):
+    for sample, (completion, tokens, cut) in enumerate(zip(completions, lengths, truncated, strict=True)):
         verdict = task.score(completion, row)
         records.append({
             "index": index, "sample": sample, "label": str(row.get("label", "all")),
             "question": row.get("question"), "answer": row.get("answer"), "completion": completion,
             "solved": bool(verdict.solved), "parsed": verdict.parsed, "partial": float(verdict.partial),
             "format_ok": bool(verdict.format_ok), "lenient": verdict.lenient,
-            "tokens": int(tokens), "truncated": int(tokens) >= max_new_tokens,
+            "tokens": int(tokens), "truncated": bool(cut),
         })
     return records
 
@@ -277,14 +297,18 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     from grpolab.tasks import get_task
 
     config = resolve_run(config)
-    logger.info("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
+    logger.debug("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
     task = get_task(config.task)
     dataset = task.load(config.split, config.data_file, config.num, config.seed, **config.task_options)
     if len(dataset) == 0:
         raise UserError(f"task {task.name} gave no items for split '{config.split}': check --split and --data_file")
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
-    if todo and config.backend == "vllm":
+    if todo and config.backend == "openai":
+        from grpolab.openai_backend import run_items_openai
+
+        run_items_openai(task, dataset, todo, config, out / SAMPLES, progress)
+    elif todo and config.backend == "vllm":
         run_items_vllm(task, dataset, todo, config, out / SAMPLES)
     elif todo:
         model, tokenizer, _ = load_for_inference(config.model, config.adapter)

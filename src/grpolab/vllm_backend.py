@@ -24,6 +24,18 @@ def lora_rank(adapter: str) -> int:
     return int(json.loads((Path(adapter) / "adapter_config.json").read_text()).get("r", 16))
 
 
+def engine_options() -> dict[str, object]:
+    """What vLLM needs on a CPU, where its defaults are measured wrong (docs/benchmarks.md); none on a GPU.
+
+    float32: vLLM's "auto" turns an fp32 model into bf16, 3x slower on CPUs without native bf16 and no longer
+    the model transformers runs. Eager mode: compiling took 105-160 s at every start on 2 cores, eager 24 s,
+    at the same generation speed.
+    """
+    import torch
+
+    return {} if torch.cuda.is_available() else {"dtype": "float32", "enforce_eager": True}
+
+
 def sampling_params(settings: GenerationSettings, k: int, seed: int):
     from vllm import SamplingParams
 
@@ -41,7 +53,7 @@ def generate_stream(model_source: str, adapter: str | None, chats: Sequence[list
     from vllm.lora.request import LoRARequest
 
     engine = LLM(model=model_source, seed=seed, enable_lora=adapter is not None,
-                 max_lora_rank=lora_rank(adapter) if adapter else 16)
+                 max_lora_rank=lora_rank(adapter) if adapter else 16, **engine_options())
     request = LoRARequest("adapter", 1, str(adapter)) if adapter else None
     outputs = engine.chat(list(chats), sampling_params(settings, k, seed), lora_request=request, use_tqdm=True)
     for index, output in enumerate(outputs):

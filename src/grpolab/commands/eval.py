@@ -13,6 +13,7 @@ EXAMPLE = """examples:
   grpolab eval --adapter outputs/arith-smollm2 --compare outputs/eval-smollm2-135m-instruct-arith
   grpolab eval --task sudoku --data_file data/sudoku.jsonl --k 8 --temperature 0.7   # pass@1..pass@8
   grpolab eval --adapter outputs/run --resume          # continue an interrupted eval
+  grpolab eval --backend openai --base_url http://127.0.0.1:8000/v1 --model NAME   # a served model
 
 Writes metrics.json, samples.jsonl (every completion with its verdict), report.md and
 accuracy_by_label.png to --out (default: ADAPTER/eval-SPLIT or outputs/eval-MODEL-TASK)."""
@@ -20,7 +21,8 @@ accuracy_by_label.png to --out (default: ADAPTER/eval-SPLIT or outputs/eval-MODE
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name or path (default: the adapter's base model, else "
-                        "smollm2-135m-instruct)")
+                        "smollm2-135m-instruct); with --backend openai the served name (default: the "
+                        "server's only model)")
     parser.add_argument("--adapter", help="a training run directory (or any PEFT LoRA adapter directory)")
     parser.add_argument("--task", help="task name or package.module:TASK (default: the run's task, else arith)")
     parser.add_argument("--task_options", default="{}", help='task options as JSON, e.g. \'{"levels": "add-50"}\'')
@@ -42,8 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", metavar="OTHER_EVAL_DIR",
                         help="an earlier eval output directory to put side by side with this one")
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers",
-                        help="generation engine; vllm needs the 'vllm' extra (a GPU)")
+    parser.add_argument("--backend", choices=("transformers", "vllm", "openai"), default="transformers",
+                        help="generation engine; vllm needs the 'vllm' extra (a GPU); openai sends the items "
+                        "to an OpenAI-compatible server at --base_url")
+    server = parser.add_argument_group("--backend openai")
+    server.add_argument("--base_url", help="the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1")
+    server.add_argument("--api_key_env", default="OPENAI_API_KEY",
+                        help="environment variable holding the API key, if the server needs one (only its "
+                        "name is recorded)")
+    server.add_argument("--concurrency", type=int, default=8, help="requests in flight at once")
+    server.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one reply")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,12 +63,15 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, adapter=args.adapter, task=args.task, task_options=_json_options(args.task_options),
         data_file=args.data_file, split=args.split, num=args.num, seed=args.seed, k=args.k,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size, backend=args.backend,
+        batch_size=args.batch_size, backend=args.backend, base_url=args.base_url,
+        api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
     )
     if args.compare:
         evaluation.load_metrics(args.compare)  # fail before any generation, not after
     out, metrics = evaluation.evaluate(config, args.out, resume=args.resume, progress=not args.no_progress)
     print(evaluation.result_table({metrics["name"]: metrics}))
+    settings = metrics["config"]
+    print(f"\nmax_new_tokens {settings['max_new_tokens']} ({settings['max_new_tokens_from']})")
     print(f"\nwrote {out}/metrics.json, samples.jsonl, report.md, accuracy_by_label.png")
     if args.compare:
         print("\n" + evaluation.compare(args.compare, out, out))
