@@ -197,6 +197,29 @@ def test_training_commands_hand_trl_the_placement(command, hardware, request_fla
     assert (call["attn_implementation"], call["revision"], call["trust_remote_code"]) == ("eager", "v1", False)
 
 
+def test_continuing_an_adapter_loads_its_base_with_the_same_placement(tiny_model_dir, tmp_path, monkeypatch):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    run = tmp_path / "sft-run"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2)).save_pretrained(run)
+    (run / "grpolab_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "task": "arith"}))
+    parsed = recipes.parse_train_args(["--model_name_or_path", str(tiny_model_dir), "--init_adapter", str(run),
+                                       "--dtype", "auto", "--attn_implementation", "eager",
+                                       "--output_dir", str(tmp_path / "out")])
+    _on(monkeypatch, CUDA_RANK_3)
+    calls = []
+
+    def load_causal_lm(source, **kwargs):
+        calls.append(kwargs)
+        raise Loaded(kwargs)
+
+    monkeypatch.setattr(training.models, "load_causal_lm", load_causal_lm)
+    with pytest.raises(Loaded):
+        training.model_arguments(*parsed)
+    assert (calls[0]["device_map"], calls[0]["dtype"], calls[0]["attn_implementation"]) == ({"": 3}, "bfloat16", "eager")
+    assert calls[0]["quantization_config"] is None and parsed[1].model_init_kwargs is None
+
 def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_config(tiny_model_dir, tmp_path,
                                                                                       monkeypatch):
     parsed = recipes.parse_train_args(["--model_name_or_path", str(tiny_model_dir), "--load_in_4bit", "true",

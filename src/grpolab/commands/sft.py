@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from grpolab import recipes
 
-    if recipes.wants_unsloth(args.argv, DEFAULT_RECIPE):
+    if not args.help_trl and recipes.wants_unsloth(args.argv, DEFAULT_RECIPE):
         from grpolab.accel import import_unsloth
 
         import_unsloth()  # before TRL: Unsloth patches it on import
