@@ -153,10 +153,13 @@ def device_defaults() -> dict[str, Any]:
     bf16: TRL defaults it to True, which fails on a machine without bf16 hardware; off there.
     use_cpu: on a machine with no accelerator, say so, so that a GPU recipe (bf16: true) still parses
     for --dry_run and validation instead of failing inside TrainingArguments.
+    report_to: TensorBoard event files under OUTPUT_DIR/runs/ (written by tensorboardX, a core dependency
+    of 90 kB), so every run can be watched offline with `tensorboard --logdir outputs`; wandb and swanlab
+    are added by naming them, e.g. report_to: [tensorboard, wandb].
     """
     import torch
 
-    defaults: dict[str, Any] = {}
+    defaults: dict[str, Any] = {"report_to": ["tensorboard"]}
     if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()):
         defaults["bf16"] = False
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
