@@ -95,7 +95,7 @@ def default_out(config: EvalConfig, task_name: str) -> Path:
     """``<adapter>/eval-<split>``, else ``outputs/eval-<model>-<task>``."""
     if config.adapter:
         return Path(config.adapter) / f"eval-{config.split}"
-    return Path("outputs") / f"eval-{Path(str(config.model).rstrip('/')).name}-{task_name}"
+    return Path("outputs") / f"eval-{Path(str(config.model).rstrip('/')).name}-{task_name.replace('/', '-')}"
 
 
 # ------------------------------------------------------------------------------------------- metrics
