@@ -137,3 +137,12 @@ def test_accepted_types_table():
     assert recipes.accepted_types(list[str] | None) == {list, tuple, str}
     assert recipes.accepted_types(Literal["a", "b"]) == {str}
     assert recipes.accepted_types(dict | str | None) == {dict, str}
+
+
+@pytest.mark.parametrize(
+    ("flags", "report_to"),
+    [([], ["tensorboard"]), (["--report_to", "none"], []), (["--report_to", "wandb"], ["wandb"]),
+     (["--report_to", "tensorboard, wandb"], ["tensorboard", "wandb"])],
+)
+def test_report_to_defaults_to_tensorboard_and_takes_a_comma_list(flags, report_to):
+    assert recipes.parse_train_args(flags)[1].report_to == report_to

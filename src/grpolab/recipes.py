@@ -134,6 +134,8 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     except ValueError as error:  # dataclass __post_init__ checks: batch arithmetic, loss type, ...
         raise UserError(_one_line(error)) from None
     grpo_config.grpolab_recipe = str(config_path)
+    # `--report_to tensorboard,wandb` on the command line: the flag takes one string, a YAML list is a list.
+    grpo_config.report_to = [name.strip() for item in grpo_config.report_to or [] for name in item.split(",")]
     return train_args, grpo_config, model_config
 
 
