@@ -148,6 +148,8 @@ def test_summarize_reports_each_task_check_with_an_interval():
                                                                   pytest.approx(0.954413, abs=1e-6)]
     assert evaluation.table_values(metrics)["lm-eval strict-match"] == (0.75, "pct", metrics["ci95"]["checks"][
         "lm-eval strict-match"])
+    records[0].pop("checks")  # a sample from before the check existed: no partial figure
+    assert "checks" not in evaluation.summarize(records)
 
 
 # ------------------------------------------------------------------------- batched vs one at a time

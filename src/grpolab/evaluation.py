@@ -154,7 +154,9 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     metrics["accuracy_by_label"], metrics["items_by_label"] = _label_accuracy(items)
     intervals["accuracy_by_label"] = {label: item_interval(_item_means(subset, lambda r: r["solved"]), k)
                                       for label, subset in _label_items(items).items()}
-    checks = list(dict.fromkeys(name for r in records for name in r.get("checks", {})))
+    # A check is reported only when every sample has it (samples resumed from an older grpolab may not).
+    checks = [name for name in dict.fromkeys(n for r in records for n in r.get("checks", {}))
+              if all(name in r.get("checks", {}) for r in records)]
     if checks:
         metrics["checks"] = {name: _mean([float(r["checks"][name]) for r in records]) for name in checks}
         intervals["checks"] = {name: item_interval(_item_means(items, lambda r, n=name: r["checks"][n]), k)
