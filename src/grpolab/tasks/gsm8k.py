@@ -20,6 +20,9 @@ Scoring (one grader for rewards, eval and chat):
 * ``format_ok``: a closed answer tag whose content holds a number. ``partial`` is 1.0 when solved, else
   0.0: a wrong final number earns nothing, because GSM8K gives no checkable intermediate steps.
 * Unparseable text (no number where one is looked for) scores 0 by design, never by a caught error.
+* Beside these, eval reports lm-evaluation-harness's two GSM8K filters (``CHECKS``: "strict-match" and
+  "flexible-extract", its regexes and exact-match rules copied) so a grpolab number can sit next to a
+  published one; the task option ``fewshot`` builds the harness's 5-shot or 8-shot chain-of-thought prompt.
 
 Labels bucket difficulty by the number of reasoning lines in the reference solution (the test split
 has 2 to 11): ``easy`` for at most ``EASY_MAX_STEPS``, ``medium`` up to ``MEDIUM_MAX_STEPS``, ``hard``
