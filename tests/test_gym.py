@@ -125,8 +125,10 @@ def test_chat_judges_a_typed_question_by_exact_match():
 @pytest.mark.slow
 def test_train_one_step_and_evaluate_four_items_on_the_embedded_model(tmp_path, embedded_model_dir):
     run = tmp_path / "run"
+    # One prompt x 4 completions: reasoning-gym's system prompt is long, and 16 sequences of it need ~7 GB.
     assert main(["train", "--task", LEGS, "--task_options", '{"max_animals": 3}', "--num_train", "16",
-                 "--max_steps", "1", "--max_completion_length", "16", "--output_dir", str(run)]) == 0
+                 "--max_steps", "1", "--max_completion_length", "16", "--num_generations", "4",
+                 "--per_device_train_batch_size", "4", "--output_dir", str(run)]) == 0
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert {"rewards/gym_score/mean", "rewards/gym_format/mean"} <= set(row)
     assert 0.0 <= row["rewards/gym_score/mean"] <= 1.0
