@@ -36,6 +36,21 @@ def keep_previous(out: Path) -> None:
         print(f"previous demo kept in {out.with_name(f'{out.name}-{stamp}')}")
 
 
+def print_verdict(base: Path, trained: Path) -> None:
+    """Base vs trained strict accuracy with 95% intervals, and the paired test on the same items."""
+    from grpolab import evaluation
+
+    a, b = evaluation.load_metrics(base), evaluation.load_metrics(trained)
+    paired = evaluation.paired_test(evaluation.read_samples(base / evaluation.SAMPLES),
+                                    evaluation.read_samples(trained / evaluation.SAMPLES))
+    ranges = [f"{100 * m['accuracy']:.1f}% [{100 * m['ci95']['accuracy'][0]:.1f}, "
+              f"{100 * m['ci95']['accuracy'][1]:.1f}]" for m in (a, b)]
+    print(f"\nstrict accuracy, base -> trained: {ranges[0]} -> {ranges[1]} (95% Wilson intervals)")
+    if paired is not None and paired["method"] == "exact McNemar":
+        print(f"paired on the same {paired['items']} items: {paired['only_b']} solved only after training, "
+              f"{paired['only_a']} only before; exact McNemar p = {evaluation.p_text(paired['p_value'])}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default="outputs/demo")
@@ -61,6 +76,7 @@ def main() -> int:
     timings["eval trained"] = step("evaluate the trained adapter and compare with the base model",
                                    ["eval", "--adapter", str(out / "run"), "--data_file", str(data), *eval_flags,
                                     "--out", str(out / "eval-trained"), "--compare", str(out / "eval-base")])
+    print_verdict(out / "eval-base", out / "eval-trained")
     minutes = {name: f"{seconds / 60:.1f} min" for name, seconds in timings.items()}
     print(f"\ntimings: {minutes}, total {sum(timings.values()) / 60:.1f} min")
     print(f"results in {out}/: run/reward_curve.png, eval-trained/comparison.png, eval-trained/comparison.md")

@@ -150,7 +150,7 @@ def test_help_shows_examples(main, capsys, argv):
 
 
 def test_every_data_task_has_an_example():
-    assert set(data.DATA_TASKS) == {"sudoku", "arith"}
+    assert set(data.DATA_TASKS) == {"sudoku", "arith", "reasoning_gym"}
     for name in data.DATA_TASKS:
         assert f"grpolab data {name} " in data.EXAMPLE
 

@@ -39,5 +39,6 @@ def test_demo_runs_every_step_and_keeps_an_earlier_demo(tmp_path, embedded_model
     assert [row["step"] for row in metrics] == [1]
     comparison = (out / "eval-trained" / "comparison.md").read_text()
     assert "strict accuracy" in comparison and "difference" in comparison
+    assert "(95% Wilson intervals)" in result.stdout and "exact McNemar p = " in result.stdout
     assert (out / "eval-trained" / "comparison.png").stat().st_size > 10_000
     assert "total" in result.stdout.splitlines()[-2]

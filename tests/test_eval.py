@@ -111,6 +111,11 @@ def test_summarize_overall_and_per_label():
     assert metrics["mean_completion_tokens"] == 10.0
     assert metrics["lenient_accuracy"] is None  # no verdict had a lenient check
     assert not any(key.startswith("pass@") for key in metrics)
+    # Wilson 2/4: centre .5, half-width 1.96 * sqrt(.0625 + .060024) / 1.9604 = .34996 (see test_stats.py)
+    assert metrics["ci95"]["method"] == "wilson"
+    assert metrics["ci95"]["accuracy"] == [pytest.approx(0.150039, abs=1e-6), pytest.approx(0.849961, abs=1e-6)]
+    assert metrics["ci95"]["accuracy_by_label"]["hard"] == [0.0, pytest.approx(0.793451, abs=1e-6)]  # 0 of 1
+    assert "lenient_accuracy" not in metrics["ci95"] and "checks" not in metrics
 
 
 def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
@@ -127,6 +132,24 @@ def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
     assert "pass@3" not in metrics
     assert metrics["accuracy_by_label"] == {"a": pytest.approx(5 / 8), "b": 0.0}
     assert metrics["lenient_accuracy"] == pytest.approx(6 / 12)  # 5 solved + the unsolved first sample of item 2
+    # k > 1: bootstrap over the 3 items' means (.25, 1, 0): the interval spans what resampling them can give
+    assert metrics["ci95"]["method"].startswith("bootstrap over items")
+    low, high = metrics["ci95"]["accuracy"]
+    assert 0.0 <= low < 5 / 12 < high <= 1.0 and low <= 0.25 / 3 + 1e-9 and high >= 2.25 / 3 - 1e-9
+    assert set(metrics["ci95"]) >= {"pass@1", "pass@2", "pass@4", "lenient_accuracy", "accuracy_by_label"}
+
+
+def test_summarize_reports_each_task_check_with_an_interval():
+    records = [{**_record(i, 0, "x", i < 2), "checks": {"lm-eval strict-match": i < 3}} for i in range(4)]
+    metrics = evaluation.summarize(records)
+    assert metrics["checks"] == {"lm-eval strict-match": 0.75}
+    # Wilson 3/4: centre (.75 + .48) / 1.9604 = .62742, half-width 1.96 * sqrt(.046875 + .060024) / 1.9604
+    assert metrics["ci95"]["checks"]["lm-eval strict-match"] == [pytest.approx(0.300642, abs=1e-6),
+                                                                  pytest.approx(0.954413, abs=1e-6)]
+    assert evaluation.table_values(metrics)["lm-eval strict-match"] == (0.75, "pct", metrics["ci95"]["checks"][
+        "lm-eval strict-match"])
+    records[0].pop("checks")  # a sample from before the check existed: no partial figure
+    assert "checks" not in evaluation.summarize(records)
 
 
 # ------------------------------------------------------------------------- batched vs one at a time
@@ -356,8 +379,49 @@ def test_compare_table_values_and_files(tmp_path):
     assert rows["accuracy: hard"] == ["0.0%", "50.0%", "+50.0 pp"]
     assert rows["completion tokens (mean)"] == ["7.00", "7.00", "+0.00"]
     assert rows["lenient accuracy"] == ["-", "-", "-"]
+    assert "solved by this run only" not in rows  # no samples: no paired test
     assert table in (tmp_path / "out" / "comparison.md").read_text()
+    assert "No paired test" in (tmp_path / "out" / "comparison.md").read_text()
     assert (tmp_path / "out" / "comparison.png").stat().st_size > 0
+
+
+def _write_samples_eval(directory: Path, name: str, solved: list[bool]) -> Path:
+    """An eval directory with real samples and the metrics summarize computes from them."""
+    directory.mkdir()
+    records = [{**_record(i, 0, "x", ok), "question": f"q{i}"} for i, ok in enumerate(solved)]
+    evaluation.append_samples(directory / "samples.jsonl", records)
+    metrics = {"name": name, **evaluation.summarize(records), "config": {"task": "arith", "split": "test"}}
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+    return directory
+
+
+def test_compare_shows_intervals_and_the_paired_test(tmp_path):
+    # 20 items: both right on 3, only base on 1, only trained on 5, both wrong on 11.
+    base = [True] * 3 + [True] + [False] * 5 + [False] * 11
+    trained = [True] * 3 + [False] + [True] * 5 + [False] * 11
+    a = _write_samples_eval(tmp_path / "base", "base", base)
+    b = _write_samples_eval(tmp_path / "trained", "trained", trained)
+    table = evaluation.compare(a, b, tmp_path / "out")
+    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+            for line in table.splitlines()[2:]}
+    # Wilson 4/20 = [8.1, 41.6] and 8/20 = [21.9, 61.3]; McNemar on 1 vs 5 discordant: 2 * 7 / 64 = .219
+    assert rows["strict accuracy"] == ["20.0% [8.1, 41.6]", "40.0% [21.9, 61.3]", "+20.0 pp"]
+    assert rows["solved by this run only"] == ["1", "5", "McNemar p = 0.219"]
+    note = (tmp_path / "out" / "comparison.md").read_text()
+    assert "Paired test on the same 20 items" in note and "p = 0.219" in note
+
+
+def test_paired_test_needs_the_same_items_and_uses_the_bootstrap_for_k_samples():
+    one = [_record(i, 0, "x", i % 2 == 0) for i in range(6)]
+    assert evaluation.paired_test(one, one[:5]) is None  # other items: no paired test
+    assert evaluation.paired_test(one, [{**r, "answer": "2"} for r in one]) is None
+    same = evaluation.paired_test(one, one)
+    assert same["method"] == "exact McNemar" and (same["only_a"], same["only_b"], same["p_value"]) == (0, 0, 1.0)
+    k_a = [_record(i, s, "x", s == 0) for i in range(30) for s in range(2)]  # every item half solved
+    k_b = [_record(i, s, "x", True) for i in range(30) for s in range(2)]  # every item solved
+    paired = evaluation.paired_test(k_a, k_b)
+    assert paired["method"] == "paired bootstrap" and paired["difference"] == pytest.approx(0.5)
+    assert paired["p_value"] == pytest.approx(1 / 2001)  # every per-item difference is +.5: none resamples to 0
 
 
 def test_compare_with_the_same_name_uses_directories(tmp_path):

@@ -202,3 +202,12 @@ def test_replaced_keys_are_gone_and_their_replacements_exist(trainer):
         assert key not in known, key
         named = set(re.findall(r"\{(\w+)\}", text)) - (grpo_only if trainer == "sft" else set())
         assert named <= set(known), (key, named - set(known))
+
+
+@pytest.mark.parametrize(
+    ("flags", "report_to"),
+    [([], ["tensorboard"]), (["--report_to", "none"], []), (["--report_to", "wandb"], ["wandb"]),
+     (["--report_to", "tensorboard, wandb"], ["tensorboard", "wandb"])],
+)
+def test_report_to_defaults_to_tensorboard_and_takes_a_comma_list(flags, report_to):
+    assert recipes.parse_train_args(flags)[1].report_to == report_to

@@ -143,3 +143,46 @@ def test_gsm8k_trains_and_evaluates_on_the_embedded_model(tmp_path, embedded_mod
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["items"] == 4
     assert set(metrics["accuracy_by_label"]) <= {"easy", "medium", "hard"}
+
+
+def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalars of every TensorBoard event file under ``run_dir``: tag -> [(step, value)].
+
+    Reads the TFRecord framing (8-byte length, 4-byte CRC, payload, 4-byte CRC) and tensorboardX's Event
+    protobuf directly, so the test needs neither the tensorboard package nor tbparse.
+    """
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    scalars: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(run_dir.glob("runs/*/events.out.tfevents.*")):
+        data, offset = path.read_bytes(), 0
+        while offset < len(data):
+            (length,) = struct.unpack_from("<Q", data, offset)
+            event = Event.FromString(data[offset + 12: offset + 12 + length])
+            offset += 12 + length + 4
+            for value in event.summary.value:
+                if value.HasField("simple_value"):
+                    scalars.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return scalars
+
+
+def test_every_run_writes_tensorboard_scalars_by_default(tmp_path, tiny_model_dir):
+    """No report_to given: the default recipe's TensorBoard events hold the logged reward of each step."""
+    out = tmp_path / "run"
+    assert main(["train", *tiny_flags(tiny_model_dir, out, steps=2)]) == 0
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    scalars = read_scalars(out)
+    assert [step for step, _ in scalars["train/reward"]] == [1, 2]
+    assert [value for _, value in scalars["train/reward"]] == pytest.approx([row["reward"] for row in logged])
+    assert "train/rewards/arith_correct/mean" in scalars and "train/loss" in scalars
+
+
+def test_sft_writes_tensorboard_scalars(tmp_path, tiny_model_dir):
+    out = tmp_path / "sft"
+    assert main(["sft", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
+                 "--max_steps", "1", "--per_device_train_batch_size", "4", "--num_train", "16",
+                 "--logging_steps", "1", "--torch_threads", "1"]) == 0
+    scalars = read_scalars(out)
+    assert [step for step, _ in scalars["train/loss"]] == [1] and scalars["train/loss"][0][1] > 0

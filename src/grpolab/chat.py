@@ -183,7 +183,18 @@ def _gsm8k() -> ChatTask:
 CHAT_TASKS: dict[str, Callable[[], ChatTask]] = {"sudoku": _sudoku, "gsm8k": _gsm8k, "arith": _arith}
 
 
+def _gym(name: str) -> ChatTask:
+    from grpolab.tasks import gym
+
+    gym.check_name(name.removeprefix(gym.PREFIX))
+    return ChatTask(name, "type a question; give its answer with /answer TEXT to have the reply judged "
+                    "(by exact match: reasoning-gym's scorer needs a generated item)", "What is 2 + 2?",
+                    gym.make_prompt)
+
+
 def get_chat_task(name: str) -> ChatTask:
+    if name.startswith("reasoning_gym/"):
+        return _gym(name)
     if name not in CHAT_TASKS:
         from grpolab.errors import UserError
 

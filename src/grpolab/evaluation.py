@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from grpolab import stats
 from grpolab.batching import generate_stream
 from grpolab.errors import UserError
 from grpolab.generation import GenerationSettings, run_max_new_tokens
@@ -114,7 +115,7 @@ def default_out(config: EvalConfig, task_name: str) -> Path:
     """``<adapter>/eval-<split>``, else ``outputs/eval-<model>-<task>``."""
     if config.adapter:
         return Path(config.adapter) / f"eval-{config.split}"
-    return Path("outputs") / f"eval-{Path(str(config.model).rstrip('/')).name}-{task_name}"
+    return Path("outputs") / f"eval-{Path(str(config.model).rstrip('/')).name}-{task_name.replace('/', '-')}"
 
 
 # ------------------------------------------------------------------------------------------- metrics
@@ -144,7 +145,10 @@ def _pass_levels(k: int) -> list[int]:
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Metrics from scored samples (one record per completion, keyed by item ``index`` and ``sample``)."""
+    """Metrics from scored samples (one record per completion, keyed by item ``index`` and ``sample``).
+
+    Each accuracy gets a 95% interval in ``ci95`` (see ``item_interval``), keyed as the metric itself.
+    """
     items = _by_item(records)
     k = min((len(samples) for samples in items.values()), default=1)
     lenient = [float(r["lenient"]) for r in records if r.get("lenient") is not None]
@@ -159,21 +163,69 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "truncated_rate": _mean([float(r["truncated"]) for r in records]),
         "mean_completion_tokens": _mean([float(r["tokens"]) for r in records]),
     }
+    intervals: dict[str, Any] = {"method": interval_method(k)}
+    intervals["accuracy"] = item_interval(_item_means(items, lambda r: r["solved"]), k)
+    if lenient:
+        intervals["lenient_accuracy"] = item_interval(_item_means(items, lambda r: r.get("lenient")), k)
     if k > 1:
         for level in _pass_levels(k):
-            metrics[f"pass@{level}"] = _mean([pass_at_k(k, sum(r["solved"] for r in s[:k]), level)
-                                              for s in items.values()])
+            per_item = [pass_at_k(k, sum(r["solved"] for r in s[:k]), level) for s in items.values()]
+            metrics[f"pass@{level}"], intervals[f"pass@{level}"] = _mean(per_item), item_interval(per_item, k)
     metrics["accuracy_by_label"], metrics["items_by_label"] = _label_accuracy(items)
+    intervals["accuracy_by_label"] = {label: item_interval(_item_means(subset, lambda r: r["solved"]), k)
+                                      for label, subset in _label_items(items).items()}
+    # A check is reported only when every sample has it (samples resumed from an older grpolab may not).
+    checks = [name for name in dict.fromkeys(n for r in records for n in r.get("checks", {}))
+              if all(name in r.get("checks", {}) for r in records)]
+    if checks:
+        metrics["checks"] = {name: _mean([float(r["checks"][name]) for r in records]) for name in checks}
+        intervals["checks"] = {name: item_interval(_item_means(items, lambda r, n=name: r["checks"][n]), k)
+                               for name in checks}
+    metrics["ci95"] = intervals
     return metrics
+
+
+def interval_method(k: int) -> str:
+    return "wilson" if k == 1 else f"bootstrap over items ({stats.BOOTSTRAP_RESAMPLES} resamples)"
+
+
+def item_interval(per_item: Sequence[float], k: int) -> list[float] | None:
+    """95% interval of a mean over items: Wilson for one 0/1 value per item (k=1), else bootstrap over items.
+
+    With k > 1 the k completions of an item are correlated (they share its difficulty), so the items, not
+    the n*k completions, are the independent draws; see grpolab.stats.
+    """
+    if not per_item:
+        return None
+    if k == 1:
+        return list(stats.wilson_interval(round(sum(per_item)), len(per_item)))
+    return list(stats.bootstrap_interval(per_item))
+
+
+def _item_means(items: Mapping[int, list[Mapping[str, Any]]], value) -> list[float]:
+    """Per item, the mean of ``value(record)`` over its samples; samples where it is None are left out."""
+    means = []
+    for samples in items.values():
+        values = [float(v) for v in map(value, samples) if v is not None]
+        if values:
+            means.append(sum(values) / len(values))
+    return means
+
+
+def _label_items(items: Mapping[int, list[Mapping[str, Any]]]) -> dict[str, dict[int, list[Mapping[str, Any]]]]:
+    """Items grouped by label, labels in order of first appearance."""
+    groups: dict[str, dict[int, list[Mapping[str, Any]]]] = {}
+    for index, samples in items.items():
+        groups.setdefault(str(samples[0]["label"]), {})[index] = samples
+    return groups
 
 
 def _label_accuracy(items: Mapping[int, list[Mapping[str, Any]]]) -> tuple[dict[str, float], dict[str, int]]:
     """Strict accuracy and item count per label, labels in order of first appearance."""
-    solved: dict[str, list[float]] = {}
-    for samples in items.values():
-        solved.setdefault(str(samples[0]["label"]), []).extend(float(r["solved"]) for r in samples)
-    counts = {label: sum(1 for s in items.values() if str(s[0]["label"]) == label) for label in solved}
-    return {label: _mean(values) for label, values in solved.items()}, counts
+    groups = _label_items(items)
+    accuracy = {label: _mean([float(r["solved"]) for s in subset.values() for r in s])
+                for label, subset in groups.items()}
+    return accuracy, {label: len(subset) for label, subset in groups.items()}
 
 
 # ------------------------------------------------------------------------------- generation + scoring
@@ -195,6 +247,8 @@ def score_item(task, row: Mapping[str, Any], index: int, completions: Sequence[s
             "solved": bool(verdict.solved), "parsed": verdict.parsed, "partial": float(verdict.partial),
             "format_ok": bool(verdict.format_ok), "lenient": verdict.lenient,
             "tokens": int(tokens), "truncated": bool(cut),
+            **({"checks": {name: bool(check(completion, row)) for name, check in task.checks.items()}}
+               if task.checks else {}),
         })
     return records
 
@@ -343,7 +397,7 @@ def write_results(out: Path, metrics: Mapping[str, Any]) -> None:
               f"completion(s), temperature {config['temperature']}, "
               f"max_new_tokens {config['max_new_tokens']} ({config.get('max_new_tokens_from')}). "
               "Accuracy is strict (the task's scorer); with several completions per item it is their mean "
-              "(mean@k, the pass@1 estimate).\n\n")
+              f"(mean@k, the pass@1 estimate). {interval_note(metrics)}\n\n")
     _write_atomic(out / REPORT, header + result_table({metrics["name"]: metrics})
                   + "\n\n![accuracy by label](accuracy_by_label.png)\n")
     _chart({metrics["name"]: metrics}, out / "accuracy_by_label.png",
@@ -351,13 +405,34 @@ def write_results(out: Path, metrics: Mapping[str, Any]) -> None:
 
 
 def _chart(runs: Mapping[str, Mapping[str, Any]], out: Path, title: str) -> None:
-    """Accuracy by label for each run, with an 'all' group when there is more than one label."""
+    """Accuracy by label for each run, with an 'all' group when there is more than one label, 95% error bars."""
     from grpolab.plots import accuracy_bars
 
     labels = list(dict.fromkeys(label for m in runs.values() for label in m["accuracy_by_label"]))
     overall = ["all"] if len(labels) > 1 else []
     values = {name: {**m["accuracy_by_label"], "all": m["accuracy"]} for name, m in runs.items()}
-    accuracy_bars(values, out, title, order=[*labels, *overall])
+    intervals = {name: {**m.get("ci95", {}).get("accuracy_by_label", {}), "all": m.get("ci95", {}).get("accuracy")}
+                 for name, m in runs.items()}
+    accuracy_bars(values, out, title, order=[*labels, *overall], intervals=intervals)
+
+
+def interval_note(metrics: Mapping[str, Any]) -> str:
+    """One sentence on how the bracketed intervals were computed."""
+    method = metrics.get("ci95", {}).get("method")
+    if method is None:
+        return "No intervals: these metrics were written before grpolab reported them."
+    if method == "wilson":
+        return "Brackets: 95% Wilson score interval over items."
+    return f"Brackets: 95% percentile {method} (the k completions of an item are not independent)."
+
+
+def _compare_note(metrics: Mapping[str, Any], paired: Mapping[str, Any] | None) -> str:
+    if paired is None:
+        return interval_note(metrics) + " No paired test: the two runs did not evaluate the same items."
+    how = ("exact McNemar test on the items only one run solved" if paired["method"] == "exact McNemar"
+           else "paired bootstrap of the per-item differences in mean@k")
+    return (f"{interval_note(metrics)} Paired test on the same {paired['items']} items ({how}): "
+            f"p = {p_text(paired['p_value'])} for a difference of {100 * paired['difference']:+.1f} pp.")
 
 
 # ---------------------------------------------------------------------------------- tables + compare
@@ -369,11 +444,18 @@ _ROWS = (  # (row title, metrics key, format)
 )
 
 
-def table_values(metrics: Mapping[str, Any]) -> dict[str, tuple[float | None, str]]:
-    """Row title -> (value, format) for one run: overall metrics, pass@j, then accuracy per label."""
-    rows = {title: (metrics.get(key), kind) for title, key, kind in _ROWS}
-    rows.update({key: (value, "pct") for key, value in metrics.items() if key.startswith("pass@")})
-    rows.update({f"accuracy: {label}": (value, "pct") for label, value in metrics["accuracy_by_label"].items()})
+Cell = tuple[float | None, str, Sequence[float] | None]  # (value, format, 95% interval or None)
+
+
+def table_values(metrics: Mapping[str, Any]) -> dict[str, Cell]:
+    """Row title -> cell for one run: overall metrics, pass@j, other checks, then accuracy per label."""
+    intervals = metrics.get("ci95", {})  # absent in metrics written before intervals were reported
+    rows = {title: (metrics.get(key), kind, intervals.get(key)) for title, key, kind in _ROWS}
+    rows.update({key: (value, "pct", intervals.get(key)) for key, value in metrics.items() if key.startswith("pass@")})
+    rows.update({name: (value, "pct", intervals.get("checks", {}).get(name))
+                 for name, value in metrics.get("checks", {}).items()})
+    rows.update({f"accuracy: {label}": (value, "pct", intervals.get("accuracy_by_label", {}).get(label))
+                 for label, value in metrics["accuracy_by_label"].items()})
     return rows
 
 
@@ -385,10 +467,13 @@ def _row_titles(values: Sequence[Mapping[str, Any]]) -> list[str]:
     return [*fixed, *passes, *(t for t in titles if t not in fixed and t not in passes)]
 
 
-def _cell(value: float | None, kind: str) -> str:
+def _cell(value: float | None, kind: str, interval: Sequence[float] | None = None) -> str:
     if value is None:
         return "-"
-    return {"int": f"{value:.0f}", "pct": f"{100 * value:.1f}%", "num": f"{value:.2f}"}[kind]
+    text = {"int": f"{value:.0f}", "pct": f"{100 * value:.1f}%", "num": f"{value:.2f}"}[kind]
+    if interval is not None and kind == "pct":
+        text += f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
+    return text
 
 
 def _delta(a: float | None, b: float | None, kind: str) -> str:
@@ -399,21 +484,66 @@ def _delta(a: float | None, b: float | None, kind: str) -> str:
     return f"{b - a:+.0f}" if kind == "int" else f"{b - a:+.2f}"
 
 
-def result_table(runs: Mapping[str, Mapping[str, Any]]) -> str:
-    """A markdown table with one column per run, and a difference column when there are two."""
+def result_table(runs: Mapping[str, Mapping[str, Any]], paired: Mapping[str, Any] | None = None) -> str:
+    """A markdown table with one column per run, and a difference column when there are two.
+
+    Percentages carry their 95% interval in brackets; ``paired`` (from ``paired_test``) adds a last row
+    with the paired test's p-value for the difference in strict accuracy.
+    """
     values = {name: table_values(metrics) for name, metrics in runs.items()}
     titles = _row_titles(list(values.values()))
     names = list(runs)
     header = ["metric", *names] + (["difference"] if len(names) == 2 else [])
     rows = []
     for title in titles:
-        cells = [values[name].get(title, (None, "num")) for name in names]
-        kind = next((k for v, k in cells if v is not None), "num")
-        row = [title, *(_cell(value, kind) for value, _ in cells)]
+        cells = [values[name].get(title, (None, "num", None)) for name in names]
+        kind = next((k for v, k, _ in cells if v is not None), "num")
+        row = [title, *(_cell(value, kind, interval) for value, _, interval in cells)]
         if len(names) == 2:
             row.append(_delta(cells[0][0], cells[1][0], kind))
         rows.append(row)
+    if paired is not None and len(names) == 2:
+        rows.append(_paired_row(paired))
     return _markdown(header, rows)
+
+
+def _paired_row(paired: Mapping[str, Any]) -> list[str]:
+    """k=1: the items only each run solved and McNemar's p; k>1: the paired bootstrap's p."""
+    if paired["method"] == "exact McNemar":
+        return ["solved by this run only", str(paired["only_a"]), str(paired["only_b"]),
+                f"McNemar p = {p_text(paired['p_value'])}"]
+    return ["paired bootstrap over items", "-", "-", f"p = {p_text(paired['p_value'])}"]
+
+
+def p_text(p_value: float) -> str:
+    """A p-value to read: three decimals, or scientific notation below 0.001."""
+    return f"{p_value:.1e}" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def paired_test(records_a: Sequence[Mapping[str, Any]], records_b: Sequence[Mapping[str, Any]]) -> dict | None:
+    """Paired test of strict accuracy, B vs A, on the same items; None when the runs hold other items.
+
+    One completion per item: the exact McNemar test on the discordant items. More: a paired bootstrap of
+    the per-item differences in mean@k (see grpolab.stats).
+    """
+    items_a, items_b = _by_item(records_a), _by_item(records_b)
+    if not items_a or items_a.keys() != items_b.keys() or any(
+            _item_key(items_a[index][0]) != _item_key(items_b[index][0]) for index in items_a):
+        return None
+    solved_a = [_mean([float(r["solved"]) for r in items_a[index]]) for index in items_a]
+    solved_b = [_mean([float(r["solved"]) for r in items_b[index]]) for index in items_a]
+    result: dict[str, Any] = {"items": len(items_a), "difference": _mean(solved_b) - _mean(solved_a)}
+    if all(len(samples) == 1 for samples in [*items_a.values(), *items_b.values()]):
+        only_a = sum(a > b for a, b in zip(solved_a, solved_b, strict=True))
+        only_b = sum(b > a for a, b in zip(solved_a, solved_b, strict=True))
+        return {**result, "method": "exact McNemar", "only_a": only_a, "only_b": only_b,
+                "p_value": stats.mcnemar_exact(only_a, only_b)}
+    differences = [b - a for a, b in zip(solved_a, solved_b, strict=True)]
+    return {**result, "method": "paired bootstrap", "p_value": stats.paired_bootstrap_p(differences)}
+
+
+def _item_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    return str(record.get("question")), str(record.get("answer"))
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -430,15 +560,20 @@ def _markdown_line(cells: Sequence[str], widths: Sequence[int]) -> str:
 
 
 def compare(dir_a: str | Path, dir_b: str | Path, out: str | Path) -> str:
-    """Side-by-side table of two eval directories, written to ``out``/comparison.md and comparison.png."""
+    """Side-by-side table of two eval directories, written to ``out``/comparison.md and comparison.png.
+
+    When both directories hold the same items, the table ends with a paired test of the difference.
+    """
     a, b = load_metrics(dir_a), load_metrics(dir_b)
     name_a, name_b = a["name"], b["name"]
     if name_a == name_b:
         name_a, name_b = str(dir_a), str(dir_b)
     runs = {name_a: a, name_b: b}
-    table = result_table(runs)
+    paired = paired_test(read_samples(Path(dir_a) / SAMPLES), read_samples(Path(dir_b) / SAMPLES))
+    table = result_table(runs, paired)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(out / "comparison.md", f"# {name_a} vs {name_b}\n\n{table}\n\n![comparison](comparison.png)\n")
+    _write_atomic(out / "comparison.md", f"# {name_a} vs {name_b}\n\n{table}\n\n{_compare_note(a, paired)}\n\n"
+                  "![comparison](comparison.png)\n")
     _chart(runs, out / "comparison.png", f"{a['config']['task']} {a['config']['split']}: strict accuracy by label")
     return table

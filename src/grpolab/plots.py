@@ -67,8 +67,10 @@ def reward_curve(metrics_path: Path, out: Path, title: str = "GRPO training") ->
 
 
 def accuracy_bars(results: Mapping[str, Mapping[str, float]], out: Path, title: str,
-                  order: Sequence[str] | None = None) -> None:
-    """Grouped bars: one group per label, one bar per run (e.g. base vs. trained)."""
+                  order: Sequence[str] | None = None,
+                  intervals: Mapping[str, Mapping[str, Sequence[float] | None]] | None = None) -> None:
+    """Grouped bars: one group per label, one bar per run (e.g. base vs. trained), with 95% error bars
+    where ``intervals`` gives (low, high) for a run's label."""
     plt = _pyplot()
     runs = list(results)
     labels = list(order or sorted({label for per_run in results.values() for label in per_run}))
@@ -77,11 +79,17 @@ def accuracy_bars(results: Mapping[str, Mapping[str, float]], out: Path, title: 
     for index, run in enumerate(runs):
         xs = [position + index * width for position in range(len(labels))]
         values = [100 * results[run].get(label, 0.0) for label in labels]
-        bars = axis.bar(xs, values, width=width, label=run)
-        axis.bar_label(bars, fmt="%.0f%%", fontsize=8)
+        bounds = [(intervals or {}).get(run, {}).get(label) or (value / 100, value / 100)
+                  for label, value in zip(labels, values, strict=True)]
+        errors = [[max(0.0, value - 100 * low) for value, (low, _) in zip(values, bounds, strict=True)],
+                  [max(0.0, 100 * high - value) for value, (_, high) in zip(values, bounds, strict=True)]]
+        axis.bar(xs, values, width=width, label=run, yerr=errors, capsize=3,
+                 error_kw={"elinewidth": 1, "ecolor": "0.25"})
+        for x, (_, high), value in zip(xs, bounds, values, strict=True):  # above the error bar, not behind it
+            axis.text(x, 100 * high + 1.5, f"{value:.0f}%", ha="center", va="bottom", fontsize=8)
     axis.set_xticks([position + width * (len(runs) - 1) / 2 for position in range(len(labels))], labels)
-    axis.set_ylabel("strict accuracy (%)")
-    axis.set_ylim(0, 105)
+    axis.set_ylabel("strict accuracy (%), 95% interval")
+    axis.set_ylim(0, 112)
     axis.set_title(title)
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)

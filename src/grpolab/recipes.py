@@ -191,6 +191,8 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
         raise UserError(f"max_seq_length ({train_args.max_seq_length}) must exceed max_completion_length "
                         f"({completion}) to leave room for the prompt")
     grpo_config.grpolab_recipe = str(config_path)
+    # `--report_to tensorboard,wandb` on the command line: the flag takes one string, a YAML list is a list.
+    grpo_config.report_to = [name.strip() for item in grpo_config.report_to or [] for name in item.split(",")]
     return train_args, grpo_config, model_config
 
 
@@ -241,11 +243,15 @@ def device_defaults() -> dict[str, Any]:
     bf16: TRL defaults it to True, which fails on a machine without bf16 hardware; off there.
     use_cpu: on a machine with no accelerator, say so, so that a GPU recipe (bf16: true) still parses
     for --dry_run and validation instead of failing inside TrainingArguments.
+    report_to: TensorBoard event files under OUTPUT_DIR/runs/ (written by tensorboardX, a core dependency
+    of 90 kB), so every run can be watched offline with `tensorboard --logdir outputs`; wandb and swanlab
+    are added by naming them, e.g. report_to: [tensorboard, wandb].
     """
     from grpolab import placement
 
     hardware = placement.detect()
-    defaults: dict[str, Any] = {"dtype": "auto"}  # TRL's is float32; grpolab's auto is grpolab.placement's rule
+    # dtype: TRL's is float32; grpolab's auto is grpolab.placement's rule
+    defaults: dict[str, Any] = {"dtype": "auto", "report_to": ["tensorboard"]}
     if not hardware.bf16:
         defaults["bf16"] = False
     if hardware.accelerator == "cpu":

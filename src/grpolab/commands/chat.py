@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, hub id or checkpoint directory (a merged model too); "
                         "default: the adapter's base model, else smollm2-135m-instruct")
     parser.add_argument("--adapter", help="training run directory holding a LoRA adapter")
-    parser.add_argument("--task", choices=("sudoku", "gsm8k", "arith"),
-                        help="send each message through this task's prompt and show its scorer's verdict")
+    parser.add_argument("--task", help="sudoku, gsm8k, arith or reasoning_gym/NAME: send each message through "
+                        "this task's prompt and show its scorer's verdict")
     parser.add_argument("--system", help="system message (default: the task's, else the chat template's)")
     defaults = GenerationSettings()
     for spec in fields(GenerationSettings):

@@ -21,6 +21,7 @@ EXAMPLE = """examples:
   grpolab data sudoku --num 1000 --num_test 200 --blanks simple,medium,difficult --out data/sudoku.jsonl
   grpolab data sudoku --num 200 --seed 1 --blanks 12 --split test --out data/sudoku-difficult.jsonl
   grpolab data arith --num 2000 --levels add-20,addsub-20 --out data/arith.jsonl
+  grpolab data reasoning_gym --dataset leg_counting --num 2000 --num_test 200 --out data/legs.jsonl
 """
 SPLITS = ("train", "test")
 
@@ -64,9 +65,25 @@ def _arith_rows(args: argparse.Namespace, split: str) -> Rows:
     return arith.generate_rows(_split_num(args, split), args.seed, split, levels)
 
 
+def _gym_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="a reasoning-gym dataset name, e.g. leg_counting")
+    parser.add_argument("--task_options", default="{}", help='its config as JSON, e.g. \'{"max_animals": 5}\'')
+
+
+def _gym_rows(args: argparse.Namespace, split: str) -> Rows:
+    from grpolab.commands.eval import _json_options
+    from grpolab.tasks import gym
+
+    gym.check_name(args.dataset)
+    rows = gym.generate_rows(args.dataset, split, _split_num(args, split), args.seed, _json_options(args.task_options))
+    return [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
+
+
 DATA_TASKS: dict[str, DataTask] = {
     "sudoku": DataTask("4x4 Sudoku puzzles with unique solutions.", _sudoku_options, _sudoku_rows),
     "arith": DataTask("Arithmetic questions (a + b, a - b, a * b).", _arith_options, _arith_rows),
+    "reasoning_gym": DataTask("Any reasoning-gym dataset (needs grpolab[gym]); train with --task "
+                              "reasoning_gym/NAME.", _gym_options, _gym_rows),
 }
 
 

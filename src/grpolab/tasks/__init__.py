@@ -26,12 +26,18 @@ def import_object(path: str, what: str):
 
 
 def get_task(name: str) -> Task:
-    """The Task called ``name``, or the ``TASK`` object at a dotted path ``package.module:ATTR``."""
+    """The Task called ``name``, a reasoning-gym dataset ``reasoning_gym/NAME``, or the ``TASK`` object at a
+    dotted path ``package.module:ATTR``."""
     if name in TASKS:
         return importlib.import_module(TASKS[name]).TASK
+    if name.startswith("reasoning_gym/"):
+        from grpolab.tasks import gym
+
+        return gym.make_task(name.removeprefix(gym.PREFIX))
     if ":" in name:
         task = import_object(name, "task")
         if not isinstance(task, Task):
             raise UserError(f"'{name}' is a {type(task).__name__}, not a grpolab Task")
         return task
-    raise UserError(f"unknown task '{name}': choose one of {', '.join(TASKS)} or give 'package.module:TASK'")
+    raise UserError(f"unknown task '{name}': choose one of {', '.join(TASKS)}, reasoning_gym/NAME "
+                    "or give 'package.module:TASK'")

@@ -55,6 +55,9 @@ class Task:
     options: Mapping[str, str] = field(default_factory=dict)  # extra load() options and their help
     # The reply a perfect model would give for a row: the target of the supervised warm-up (grpolab sft).
     reference: Callable[[Mapping[str, Any]], str] | None = None
+    # Other named correctness checks, (completion, row) -> bool, that eval reports beside strict and lenient
+    # with an interval each (e.g. lm-evaluation-harness's GSM8K filters, for published numbers).
+    checks: Mapping[str, Callable[[str, Mapping[str, Any]], bool]] = field(default_factory=dict)
 
 
 def completion_text(completion: Any) -> str:

@@ -1,0 +1,185 @@
+"""reasoning-gym datasets as grpolab tasks: ``--task reasoning_gym/NAME`` for any of its 100+ generators.
+
+reasoning-gym (https://github.com/open-thought/reasoning-gym, Apache-2.0; ``pip install 'grpolab[gym]'``)
+generates procedural problems, each with its own scorer ``score_answer(answer, entry) -> float in [0, 1]``.
+grpolab uses that scorer as its single source of truth:
+
+* the answer is the last ``<answer>...</answer>`` of the completion, read by reasoning-gym's own
+  ``extract_answer``, and the prompt is its default system prompt, which asks for that format;
+* ``partial`` is the score, ``solved`` (strict accuracy) is a score of exactly 1.0, ``format_ok`` means an
+  answer tag was found; a completion without one scores 0, by reasoning-gym's rule for a missing answer.
+* A question typed in ``grpolab chat`` has no generated item, so there the reply is judged by exact match
+  with the answer given by ``/answer``.
+
+Items are rebuilt for scoring from (dataset, config, index), which each row stores: reasoning-gym
+generates item ``index`` from ``seed + index`` alone, and its scorers need the item's metadata (a grid, a
+graph), which does not survive a trip through Arrow or JSON unchanged.
+
+Options (``--task_options``) are the dataset's own config fields (``size``, ``seed``, difficulty ranges);
+grpolab's ``--num`` sets ``size`` and its seed sets ``seed`` unless given. The test split uses
+``seed + TEST_SEED_OFFSET`` and leaves out any question that is also among the train items.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from grpolab.errors import UserError
+from grpolab.tasks.base import Task, Verdict, completion_text, rows_from_kwargs
+from grpolab.tasks.jsonl import read_rows
+
+PREFIX = "reasoning_gym/"
+DEFAULT_SIZE = {"train": 1000, "test": 100}
+TEST_SEED_OFFSET = 1_000_003  # far from any train seed a user picks by hand (0, 1, 42, ...)
+_ROW_KEYS = ("question", "answer", "rg_dataset", "rg_config", "rg_index")
+
+
+def _gym():
+    try:
+        import reasoning_gym
+    except ImportError:
+        raise UserError("reasoning-gym tasks need the reasoning-gym package: pip install 'grpolab[gym]'") from None
+    return reasoning_gym
+
+
+def dataset_names() -> list[str]:
+    from reasoning_gym.factory import DATASETS
+
+    return sorted(DATASETS)
+
+
+def check_name(name: str) -> None:
+    """A UserError naming close matches when ``name`` is not a reasoning-gym dataset."""
+    _gym()
+    names = dataset_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+        hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else f"{len(names)} datasets exist"
+        raise UserError(f"reasoning-gym has no dataset '{name}': {hint} (see reasoning_gym.factory.DATASETS)")
+
+
+@functools.lru_cache(maxsize=32)
+def generator(name: str, config_json: str):
+    """The reasoning-gym dataset object for ``name`` and a JSON config (cached: scoring asks per item)."""
+    config = json.loads(config_json)
+    try:
+        return _gym().create_dataset(name, **config)
+    except TypeError as error:  # an unknown config field
+        from reasoning_gym.factory import DATASETS
+
+        fields = ", ".join(DATASETS[name][1].__dataclass_fields__)
+        raise UserError(f"bad task_options for reasoning_gym/{name} ({error}); its fields are: {fields}") from None
+    except (AssertionError, ValueError) as error:  # the config's own validate()
+        raise UserError(f"bad task_options for reasoning_gym/{name}: {error}") from None
+
+
+def _config_json(name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any]) -> str:
+    config = {**options, "size": int(num or options.get("size") or DEFAULT_SIZE.get(split, 100))}
+    config["seed"] = int(options.get("seed", seed)) + (TEST_SEED_OFFSET if split == "test" else 0)
+    return json.dumps(config, sort_keys=True)
+
+
+def entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The reasoning-gym item a row stands for, regenerated from its dataset, config and index."""
+    return generator(row["rg_dataset"], row["rg_config"])[int(row["rg_index"])]
+
+
+def make_prompt(question: str) -> list[dict[str, str]]:
+    from reasoning_gym.utils import SYSTEM_PROMPTS
+
+    return [{"role": "system", "content": SYSTEM_PROMPTS["default"]}, {"role": "user", "content": question}]
+
+
+def _row(name: str, config_json: str, index: int, item: Mapping[str, Any]) -> dict[str, Any]:
+    return {"prompt": make_prompt(item["question"]), "question": item["question"], "answer": str(item["answer"]),
+            "label": name, "rg_dataset": name, "rg_config": config_json, "rg_index": index}
+
+
+def generate_rows(name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any]) -> list[dict]:
+    """One split's rows; test rows whose question is also a train question are left out."""
+    config_json = _config_json(name, split, num, seed, options)
+    items = generator(name, config_json)
+    rows = [_row(name, config_json, index, items[index]) for index in range(len(items))]
+    if split == "test":
+        train = generator(name, _config_json(name, "train", None, seed, options))
+        seen = {train[index]["question"] for index in range(len(train))}
+        rows = [row for row in rows if row["question"] not in seen]
+    return rows
+
+
+def make_task(name: str) -> Task:
+    """The grpolab Task for reasoning-gym dataset ``name`` (a UserError when the package or name is missing)."""
+    check_name(name)
+
+    def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
+             **options: Any):
+        import datasets
+
+        if data_file:
+            rows = [row for row in read_rows(data_file, required=_ROW_KEYS) if row.get("split", split) == split]
+            rows = [{**_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row), "answer": str(row["answer"])}
+                    for row in rows[:num]]
+        else:
+            rows = generate_rows(name, split, num, seed, options)
+        return datasets.Dataset.from_list(rows)
+
+    return Task(
+        name=PREFIX + name,
+        description=f"reasoning-gym's {name}, scored by its own score_answer (strict: a score of 1.0)",
+        load=load,
+        score=score,
+        rewards=REWARDS,
+        default_rewards=("gym_score", "gym_format"),
+        default_weights=(1.0, 0.2),
+        options=_options_help(name),
+        reference=lambda row: f"<answer>{row['answer']}</answer>",
+    )
+
+
+def _options_help(name: str) -> dict[str, str]:
+    from reasoning_gym.factory import DATASETS
+
+    fields = {field: f"a field of reasoning-gym's {DATASETS[name][1].__name__}"
+              for field in DATASETS[name][1].__dataclass_fields__}
+    return {**fields, "size": "items to generate (grpolab's --num overrides it)",
+            "seed": "generator seed (default: grpolab's --seed); the test split adds TEST_SEED_OFFSET"}
+
+
+def score(text: str, row: Mapping[str, Any]) -> Verdict:
+    """reasoning-gym's verdict on one completion (see the module docstring)."""
+    from reasoning_gym.utils import extract_answer
+
+    answer = extract_answer(text)
+    if "rg_index" not in row:  # a question typed in chat: no generated item to hand the scorer
+        return Verdict(solved=answer is not None and answer == str(row["answer"]).strip(), parsed=answer,
+                       partial=float(answer is not None and answer == str(row["answer"]).strip()),
+                       format_ok=answer is not None)
+    value = float(generator(row["rg_dataset"], row["rg_config"]).score_answer(answer, entry(row)))
+    return Verdict(solved=value == 1.0, parsed=answer, partial=value, format_ok=answer is not None)
+
+
+def _verdicts(completions: list[Any], kwargs: Mapping[str, Any]) -> list[Verdict]:
+    rows = rows_from_kwargs(len(completions), kwargs)
+    return [score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)]
+
+
+def gym_score(completions: list[Any], **kwargs: Any) -> list[float]:
+    """reasoning-gym's score in [0, 1]: its own partial credit, 1.0 for a fully right answer."""
+    return [verdict.partial for verdict in _verdicts(completions, kwargs)]
+
+
+def gym_format(completions: list[Any], **kwargs: Any) -> list[float]:
+    """1.0 when the completion has an ``<answer>`` tag, right or wrong.
+
+    Weighted 0.2 by default: enough to teach the tag the scorer reads, too little to pay for a wrong answer.
+    """
+    from reasoning_gym.utils import extract_answer
+
+    return [1.0 if extract_answer(completion_text(c)) is not None else 0.0 for c in completions]
+
+
+REWARDS = {reward.__name__: reward for reward in (gym_score, gym_format)}
