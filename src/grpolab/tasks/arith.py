@@ -39,6 +39,9 @@ DEFAULT_LEVELS = ("add-20",)
 # An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
 # \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
 _INTEGER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|-?[0-9]+")
+# Longest integer read as a number. Arith results have at most 5 digits; a longer run of digits is not
+# an answer, and int() refuses strings over 4,300 digits (a 100 kB reply of digits raised ValueError).
+_MAX_DIGITS = 30
 # A reply longer than this many characters gets no brevity credit (see arith_brevity).
 _SHORT_REPLY_CHARS = 40
 
@@ -94,17 +97,24 @@ def build_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": USER_TEMPLATE.format(expression=question)}]
 
 
+def _integer(token: str) -> int | None:
+    """The value of one ``_INTEGER`` match, or None when it has more than ``_MAX_DIGITS`` digits."""
+    digits = token.replace(",", "")
+    return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
+
+
 def extract_answer(text: str) -> int | None:
     """The last integer in the text (thousands separators allowed), or None when there is none."""
     matches = _INTEGER.findall(text)
-    return int(matches[-1].replace(",", "")) if matches else None
+    return _integer(matches[-1]) if matches else None
 
 
 def score(completion: str, row: Mapping[str, Any]) -> Verdict:
-    value = extract_answer(completion)
+    matches = _INTEGER.findall(completion)
+    value = _integer(matches[-1]) if matches else None
     gold = int(row["answer"])
     solved = value == gold
-    anywhere = any(int(match.replace(",", "")) == gold for match in _INTEGER.findall(completion))
+    anywhere = any(_integer(match) == gold for match in matches)
     return Verdict(
         solved=solved,
         parsed=None if value is None else str(value),

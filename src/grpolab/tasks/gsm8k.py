@@ -200,10 +200,30 @@ def _last_stated(pattern: re.Pattern[str], text: str) -> Fraction | None:
     return None
 
 
+# A character that no number and no ``_clean`` rewrite can contain (letters other than those of \\frac,
+# \\dfrac and \\tfrac, and symbols outside $ € £ { } , . - / % ! ; : \\). Reading a text from one
+# gives the same numbers after it as reading the whole text does, so the last number can be looked for
+# in a growing tail instead of converting all of a 100 kB text's 50,000 numbers.
+_BARRIER_RE = re.compile(r"[^\W\ddtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]")
+_TAIL_CHARS = 2048
+
+
 def _last_number(text: str) -> Fraction | None:
-    """The last number anywhere in ``text``."""
-    for match in reversed(list(_NUMBER_RE.finditer(_clean(text)))):  # convert from the end: a 100 kB
-        value = _to_fraction(match)  # text may hold 50,000 numbers, and only the last one is wanted
+    """The last number anywhere in ``text``, read from the shortest tail that starts at a barrier."""
+    tail = _TAIL_CHARS
+    while tail < len(text):
+        barrier = _BARRIER_RE.search(text, len(text) - tail)
+        if barrier is not None:
+            value = _last_number_in(text[barrier.start() :])
+            if value is not None:
+                return value
+        tail *= 4
+    return _last_number_in(text)
+
+
+def _last_number_in(text: str) -> Fraction | None:
+    for match in reversed(list(_NUMBER_RE.finditer(_clean(text)))):  # convert from the end: only the
+        value = _to_fraction(match)  # last number is wanted
         if value is not None:
             return value
     return None
