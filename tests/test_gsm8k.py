@@ -425,3 +425,18 @@ def test_agreement_script_prints_the_figure(graded, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["gsm8k_agreement.py", "--data", str(SOLUTIONS_FILE), "--show", "1"])
     script.main()
     assert "agreement: " in capsys.readouterr().out
+
+
+NUMBERISH = st.lists(
+    st.sampled_from(["1,000", "18", "-5", "$", "\\frac{3}{4}", "3 / 4", ".5", "x", "<", " ", "\n", ",", "\\", "a"])
+    | st.text(max_size=3),
+    min_size=1,
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NUMBERISH, NUMBERISH)
+def test_last_number_from_a_tail_equals_the_whole_text(head, tail):
+    text = head * (3000 // max(1, len(head)) + 1) + tail  # longer than one tail window
+    assert gsm8k._last_number(text) == gsm8k._last_number_in(text)
