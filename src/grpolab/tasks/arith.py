@@ -162,6 +162,7 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         from grpolab.tasks.jsonl import read_rows
 
         rows = read_rows(data_file, required=("question", "answer"))
+        _check_rows(rows, data_file)
         if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
             rows = [row for row in rows if row.get("split", split) == split]
         rows = rows[:num] if num else rows
@@ -173,6 +174,24 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         row.setdefault("label", "custom")
         row["prompt"] = build_prompt(row["question"])
     return Dataset.from_list(rows)
+
+
+_EXPRESSION = re.compile(r"[0-9]\s*[-+*/x\u00d7\u2212]\s*-?[0-9]")
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]], data_file: str) -> None:
+    """Each row of a data file is an expression with an integer answer (a Sudoku or GSM8K file is not)."""
+    from grpolab.errors import UserError
+
+    for number, row in enumerate(rows, start=1):
+        problem = None
+        if not re.fullmatch(r"-?[0-9]+", str(row["answer"]).strip()):
+            problem = f"answer {str(row['answer'])[:40]!r} is not an integer"
+        elif not _EXPRESSION.search(str(row["question"])):
+            problem = f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12"
+        if problem:
+            raise UserError(f"{data_file}: row {number}: {problem}; arith rows look like those "
+                            "'grpolab data arith' writes")
 
 
 TASK = Task(
