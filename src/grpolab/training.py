@@ -100,7 +100,8 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     task = get_task(train_args.task)
     dataset = load_task_data(task, train_args, grpo_config.seed)
     recorder = SampleRecorder()
-    reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder)
+    reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder,
+                                           train_args.reward_timeout)
     grpo_config.reward_weights = weights
     model, tokenizer, lora = load_model(train_args, model_config)
     logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
