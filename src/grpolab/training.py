@@ -94,7 +94,7 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
     from trl import GRPOTrainer
 
-    from grpolab.callbacks import ProgressLine, RunLogger
+    from grpolab.callbacks import ProgressLine, RunLogger, SamplingCheck
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -108,7 +108,7 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
                                 train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
     trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
                           processing_class=tokenizer, peft_config=lora,
-                          callbacks=[logger_callback, *callbacks])
+                          callbacks=[logger_callback, SamplingCheck(), *callbacks])
     _use_progress_line(trainer, ProgressLine())
     return trainer
 
