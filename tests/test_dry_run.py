@@ -49,7 +49,6 @@ CASES = [
     (["--output_dir", "{tmp}/file/run"], "is a file, not a folder"),
     (["--output_dir", "{tmp}/finished"], "already holds a run: add --resume"),
     (["--output_dir", "{tmp}/fresh", "--resume"], "no complete checkpoint in"),
-    (["--output_dir", "{tmp}/stopped", "--resume"], "stopped before its first checkpoint"),
     (["--init_adapter", "{tmp}/nowhere"], "adapter directory"),
     (["--init_adapter", "{tmp}/other-base"], "was trained on 'some/other-model'"),
     (["--accelerate_config", "nosuch"], "accelerate config 'nosuch' not found"),
@@ -64,7 +63,6 @@ def _inputs(tmp: Path) -> None:
     _write(tmp / "file", "not a folder")
     _write(tmp / "bad-accelerate.yaml", "- just a list\n")
     _run_dir(tmp / "finished", **{"metrics.jsonl": '{"step": 1}\n', "adapter_config.json": "{}"})
-    _run_dir(tmp / "stopped", **{"metrics.jsonl": '{"step": 1}\n'})
     _run_dir(tmp / "other-base", **{"grpolab_run.json": json.dumps({"base_model": "some/other-model"})})
 
 

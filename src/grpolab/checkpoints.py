@@ -46,8 +46,7 @@ def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
     if resume == "latest":
         found = latest_complete(output_dir)
         if found is None and holds_run(output_dir):
-            raise UserError(f"--resume: the run in {output_dir} stopped before its first checkpoint; "
-                            "delete that folder or choose another --output_dir to start fresh")
+            return None  # stopped before its first checkpoint: nothing to continue, so start from step 0
         if found is None:
             raise UserError(f"--resume: no complete checkpoint in {output_dir}; train without --resume to start fresh")
         return str(found)
@@ -69,6 +68,26 @@ def check_same_run(output_dir: Path, identity: dict) -> None:
     if changed:
         details = ", ".join(f"{key}: {previous[key]!r} -> {identity[key]!r}" for key in changed)
         raise UserError(f"cannot resume {output_dir}: the config changes {details}; use a new --output_dir")
+
+
+# What a run writes into its folder before its first checkpoint, and nothing else.
+_RUN_FILES = ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "config.yaml", RUN_INFO)
+
+
+def clear_unsaved_run(output_dir: Path) -> list[str]:
+    """Remove what a run that stopped before its first checkpoint left (its logs, incomplete checkpoints).
+
+    Only called when resuming finds no complete checkpoint and no adapter: no weights are lost, and the
+    logs would otherwise gain a second step 1. Returns the names removed.
+    """
+    removed = [name for name in _RUN_FILES if (output_dir / name).is_file()]
+    for name in removed:
+        (output_dir / name).unlink()
+    for child in output_dir.glob("checkpoint-*"):
+        if child.is_dir() and _CHECKPOINT.match(child.name) and not is_complete(child):
+            shutil.rmtree(child)
+            removed.append(child.name)
+    return removed
 
 
 def holds_run(output_dir: Path) -> bool:

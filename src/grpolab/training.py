@@ -179,8 +179,12 @@ def prepare_output_dir(output_dir: Path, train_args: TrainArgs, model_config) ->
 
     check_output_dir(output_dir, train_args.resume)
     resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)
-    if resume_from:
+    if resume_from or train_args.resume:
         checkpoints.check_same_run(output_dir, run_identity(train_args, model_config))
+    if train_args.resume and not resume_from:
+        removed = checkpoints.clear_unsaved_run(output_dir)
+        logger.warning("--resume: %s stopped before its first checkpoint; starting from step 0 (removed %s)",
+                       output_dir, ", ".join(removed))
     return resume_from
 
 
