@@ -52,6 +52,10 @@ class Report:
     max_seconds: float = 0.0
     slowest: str = ""
 
+    def summary(self) -> str:
+        return (f"{self.inputs:,} inputs, {self.failure_count} failures, "
+                f"max score() {self.max_seconds * 1000:.1f} ms CPU ({self.slowest})")
+
     def fail(self, kind: str, text: str, problem: str) -> None:
         self.failure_count += 1
         if len(self.failures) < 10:
@@ -172,12 +176,15 @@ def _check_verdict(verdict: Any) -> str | None:
 
 
 def fuzz_task(
-    task_name: str, count: int, seed: int = 0, max_seconds: float = 0.05, kinds: Sequence[str] = tuple(GENERATORS)
+    task_name: str, count: int, seed: int = 0, max_seconds: float = 0.05, kinds: Sequence[str] = tuple(GENERATORS),
+    progress_every: int = 0,
 ) -> Report:
     """Score ``count`` fuzzed completions of ``task_name``; the report lists every kind of failure."""
     task = get_task(task_name)
     report = Report(task_name)
     for index, (kind, row, text) in enumerate(completions(task_name, count, seed, kinds)):
+        if progress_every and index and index % progress_every == 0:
+            print(f"  {task_name}: {report.summary()}", flush=True)
         report.inputs += 1
         try:
             start = time.thread_time()  # CPU time: other jobs on a shared machine do not count
@@ -206,13 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for task_name in args.tasks.split(","):
         start = time.perf_counter()
-        report = fuzz_task(task_name, args.count, args.seed, args.max_ms / 1000)
-        print(
-            f"{task_name}: {report.inputs:,} inputs, {report.failure_count} failures, "
-            f"max score() {report.max_seconds * 1000:.1f} ms CPU ({report.slowest}), "
-            f"{time.perf_counter() - start:.0f} s",
-            flush=True,
-        )
+        report = fuzz_task(task_name, args.count, args.seed, args.max_ms / 1000, progress_every=args.count // 10)
+        print(f"{task_name}: {report.summary()}, {time.perf_counter() - start:.0f} s", flush=True)
         for failure in report.failures:
             print(f"  {failure}")
         failed += report.failure_count

@@ -201,10 +201,11 @@ def _last_stated(pattern: re.Pattern[str], text: str) -> Fraction | None:
 
 
 # A character that no number and no ``_clean`` rewrite can contain (letters other than those of \\frac,
-# \\dfrac and \\tfrac, and symbols outside $ € £ { } , . - / % ! ; : \\). Reading a text from one
-# gives the same numbers after it as reading the whole text does, so the last number can be looked for
-# in a growing tail instead of converting all of a 100 kB text's 50,000 numbers.
-_BARRIER_RE = re.compile(r"[^\W\ddtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]")
+# \\dfrac and \\tfrac, and symbols outside $ € £ { } , . - / % ! ; : \\), or a space between two digits
+# (a number spans a space only after a currency sign or around "/"). Reading a text from one gives the
+# same numbers after it as reading the whole text does, so the last number can be looked for in a
+# growing tail instead of converting all of a 100 kB text's 50,000 numbers.
+_BARRIER_RE = re.compile(r"[^\W\ddtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=\d)\s(?=\d)")
 _TAIL_CHARS = 2048
 
 
