@@ -117,17 +117,18 @@ class Scenario:
 
 
 def scenarios(model: Path, adapter: Path) -> dict[str, Scenario]:
-    def train_again(folder: Path) -> list[str]:
-        from grpolab import checkpoints
+    def again(command: str, flags: Callable[[Path, Path], list[str]]) -> Callable[[Path], list[str]]:
+        """The same command, with --resume when the folder holds a run (as the refusal to start says)."""
 
-        resume = ["--resume"] if checkpoints.latest_complete(folder / "run") else []
-        return grpolab("train", *train_flags(model, folder / "run"), *resume)
+        def command_line(folder: Path) -> list[str]:
+            from grpolab import checkpoints
 
-    def sft_again(folder: Path) -> list[str]:
-        from grpolab import checkpoints
+            resume = ["--resume"] if checkpoints.holds_run(folder / "run") else []
+            return grpolab(command, *flags(model, folder / "run"), *resume)
 
-        resume = ["--resume"] if checkpoints.latest_complete(folder / "run") else []
-        return grpolab("sft", *sft_flags(model, folder / "run"), *resume)
+        return command_line
+
+    train_again, sft_again = again("train", train_flags), again("sft", sft_flags)
 
     evaluation = ["eval", "--adapter", str(adapter), "--task", "arith", "--num", "24", "--batch_size", "4",
                   "--max_new_tokens", "8", "--no_progress"]
