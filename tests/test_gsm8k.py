@@ -149,6 +149,11 @@ SCORE_TABLE = [
     ("<answer></answer>", "18", False, False, False, None),
     ("I don't know.", "18", False, False, False, None),
     ("<answer>18</answer>", "#### 18", True, True, True, "18"),  # a raw GSM8K reference as gold
+    ("<answer>1,2345</answer>", "1234", False, False, True, "1"),  # a 4-digit group is not cut to 1,234
+    ("<answer>1,2345</answer>", "12345", False, False, True, "1"),  # nor read as 12,345
+    ("<answer>12,345,6789</answer>", "12345", False, False, True, "12"),
+    ("#### \u221218", "-18", True, True, False, "-18"),  # unicode minus after ####, as in other markers
+    ("#### \uff0d18", "-18", True, True, False, "-18"),  # full-width hyphen-minus
 ]
 
 
@@ -173,6 +178,8 @@ def test_score(completion, gold, solved, lenient, format_ok, parsed):
         "{" * LONG,
         "#" * LONG,
         "1," * (LONG // 2),
+        "1" + ",111" * (LONG // 4) + ",11",  # malformed thousands groups: was quadratic (20 s)
+        "$1" + ",111" * (LONG // 4) + "5",
         "-" * LONG,
         "9" * LONG,
         "answer is " * (LONG // 10),
@@ -418,3 +425,18 @@ def test_agreement_script_prints_the_figure(graded, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["gsm8k_agreement.py", "--data", str(SOLUTIONS_FILE), "--show", "1"])
     script.main()
     assert "agreement: " in capsys.readouterr().out
+
+
+NUMBERISH = st.lists(
+    st.sampled_from(["1,000", "18", "-5", "$", "\\frac{3}{4}", "3 / 4", ".5", "x", "<", " ", "\n", ",", "\\", "a"])
+    | st.text(max_size=3),
+    min_size=1,
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(NUMBERISH, NUMBERISH)
+def test_last_number_from_a_tail_equals_the_whole_text(head, tail):
+    text = head * (3000 // max(1, len(head)) + 1) + tail  # longer than one tail window
+    assert gsm8k._last_number(text) == gsm8k._last_number_in(text)

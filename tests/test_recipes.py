@@ -42,12 +42,44 @@ def test_every_sft_recipe_validates(path):
     assert sft_config.max_steps == recipes.read_yaml(path)["max_steps"]
 
 
+def _recipe_inputs(directory: Path, path: Path) -> None:
+    """The data file and warm-up adapter a recipe names, as 'grpolab data' and 'grpolab sft' would leave them."""
+    import json
+
+    from grpolab.tasks import sudoku
+
+    config = recipes.read_yaml(path)
+    if config.get("data_file"):
+        rows = sudoku.generate_rows(40, split="train") + sudoku.generate_rows(10, split="test")
+        (directory / config["data_file"]).parent.mkdir(parents=True, exist_ok=True)
+        (directory / config["data_file"]).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if config.get("init_adapter"):
+        adapter = directory / config["init_adapter"]
+        adapter.mkdir(parents=True)
+        info = {"base_model": config["model_name_or_path"], "task": config["task"]}
+        (adapter / "grpolab_run.json").write_text(json.dumps(info))
+
+
 @pytest.mark.parametrize("path", GRPO_RECIPES, ids=lambda p: p.name)
-def test_every_grpo_recipe_dry_runs(path, capsys):
+def test_every_grpo_recipe_dry_runs(path, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _recipe_inputs(tmp_path, path)
     assert main(["train", "--config", str(path), "--dry_run"]) == 0
     out = capsys.readouterr().out
     assert "memory (rough)" in out
-    assert "nothing was loaded" in out
+    assert "no weights were loaded" in out
+    assert "rewards          " in out and "data             " in out
+    assert not (tmp_path / recipes.read_yaml(path)["output_dir"]).exists()
+
+
+@pytest.mark.parametrize("path", SFT_RECIPES, ids=lambda p: p.name)
+def test_every_sft_recipe_dry_runs_without_training(path, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["sft", "--config", str(path), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "supervised warm-up" in out and "no weights were loaded" in out
+    assert f"data             {recipes.read_yaml(path)['num_train']} rows" in out
+    assert not (tmp_path / recipes.read_yaml(path)["output_dir"]).exists()
 
 
 def test_reference_gsm8k_recipe_matches_the_reference_project():

@@ -179,6 +179,24 @@ def test_train_and_test_never_share_a_solution_grid(seed):
     assert train and test and train.isdisjoint(test)
 
 
+def test_generated_puzzles_are_distinct():
+    rows = S.generate_rows(300, seed=0, split="test", blanks=12)  # drew 20% repeats before de-duplication
+    assert len(rows) == len({row["question"] for row in rows}) == 300
+
+
+def test_fewer_distinct_puzzles_than_asked_is_a_warning(caplog):
+    # 63 test grids x 16 cells: at most 1,008 one-blank test puzzles exist.
+    rows = S.generate_rows(2100, seed=0, split="test", blanks="1,4")
+    questions = [row["question"] for row in rows]
+    assert len(set(questions)) == len(questions) == 2100  # the 4-blank turn fills in after 1 runs out
+    ones = [question for question in questions if question.count("_") == 1]
+    assert 900 < len(ones) <= 63 * 16
+    with caplog.at_level("WARNING", logger="grpolab.tasks.sudoku"):
+        rows = S.generate_rows(1100, seed=0, split="test", blanks=1)
+    assert len({row["question"] for row in rows}) == len(rows) and 900 < len(rows) <= 63 * 16
+    assert f"only {len(rows)} distinct test puzzles exist with blanks 1 (asked for 1100)" in caplog.text
+
+
 def test_generate_rows_rejects_an_unknown_split():
     with pytest.raises(UserError, match="unknown split 'dev'"):
         S.generate_rows(1, split="dev")

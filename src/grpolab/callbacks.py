@@ -6,6 +6,7 @@ Only the main process writes, so multi-process runs log once.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from transformers import TrainerCallback
 
 from grpolab import plots
 from grpolab.rewards import SampleRecorder
+
+logger = logging.getLogger(__name__)
 
 # Keys of TRL's GRPO logs worth a column in the progress line, in display order.
 _PROGRESS_KEYS = (("reward", "reward"), ("completions/mean_length", "len"), ("kl", "kl"), ("loss", "loss"))
@@ -59,6 +62,60 @@ class RunLogger(TrainerCallback):
         with (self.dir / "samples.jsonl").open("a") as handle:
             for sample in self.recorder.take(self.samples_per_log):
                 handle.write(json.dumps({"step": step, **sample}, ensure_ascii=False) + "\n")
+
+
+class SamplingCheck(TrainerCallback):
+    """Once, at the first logged step: do generation and training agree on the completions' log-probs?
+
+    GRPO's importance ratio is pi_train(token) / pi_generation(token). With vLLM, TRL scores each
+    completion again with the training model and logs the ratio and the absolute log-prob gap
+    (``sampling/importance_sampling_ratio/*``, ``sampling/sampling_logp_difference/*``); at the first
+    step both models hold the same weights, so a ratio far from 1 means the two disagree (dtype, a stale
+    weight sync, a different chat template). With transformers generation and one pass per generation
+    TRL keeps no generation log-probs and the ratio is 1 by construction; what it logs then is the share
+    of tokens whose ratio was clipped (``clip_ratio/region_mean``), which at the first step can only come
+    from a gap between the generation pass and the training pass (with num_iterations > 1, for example,
+    dropout differs between them).
+    """
+
+    # Mean importance ratio outside 1 +- RATIO_TOLERANCE, a mean gap above LOGP_GAP_NATS (per token, about
+    # a 10% probability difference), or more than CLIPPED_SHARE of tokens clipped at the first step is off.
+    RATIO_TOLERANCE = 0.1
+    LOGP_GAP_NATS = 0.1
+    CLIPPED_SHARE = 0.05
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.done or not logs or "reward" not in logs or not state.is_world_process_zero:
+            return
+        self.done = True
+        line, off = self.verdict(logs, state.global_step)
+        (logger.warning if off else logger.info)(line)
+
+    @classmethod
+    def verdict(cls, logs: dict, step: int) -> tuple[str, bool]:
+        """(one line for the log, whether it is off) from the first training log."""
+        ratio = logs.get("sampling/importance_sampling_ratio/mean")
+        if ratio is not None:
+            gap = logs.get("sampling/sampling_logp_difference/mean", 0.0)
+            off = abs(ratio - 1) > cls.RATIO_TOLERANCE or gap > cls.LOGP_GAP_NATS
+            return (f"{'WARNING ' if off else ''}step-{step} sampling check: importance ratio mean {ratio:.3f} "
+                    f"(min {logs.get('sampling/importance_sampling_ratio/min', math.nan):.3f}, max "
+                    f"{logs.get('sampling/importance_sampling_ratio/max', math.nan):.3f}), |log-prob gap| "
+                    f"mean {gap:.4f} max {logs.get('sampling/sampling_logp_difference/max', math.nan):.4f} "
+                    "between vLLM generation and training"
+                    + ("; generation and training disagree: check dtype, weight sync and chat template"
+                       if off else ""), off)
+        clipped = logs.get("clip_ratio/region_mean")
+        if clipped is None:
+            return f"step-{step} sampling check: TRL logged no importance ratio for this loss", False
+        off = clipped > cls.CLIPPED_SHARE
+        return (f"{'WARNING ' if off else ''}step-{step} sampling check: transformers generation, no separate "
+                f"generation log-probs (importance ratio 1 by construction); clipped tokens {clipped:.1%}"
+                + ("; generation and training passes disagree (dropout with num_iterations > 1?)" if off else ""),
+                off)
 
 
 class ProgressLine(TrainerCallback):

@@ -54,11 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: a usage mistake is one line pointing at --help, not the whole usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def command_parser(name: str):
     """(module, parser) for one command; only that command's module is imported."""
     module = importlib.import_module(f"grpolab.commands.{name}")
-    parser = argparse.ArgumentParser(prog=f"grpolab {name}", description=COMMANDS[name],
-                                     epilog=getattr(module, "EXAMPLE", None), formatter_class=_Formatter)
+    parser = _CommandParser(prog=f"grpolab {name}", description=COMMANDS[name],
+                            epilog=getattr(module, "EXAMPLE", None), formatter_class=_Formatter)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     module.add_arguments(parser)
     return module, parser
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         if args.debug:
             raise
+        _close_progress_bars()
         print(f"grpolab {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -95,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `grpolab doctor --json | head`
         sys.stderr.close()
         return 0
+
+
+def _close_progress_bars() -> None:
+    """End an open progress bar's line, so the error is a line of its own (and the last one)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 def entry() -> None:

@@ -50,6 +50,11 @@ class TrainArgs:
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
     num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
+    reward_timeout: float = field(
+        default=60.0,
+        metadata={"help": "seconds one call of a reward function may take before training stops with its name "
+                  "(0 = no limit); default 60, far above the milliseconds the task rewards take"},
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.task_options, str):
@@ -64,6 +69,8 @@ class TrainArgs:
         self.task_options = dict(self.task_options or {})
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
+        if self.reward_timeout < 0:
+            raise ValueError(f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 1:

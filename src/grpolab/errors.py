@@ -12,3 +12,11 @@ class UserError(Exception):
 
 class RewardFunctionError(RuntimeError):
     """A reward function raised or returned something unusable; names the function."""
+
+
+class UserRewardError(UserError, RewardFunctionError):
+    """A reward function of the user's own (``package.module:function``) raised, hung or returned junk.
+
+    The user's to fix, so it is one line and exit code 2; a task's built-in reward failing the same way
+    is a bug of ours and stays a RewardFunctionError with its traceback.
+    """

@@ -210,15 +210,26 @@ def read_run_info(adapter_dir: str | Path) -> RunInfo:
         raise UserError(f"adapter directory {directory} does not exist: give the output_dir of a training run")
     info_path = directory / "grpolab_run.json"
     if info_path.is_file():
-        info = json.loads(info_path.read_text())
+        info = _read_json_object(info_path, "base_model")
         return RunInfo(info["base_model"], info.get("task"), info.get("task_options") or {})
     config_path = directory / "adapter_config.json"
     if not config_path.is_file():
         raise UserError(f"{directory} holds no LoRA adapter (no adapter_config.json): has training finished?")
-    base = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    base = _read_json_object(config_path).get("base_model_name_or_path")
     if not base:
         raise UserError(f"{config_path} names no base model: pass --model")
     return RunInfo(base, None, {})
+
+
+def _read_json_object(path: Path, required: str | None = None) -> dict:
+    """A run's JSON file as a dict; a damaged one is a UserError naming it."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path} is damaged ({_first_line(error)}): retrain, or restore the file") from None
+    if not isinstance(data, dict) or (required and required not in data):
+        raise UserError(f"{path} is damaged (no {required or 'JSON object'}): retrain, or restore the file")
+    return data
 
 
 def check_adapter_base(adapter_dir: str | Path, model: str) -> None:

@@ -138,9 +138,29 @@ def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> s
             f"KV cache {_gib(kv_cache)}")
 
 
-def print_plan(train_args, grpo_config, model_config) -> None:
-    print("\n".join(plan_lines(train_args, grpo_config, model_config)))
-    print("dry run: nothing was loaded or trained")
+def sft_plan_lines(train_args, sft_config, model_config) -> list[str]:
+    per_step = sft_config.per_device_train_batch_size * sft_config.gradient_accumulation_steps
+    steps = sft_config.max_steps if sft_config.max_steps > 0 else f"{sft_config.num_train_epochs:g} epoch(s)"
+    return [
+        f"model            {model_config.model_name_or_path}",
+        f"task             {train_args.task} (supervised warm-up on reference replies)",
+        f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha}" if model_config.use_peft
+        else "LoRA             off (full fine-tuning)",
+        f"batch            {sft_config.per_device_train_batch_size}/device x "
+        f"{sft_config.gradient_accumulation_steps} accumulation = {per_step} replies per optimiser step",
+        f"steps            {steps}, lr {sft_config.learning_rate:g}",
+        f"output           {sft_config.output_dir}",
+    ]
+
+
+def print_plan(train_args, trainer_config, model_config, command: str = "train") -> None:
+    """Validate everything that needs no weights (a UserError stops here), then print the plan."""
+    from grpolab.validate import check_run
+
+    checked = check_run(train_args, trainer_config, model_config, command)
+    lines = plan_lines if command == "train" else sft_plan_lines
+    print("\n".join([*lines(train_args, trainer_config, model_config), *checked]))
+    print("dry run: task, rewards, data, output folder and configs checked; no weights were loaded")
 
 
 def size_from_name(name: str) -> float | None:

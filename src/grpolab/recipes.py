@@ -185,7 +185,7 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     try:
         train_args, grpo_config, model_config = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # dataclass __post_init__ checks: batch arithmetic, loss type, ...
-        raise UserError(_one_line(error)) from None
+        raise UserError(_with_fix(_one_line(error))) from None
     completion = getattr(grpo_config, "max_completion_length", None)
     if train_args.max_seq_length and completion and train_args.max_seq_length <= completion:
         raise UserError(f"max_seq_length ({train_args.max_seq_length}) must exceed max_completion_length "
@@ -278,6 +278,18 @@ def _expand_bare_resume(argv: list[str]) -> list[str]:
         if item == "--resume" and (following is None or following.startswith("--")):
             out.append("latest")
     return out
+
+
+# Fixes for TRL's own checks, whose messages name the problem but not the flags that solve it.
+_FIXES = {
+    "must be divisible by num_generations": "make per_device_train_batch_size x steps_per_generation "
+    "(x processes) a multiple of num_generations",
+}
+
+
+def _with_fix(message: str) -> str:
+    fix = next((fix for fragment, fix in _FIXES.items() if fragment in message), None)
+    return f"{message.rstrip('.')}: {fix}" if fix else message
 
 
 def _one_line(error: BaseException) -> str:

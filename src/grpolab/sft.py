@@ -27,13 +27,14 @@ def sft(train_args, sft_config, model_config) -> Path:
     from trl import SFTTrainer
 
     output_dir = Path(sft_config.output_dir)
-    resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)
-    dataset = reference_dataset(train_args, sft_config.seed)
-    training.preflight(train_args, sft_config, model_config)
-    model_kwargs = training.model_arguments(train_args, sft_config, model_config)
-    trainer = SFTTrainer(**model_kwargs, args=sft_config, train_dataset=dataset)
-    if trainer.is_world_process_zero():
-        training.save_run_info(output_dir, train_args, sft_config, model_config)
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(output_dir))
+    resume_from = training.prepare_output_dir(output_dir, train_args, model_config)
+    with checkpoints.fresh_run(output_dir, resume_from):
+        dataset = reference_dataset(train_args, sft_config.seed)
+        training.preflight(train_args, sft_config, model_config)
+        model_kwargs = training.model_arguments(train_args, sft_config, model_config)
+        trainer = SFTTrainer(**model_kwargs, args=sft_config, train_dataset=dataset)
+        if trainer.is_world_process_zero():
+            training.save_run_info(output_dir, train_args, sft_config, model_config)
+        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model(str(output_dir))
     return output_dir

@@ -113,19 +113,20 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
     from trl import GRPOTrainer
 
-    from grpolab.callbacks import ProgressLine, RunLogger
+    from grpolab.callbacks import ProgressLine, RunLogger, SamplingCheck
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
     dataset = load_task_data(task, train_args, grpo_config.seed)
     recorder = SampleRecorder()
-    reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder)
+    reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder,
+                                           train_args.reward_timeout)
     grpo_config.reward_weights = weights
     model_kwargs = model_arguments(train_args, grpo_config, model_config)
     logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
                                 train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
     trainer = GRPOTrainer(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
-                          callbacks=[logger_callback, *callbacks])
+                          callbacks=[logger_callback, SamplingCheck(), *callbacks])
     _use_progress_line(trainer, ProgressLine())
     return trainer
 
@@ -174,24 +175,36 @@ def _yaml_safe(value):
 def train(train_args: TrainArgs, grpo_config, model_config) -> Path:
     """Train and save the adapter; returns the run directory."""
     output_dir = Path(grpo_config.output_dir)
-    resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)
-    if resume_from:
-        checkpoints.check_same_run(output_dir, run_identity(train_args, model_config))
-    elif (output_dir / "metrics.jsonl").exists():
-        raise UserError(f"{output_dir} already holds a run: add --resume to continue it, or choose another --output_dir")
+    resume_from = prepare_output_dir(output_dir, train_args, model_config)
     if train_args.torch_threads:
         import torch
 
         torch.set_num_threads(train_args.torch_threads)
-    trainer = build_trainer(train_args, grpo_config, model_config)
-    if trainer.is_world_process_zero():
-        save_run_info(output_dir, train_args, grpo_config, model_config)
-    trainer.train(resume_from_checkpoint=resume_from)
-    trainer.save_model(str(output_dir))
-    if trainer.is_world_process_zero():
-        trainer.processing_class.save_pretrained(str(output_dir))
+    with checkpoints.fresh_run(output_dir, resume_from):
+        trainer = build_trainer(train_args, grpo_config, model_config)
+        if trainer.is_world_process_zero():
+            save_run_info(output_dir, train_args, grpo_config, model_config)
+        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.save_model(str(output_dir))
+        if trainer.is_world_process_zero():
+            trainer.processing_class.save_pretrained(str(output_dir))
     close_process_group()
     return output_dir
+
+
+def prepare_output_dir(output_dir: Path, train_args: TrainArgs, model_config) -> str | None:
+    """The checkpoint to resume from (None for a fresh run), once the output directory is known usable."""
+    from grpolab.validate import check_output_dir
+
+    check_output_dir(output_dir, train_args.resume)
+    resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)
+    if resume_from or train_args.resume:
+        checkpoints.check_same_run(output_dir, run_identity(train_args, model_config))
+    if train_args.resume and not resume_from:
+        removed = checkpoints.clear_unsaved_run(output_dir)
+        logger.warning("--resume: %s stopped before its first checkpoint; starting from step 0 (removed %s)",
+                       output_dir, ", ".join(removed))
+    return resume_from
 
 
 def close_process_group() -> None:

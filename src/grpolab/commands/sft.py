@@ -31,6 +31,11 @@ def run(args: argparse.Namespace) -> int:
         recipes._parser(SFTConfig, "sft")[0].print_help()
         return 0
     train_args, sft_config, model_config = recipes.parse_train_args(args.argv, SFTConfig, DEFAULT_RECIPE, "sft")
+    if train_args.dry_run:
+        from grpolab.plan import print_plan
+
+        print_plan(train_args, sft_config, model_config, "sft")
+        return 0
     from grpolab.sft import sft
 
     output_dir = sft(train_args, sft_config, model_config)

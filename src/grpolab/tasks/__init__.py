@@ -22,7 +22,10 @@ def import_object(path: str, what: str):
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
-        raise UserError(f"cannot import {what} '{path}': {error}") from None
+        raise UserError(f"cannot import {what} '{path}': {error}; check the name and that the module is "
+                        "importable from here (PYTHONPATH)") from None
+    except Exception as error:  # user code that fails while it is imported: the user's to fix
+        raise UserError(f"importing {what} '{path}' failed: {type(error).__name__}: {error}") from error
 
 
 def get_task(name: str) -> Task:

@@ -39,6 +39,9 @@ DEFAULT_LEVELS = ("add-20",)
 # An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
 # \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
 _INTEGER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|-?[0-9]+")
+# Longest integer read as a number. Arith results have at most 5 digits; a longer run of digits is not
+# an answer, and int() refuses strings over 4,300 digits (a 100 kB reply of digits raised ValueError).
+_MAX_DIGITS = 30
 # A reply longer than this many characters gets no brevity credit (see arith_brevity).
 _SHORT_REPLY_CHARS = 40
 
@@ -94,17 +97,24 @@ def build_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": USER_TEMPLATE.format(expression=question)}]
 
 
+def _integer(token: str) -> int | None:
+    """The value of one ``_INTEGER`` match, or None when it has more than ``_MAX_DIGITS`` digits."""
+    digits = token.replace(",", "")
+    return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
+
+
 def extract_answer(text: str) -> int | None:
     """The last integer in the text (thousands separators allowed), or None when there is none."""
     matches = _INTEGER.findall(text)
-    return int(matches[-1].replace(",", "")) if matches else None
+    return _integer(matches[-1]) if matches else None
 
 
 def score(completion: str, row: Mapping[str, Any]) -> Verdict:
-    value = extract_answer(completion)
+    matches = _INTEGER.findall(completion)
+    value = _integer(matches[-1]) if matches else None
     gold = int(row["answer"])
     solved = value == gold
-    anywhere = any(int(match.replace(",", "")) == gold for match in _INTEGER.findall(completion))
+    anywhere = any(_integer(match) == gold for match in matches)
     return Verdict(
         solved=solved,
         parsed=None if value is None else str(value),
@@ -152,6 +162,7 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         from grpolab.tasks.jsonl import read_rows
 
         rows = read_rows(data_file, required=("question", "answer"))
+        _check_rows(rows, data_file)
         if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
             rows = [row for row in rows if row.get("split", split) == split]
         rows = rows[:num] if num else rows
@@ -163,6 +174,24 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         row.setdefault("label", "custom")
         row["prompt"] = build_prompt(row["question"])
     return Dataset.from_list(rows)
+
+
+_EXPRESSION = re.compile(r"[0-9]\s*[-+*/x\u00d7\u2212]\s*-?[0-9]")
+
+
+def _check_rows(rows: Sequence[Mapping[str, Any]], data_file: str) -> None:
+    """Each row of a data file is an expression with an integer answer (a Sudoku or GSM8K file is not)."""
+    from grpolab.errors import UserError
+
+    for number, row in enumerate(rows, start=1):
+        problem = None
+        if not re.fullmatch(r"-?[0-9]+", str(row["answer"]).strip()):
+            problem = f"answer {str(row['answer'])[:40]!r} is not an integer"
+        elif not _EXPRESSION.search(str(row["question"])):
+            problem = f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12"
+        if problem:
+            raise UserError(f"{data_file}: row {number}: {problem}; arith rows look like those "
+                            "'grpolab data arith' writes")
 
 
 TASK = Task(

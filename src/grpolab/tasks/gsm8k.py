@@ -89,9 +89,13 @@ _UNICODE_SPELLINGS = str.maketrans(
 # and 3, and a "- 5" bullet is 5), an optional currency sign, digits with well-formed thousands groups
 # or plain digits, an optional decimal part, an optional "/denominator". A leading "." is allowed
 # (".5"); a trailing "." is a full stop. Percent signs and unit words after the number are ignored.
+# Thousands groups must end the digit run: "1,2345" is 1 and 2345, never 1,234. Grouping is tried only
+# from a run's first digit (not after "digit,") and its groups are atomic (a lookahead then a
+# backreference: possessive "++" needs Python 3.11), so a malformed run of n groups is scanned once, not
+# once per group (which was quadratic: 100 kB of "1,111,...,11" took 20 s).
 _NUMBER_RE = re.compile(
     r"(?:(?<![\w)\]}])(?P<sign>-))?(?:[$€£]\s?)?(?<![\d.])(?=\.?\d)"
-    r"(?P<int>\d{1,3}(?:,\d{3})+(?![\d,]\d)|\d+)?(?P<dec>\.\d+)?"
+    r"(?P<int>(?<!\d,)\d{1,3}(?=(?P<groups>(?:,\d{3})+))(?P=groups)(?!\d|,\d)|\d+)?(?P<dec>\.\d+)?"
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
 )
 
@@ -175,7 +179,7 @@ _OPEN_ANSWER_TAG_RE = re.compile(r"<answer>((?:(?!</?answer>).)*)\Z", re.IGNOREC
 # Two levels of nested braces cover \boxed{\frac{3}{4}} and \boxed{\text{\$18}}.
 _BOXED_RE = re.compile(r"\\boxed\s*\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
 # "#### 18" as in the GSM8K references; "#### Step 2" (a markdown heading) is not an answer.
-_HASH_RE = re.compile(r"####[ \t]*([-$€£\\.\d][^\n]*)")
+_HASH_RE = re.compile(r"####[ \t]*([-\u2212\uff0d$€£\uff04\\.\d][^\n]*)")  # any minus _clean reads
 # "A: 18" or "Answer: 18" or "Final answer: 18" at the start of a line, or "the answer is 18" anywhere.
 _ANSWER_PHRASE_RE = re.compile(
     r"(?:^[ \t*#>]*(?:final\s+)?(?:a|answer)[ \t*]*[:\uff1a]|\banswer\s+is\b[ \t*:]*)([^\n]*)",
@@ -200,10 +204,31 @@ def _last_stated(pattern: re.Pattern[str], text: str) -> Fraction | None:
     return None
 
 
+# A character that no number and no ``_clean`` rewrite can contain (letters other than those of \\frac,
+# \\dfrac and \\tfrac, and symbols outside $ € £ { } , . - / % ! ; : \\), or a space between two digits
+# (a number spans a space only after a currency sign or around "/"). Reading a text from one gives the
+# same numbers after it as reading the whole text does, so the last number can be looked for in a
+# growing tail instead of converting all of a 100 kB text's 50,000 numbers.
+_BARRIER_RE = re.compile(r"[^\W\ddtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=\d)\s(?=\d)")
+_TAIL_CHARS = 2048
+
+
 def _last_number(text: str) -> Fraction | None:
-    """The last number anywhere in ``text``."""
-    for match in reversed(list(_NUMBER_RE.finditer(_clean(text)))):  # convert from the end: a 100 kB
-        value = _to_fraction(match)  # text may hold 50,000 numbers, and only the last one is wanted
+    """The last number anywhere in ``text``, read from the shortest tail that starts at a barrier."""
+    tail = _TAIL_CHARS
+    while tail < len(text):
+        barrier = _BARRIER_RE.search(text, len(text) - tail)
+        if barrier is not None:
+            value = _last_number_in(text[barrier.start() :])
+            if value is not None:
+                return value
+        tail *= 4
+    return _last_number_in(text)
+
+
+def _last_number_in(text: str) -> Fraction | None:
+    for match in reversed(list(_NUMBER_RE.finditer(_clean(text)))):  # convert from the end: only the
+        value = _to_fraction(match)  # last number is wanted
         if value is not None:
             return value
     return None

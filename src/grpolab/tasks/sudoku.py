@@ -45,6 +45,9 @@ TEST_PERCENT = 20
 # Greedy blanking reaches 12 blanks from a random cell order about 60% of the time (4-8 blanks: always),
 # so 100 orders make a failure on a grid that has a 12-blank unique puzzle practically impossible.
 MAX_ATTEMPTS = 100
+# Draws in a row that only repeat earlier puzzles before a blank count counts as used up: past that point
+# under 1 draw in MAX_DUPLICATE_DRAWS would still find a new puzzle, so going on costs more than it adds.
+MAX_DUPLICATE_DRAWS = 200
 
 _ROWS = tuple(tuple(range(row * 4, row * 4 + 4)) for row in range(4))
 _COLUMNS = tuple(tuple(range(column, CELLS, 4)) for column in range(4))
@@ -161,15 +164,36 @@ def _blank_greedily(grid: str, blanks: int, order: Sequence[int]) -> str | None:
 
 
 def generate_rows(num: int, seed: int = 0, split: str = "train", blanks: Any = None) -> list[dict[str, str]]:
-    """``num`` unique-solution puzzles of ``split``'s grids, blank counts taken in turn from ``blanks``.
+    """``num`` distinct unique-solution puzzles of ``split``'s grids, blank counts taken in turn.
 
     The same (num, seed, split, blanks) always gives the same rows; train and test draw from different
-    random streams and from disjoint solution grids.
+    random streams and from disjoint solution grids. A blank count whose puzzles run out (the test split
+    has about 1,000 one-blank puzzles) is dropped from the turn; when all have run out the rows are fewer
+    than ``num`` and a warning says so.
     """
     _check_split(split)
     counts, grids = parse_blanks(blanks), split_grids(split)
     rng = random.Random(f"grpolab-sudoku:{split}:{seed}")
-    return [_puzzle_row(grids, counts[index % len(counts)], rng, split) for index in range(num)]
+    rows: list[dict[str, str]] = []
+    seen: set[str] = set()
+    active, misses, turn = list(counts), dict.fromkeys(counts, 0), 0
+    while len(rows) < num and active:
+        count = active[turn % len(active)]
+        row = _puzzle_row(grids, count, rng, split)
+        if row["question"] not in seen:
+            seen.add(row["question"])
+            rows.append(row)
+            misses[count], turn = 0, turn + 1
+            continue
+        misses[count] += 1
+        if misses[count] == MAX_DUPLICATE_DRAWS:
+            active = [other for other in active if other != count]
+    if len(rows) < num:
+        logger.warning(
+            "only %d distinct %s puzzles exist with blanks %s (asked for %d); using those",
+            len(rows), split, ",".join(map(str, counts)), num,
+        )
+    return rows
 
 
 def _puzzle_row(grids: Sequence[str], blanks: int, rng: random.Random, split: str) -> dict[str, str]:

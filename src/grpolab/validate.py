@@ -1,0 +1,101 @@
+"""What a run needs besides weights, checked before any model loads: by ``--dry_run`` and by every run.
+
+Task name, reward functions, the data file read through the task's own reader, the output directory and
+the accelerate config are all cheap to check, so a mistake in any of them is one line naming the flag
+and the fix instead of a traceback after minutes of model loading.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from grpolab.errors import UserError
+from grpolab.tasks import Task, get_task
+
+
+def check_run(train_args, trainer_config, model_config, command: str = "train") -> list[str]:
+    """Validate everything but the weights; returns plan lines saying what was checked."""
+    task = get_task(train_args.task)
+    lines = [check_rewards(task, train_args, trainer_config) if command == "train" else check_reference(task)]
+    lines.append(check_data(task, train_args, trainer_config.seed))
+    check_output_dir(Path(trainer_config.output_dir), train_args.resume)
+    if train_args.init_adapter:
+        from grpolab import models
+
+        models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
+        lines.append(f"init adapter     {train_args.init_adapter} (trained on this base model)")
+    if train_args.accelerate_config:
+        lines.append(check_accelerate(train_args.accelerate_config))
+    return lines
+
+
+def check_rewards(task: Task, train_args, grpo_config) -> str:
+    """Every reward function resolves (task names, user imports) and the weights match them."""
+    from grpolab.rewards import select_rewards
+
+    functions, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights)
+    names = [function.__name__ for function in functions]
+    shown = ", ".join(f"{name} x{weight:g}" for name, weight in zip(names, weights, strict=True)) if weights \
+        else ", ".join(names)
+    return f"rewards          {shown}"
+
+
+def check_reference(task: Task) -> str:
+    if task.reference is None:
+        raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised warm-up")
+    return f"targets          the {task.name} task's reference replies"
+
+
+def check_data(task: Task, train_args, seed: int) -> str:
+    """Reads the training rows through the task's own loader (hub data is named, not fetched)."""
+    from grpolab.training import load_task_data
+
+    if train_args.data_file is None and "hub_id" in task.options:
+        hub_id = train_args.task_options.get("hub_id", "the task's default")
+        return f"data             {hub_id} from the Hugging Face hub (not fetched by a dry run)"
+    dataset = load_task_data(task, train_args, seed)
+    source = train_args.data_file or "the task's generator"
+    if len(dataset) == 0:
+        raise UserError(f"no training rows for task {task.name} in {source}: check --data_file and --num_train")
+    missing = [column for column in ("prompt", "answer") if column not in dataset.column_names]
+    if missing:
+        raise UserError(f"task {task.name} gave rows without a '{missing[0]}' column: its load() is incomplete")
+    return f"data             {len(dataset)} rows from {source}"
+
+
+def check_output_dir(output_dir: Path, resume: str | None) -> None:
+    """The output directory can be written, and is not a finished or started run unless resuming."""
+    from grpolab import checkpoints
+
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--output_dir {output_dir}: {existing} is a file, not a folder; choose another --output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--output_dir {output_dir}: {existing} is not writable; choose another --output_dir")
+    if resume:
+        checkpoints.resolve_resume(resume, output_dir)
+    elif checkpoints.holds_run(output_dir):
+        raise UserError(f"{output_dir} already holds a run: add --resume to continue it, or choose another --output_dir")
+
+
+def check_accelerate(name: str) -> str:
+    """The accelerate config exists and is a YAML mapping; a missing backend is a note, not an error."""
+    from grpolab import launch
+
+    path = launch.accelerate_config_path(name)
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise UserError(f"--accelerate_config {name}: cannot read {path} ({error})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"--accelerate_config {name}: {path} is not a YAML mapping of accelerate settings")
+    try:
+        launch.check_backend(name)
+    except UserError as error:
+        return f"accelerate       {path} (note: {error})"
+    return f"accelerate       {path}"
