@@ -112,11 +112,11 @@ def test_detect_finds_an_npu_through_torch_npu(monkeypatch):
 
 def test_device_defaults_follow_the_hardware(monkeypatch):
     monkeypatch.setattr(placement, "detect", lambda: CUDA_NO_BF16)
-    assert recipes.device_defaults() == {"dtype": "auto", "bf16": False}
+    assert recipes.device_defaults() == {"dtype": "auto", "report_to": ["tensorboard"], "bf16": False}
     monkeypatch.setattr(placement, "detect", lambda: CUDA)
-    assert recipes.device_defaults() == {"dtype": "auto"}
+    assert recipes.device_defaults() == {"dtype": "auto", "report_to": ["tensorboard"]}
     monkeypatch.setattr(placement, "detect", lambda: CPU)
-    assert recipes.device_defaults() == {"dtype": "auto", "bf16": False, "use_cpu": True}
+    assert recipes.device_defaults() == {"dtype": "auto", "report_to": ["tensorboard"], "bf16": False, "use_cpu": True}
 
 
 # ---- every command loads with that placement: caught at the from_pretrained boundary ----------------------
