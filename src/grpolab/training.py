@@ -92,9 +92,8 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
-    from trl import GRPOTrainer
-
     from grpolab.callbacks import ProgressLine, RunLogger
+    from grpolab.fast_grpo import trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -105,9 +104,10 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     model, tokenizer, lora = load_model(train_args, model_config)
     logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
                                 train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
-                          processing_class=tokenizer, peft_config=lora,
-                          callbacks=[logger_callback, *callbacks])
+    trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
+    trainer = trainer_type(model=model, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
+                           processing_class=tokenizer, peft_config=lora,
+                           callbacks=[logger_callback, *callbacks])
     _use_progress_line(trainer, ProgressLine())
     return trainer
 
