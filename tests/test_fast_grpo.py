@@ -9,7 +9,12 @@ import torch
 
 from grpolab import recipes
 from grpolab.errors import UserError
-from grpolab.fast_grpo import PlainLogprobGRPOTrainer, selective_logprobs, trainer_class
+from grpolab.fast_grpo import (
+    PlainLogprobGRPOTrainer,
+    SharedPromptGRPOTrainer,
+    selective_logprobs,
+    trainer_class,
+)
 
 
 @pytest.mark.parametrize("entropy_grad", [False, True])
@@ -26,8 +31,9 @@ def test_selective_logprobs_match_log_softmax(entropy_grad):
 
 
 @pytest.mark.parametrize(("choice", "device", "expected"), [
-    ("auto", "cpu", PlainLogprobGRPOTrainer), ("auto", "cuda", "GRPOTrainer"),
-    ("plain", "cuda", PlainLogprobGRPOTrainer), ("fused", "cpu", "GRPOTrainer"),
+    ("auto", "cpu", SharedPromptGRPOTrainer), ("auto", "cuda", "GRPOTrainer"),
+    ("plain", "cuda", PlainLogprobGRPOTrainer), ("shared", "cuda", SharedPromptGRPOTrainer),
+    ("fused", "cpu", "GRPOTrainer"),
 ])
 def test_trainer_class_follows_the_recipe_key(choice, device, expected):
     chosen = trainer_class(choice, device)
@@ -39,16 +45,17 @@ def test_an_unknown_logprobs_value_is_refused():
         recipes.parse_train_args(["--logprobs", "fast"])
 
 
-@pytest.fixture(scope="module")
-def trainer(tiny_model_dir, tmp_path_factory):
+@pytest.fixture(scope="module", params=["shared", "plain"])
+def trainer(request, tiny_model_dir, tmp_path_factory):
     from grpolab.training import build_trainer
 
     out = tmp_path_factory.mktemp("fast-grpo")
     argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--num_train", "8",
             "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "6",
-            "--temperature", "0.7", "--plot", "false"]
+            "--temperature", "0.7", "--plot", "false", "--logprobs", request.param]
     built = build_trainer(*recipes.parse_train_args(argv))
     assert isinstance(built, PlainLogprobGRPOTrainer)
+    assert built.share_prompts is (request.param == "shared")
     # The tiny model's LoRA B starts at zero; a random adapter makes the gradients depend on it.
     torch.manual_seed(1)
     with torch.no_grad():
@@ -61,13 +68,15 @@ def trainer(tiny_model_dir, tmp_path_factory):
 
 
 def batch(tokenizer_pad: int, vocab: int) -> dict[str, torch.Tensor]:
-    """4 sequences: left-padded prompts of 3-7 tokens, completions of 2-6 tokens padded on the right."""
+    """4 sequences: left-padded prompts of 3-7 tokens (rows 0 and 2 share one, as a GRPO group does),
+    completions of 2-6 tokens padded on the right."""
     torch.manual_seed(2)
     prompt_ids = torch.randint(0, vocab, (4, 7))
     prompt_mask = torch.ones(4, 7, dtype=torch.long)
-    for row, length in enumerate((7, 5, 3, 6)):
+    for row, length in enumerate((5, 7, 5, 3)):
         prompt_mask[row, : 7 - length] = 0
         prompt_ids[row, : 7 - length] = tokenizer_pad
+    prompt_ids[2] = prompt_ids[0]
     completion_ids = torch.randint(0, vocab, (4, 6))
     completion_mask = torch.ones(4, 6, dtype=torch.long)
     for row, length in enumerate((6, 2, 4, 5)):
@@ -84,11 +93,19 @@ def trl_logprobs(trainer):
     return functools.partial(GRPOTrainer._get_per_token_logps_and_entropies, trainer)
 
 
-def test_plain_logprobs_and_entropies_match_trl(trainer):
+def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
+    from grpolab import fast_grpo
+
+    shared_calls = []
+    original = fast_grpo.shared_prompt_logits
+    monkeypatch.setattr(fast_grpo, "shared_prompt_logits",
+                        lambda model, prompts, *rest: shared_calls.append(len(prompts)) or original(model, prompts, *rest))
     inputs = batch(trainer.processing_class.pad_token_id, trainer.model.config.vocab_size)
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
     ours = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 6, compute_entropy=True)
+    # the shared path runs the 3 distinct prompts of the 4 rows once each
+    assert shared_calls == ([3] if trainer.share_prompts else [])
     theirs = trl_logprobs(trainer)(trainer.model, ids, mask, 6, compute_entropy=True)
     assert ours[0].shape == theirs[0].shape == (4, 6)
     torch.testing.assert_close(ours[0], theirs[0], atol=1e-5, rtol=0)

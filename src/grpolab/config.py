@@ -39,8 +39,9 @@ class TrainArgs:
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
     logprobs: str = field(
         default="auto",
-        metadata={"help": "per-token log-probs: 'plain' (logits of the completion only, fast on CPU), 'fused' "
-                          "(TRL's fused LM head, lean on memory) or 'auto' (plain on CPU, fused elsewhere)"},
+        metadata={"help": "per-token log-probs: 'shared' (as plain, each group's prompt run once), 'plain' "
+                          "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
+                          "memory) or 'auto' (shared on CPU, fused elsewhere)"},
     )
     plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
     num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
@@ -58,8 +59,8 @@ class TrainArgs:
         self.task_options = dict(self.task_options or {})
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
-        if self.logprobs not in ("auto", "plain", "fused"):
-            raise ValueError(f"--logprobs ({self.logprobs}) must be auto, plain or fused")
+        if self.logprobs not in ("auto", "shared", "plain", "fused"):
+            raise ValueError(f"--logprobs ({self.logprobs}) must be auto, shared, plain or fused")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
 

@@ -26,14 +26,16 @@ from trl import GRPOTrainer
 
 logger = logging.getLogger(__name__)
 
-# TrainArgs.logprobs values: "auto" picks "plain" on the CPU and TRL's "fused" head elsewhere.
-LOGPROB_PATHS = ("auto", "plain", "fused")
+# TrainArgs.logprobs values: "auto" picks "shared" on the CPU and TRL's "fused" head elsewhere.
+LOGPROB_PATHS = ("auto", "shared", "plain", "fused")
 
 
-def use_plain_logprobs(choice: str, device_type: str) -> bool:
+def logprob_path(choice: str, device_type: str) -> str:
     if choice not in LOGPROB_PATHS:
         raise ValueError(f"--logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {choice!r}")
-    return choice == "plain" or (choice == "auto" and device_type == "cpu")
+    if choice == "auto":
+        return "shared" if device_type == "cpu" else "fused"
+    return choice
 
 
 def selective_logprobs(logits: torch.Tensor, targets: torch.Tensor, compute_entropy: bool,
@@ -56,7 +58,13 @@ def selective_logprobs(logits: torch.Tensor, targets: torch.Tensor, compute_entr
 
 
 class PlainLogprobGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer whose per-token log-probs skip the fused LM head (see the module docstring)."""
+    """TRL's GRPOTrainer whose per-token log-probs skip the fused LM head (see the module docstring).
+
+    With ``share_prompts`` the prompt of each group runs once and its key/value cache is indexed out to
+    the group's completions (``num_generations`` rows share one prompt), instead of once per completion.
+    """
+
+    share_prompts = False
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            batch_size=None, compute_entropy=False, compute_aux_loss=False,
@@ -72,10 +80,8 @@ class PlainLogprobGRPOTrainer(GRPOTrainer):
             ids = input_ids[start:start + batch_size]
             mask = attention_mask[start:start + batch_size]
             with self.accelerator.autocast():
-                # [b, logits_to_keep + 1, V]: the last position predicts nothing and is dropped below
-                logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1,
-                               use_cache=False).logits
-            logits = logits[:, :-1].float() / self.temperature
+                logits = self._completion_logits(model, ids, mask, logits_to_keep)  # [b, logits_to_keep, V]
+            logits = logits.float() / self.temperature
             logps, entropy = selective_logprobs(logits, ids[:, -logits_to_keep:], compute_entropy, entropy_grad)
             # TRL's head scores padding after EOS as 0 (label -100); the loss masks it anyway
             padding = mask[:, -logits_to_keep:] == 0
@@ -85,9 +91,50 @@ class PlainLogprobGRPOTrainer(GRPOTrainer):
         entropies = torch.cat(all_entropies) if compute_entropy else None
         return torch.cat(all_logps), entropies, None
 
+    def _completion_logits(self, model, ids, mask, logits_to_keep):
+        """Logits at the positions that predict the last ``logits_to_keep`` tokens: [b, logits_to_keep, V]."""
+        prompt_length = ids.size(1) - logits_to_keep
+        if self._can_share_prompts():
+            prompts, rows = torch.unique(torch.cat([ids[:, :prompt_length], mask[:, :prompt_length]], 1),
+                                         dim=0, return_inverse=True)
+            if len(prompts) < len(ids):
+                return shared_prompt_logits(model, prompts[:, :prompt_length], prompts[:, prompt_length:], rows,
+                                            ids[:, prompt_length:], mask)
+        # The last position predicts nothing: keep one more and drop it
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False).logits
+        return logits[:, :-1]
+
+    def _can_share_prompts(self) -> bool:
+        # One forward per backward under DDP, and no KV cache under activation checkpointing
+        return (self.share_prompts and self.accelerator.num_processes == 1
+                and not getattr(self.model, "is_gradient_checkpointing", False))
+
+
+def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, attention_mask):
+    """Completion logits with each distinct prompt run once (exact up to float rounding).
+
+    prompt_ids/prompt_mask [u, P] are the distinct prompts, ``rows`` [b] the prompt of each sequence,
+    completion_ids [b, C], attention_mask [b, P + C]. Indexing the cache keeps the autograd graph, so the
+    gradient of a shared prompt is the sum over its completions, as in the per-sequence forward. Positions
+    are the same (transformers numbers them from the cache length).
+    """
+    prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(rows)
+    completion = model(input_ids=completion_ids, attention_mask=attention_mask, past_key_values=cache,
+                       use_cache=True, logits_to_keep=completion_ids.size(1))
+    # the prompt's last position predicts the first completion token; the completion's last predicts nothing
+    return torch.cat([prompt.logits[rows], completion.logits[:, :-1]], dim=1)
+
+
+class SharedPromptGRPOTrainer(PlainLogprobGRPOTrainer):
+    """Plain log-probs with each group's prompt run once (``--logprobs shared``)."""
+
+    share_prompts = True
+
 
 def trainer_class(choice: str, device_type: str) -> type[GRPOTrainer]:
     """The trainer for ``TrainArgs.logprobs`` on this device."""
-    plain = use_plain_logprobs(choice, device_type)
-    logger.info("per-token log-probs: %s", "plain (grpolab.fast_grpo)" if plain else "TRL's fused LM head")
-    return PlainLogprobGRPOTrainer if plain else GRPOTrainer
+    path = logprob_path(choice, device_type)
+    logger.info("per-token log-probs: %s", path)
+    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": GRPOTrainer}[path]
