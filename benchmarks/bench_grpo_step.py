@@ -176,7 +176,9 @@ def run_round(variants: list[str], args: argparse.Namespace, reverse: bool) -> d
             sys.exit(f"{variant}: worker failed\n{completed.stderr[-3000:]}")
         results[variant] = json.loads(completed.stdout.strip().splitlines()[-1])
         step = results[variant]
-        print(f"  {variant:<40} {step['seconds']:6.2f} s/step  ({step['trainer']})", flush=True)
+        split = ", ".join(f"{part} {step[part]:.2f}" for part in PARTS)
+        print(f"  {variant:<40} {step['seconds']:6.2f} s/step  ({step['trainer']}; {split}; "
+              f"RSS {step['peak_rss_gb']:.2f} GB)", flush=True)
     return results
 
 
@@ -215,9 +217,9 @@ def main(argv=None) -> None:
     for number in range(args.rounds):
         print(f"round {number + 1}/{args.rounds}", flush=True)
         rounds.append(run_round(args.variants, args, reverse=number % 2 == 1))
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"args": vars(args), "rounds": rounds}, handle, indent=1)
+        if args.json:  # after every round, so a run cut short still leaves its figures
+            with open(args.json, "w") as handle:
+                json.dump({"args": vars(args), "rounds": rounds}, handle, indent=1)
     report(args.variants, rounds)
 
 
