@@ -39,7 +39,8 @@ DEFAULT_VARIANTS = ("stock", "grpolab")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
                         help="'stock', or 'grpolab' followed by grpolab train flags (one quoted string each)")
     parser.add_argument("--rounds", type=int, default=3)
@@ -183,8 +184,10 @@ def run_round(variants: list[str], args: argparse.Namespace, reverse: bool) -> d
 
 
 def summary(runs: list[dict]) -> dict[str, float]:
-    return {key: statistics.median(run[key] for run in runs) for key in (*PARTS, "seconds", "peak_rss_gb")} | {
-        "tokens_per_second": statistics.median(run["completion_tokens"] / run["seconds"] for run in runs)}
+    medians = {key: statistics.median(run[key] for run in runs) for key in (*PARTS, "seconds", "peak_rss_gb")}
+    rates = [run["completion_tokens"] / run["seconds"] for run in runs]
+    medians["tokens_per_second"] = statistics.median(rates)
+    return medians
 
 
 def report(variants: list[str], rounds: list[dict[str, dict]]) -> None:

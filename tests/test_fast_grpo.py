@@ -98,8 +98,11 @@ def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
 
     shared_calls = []
     original = fast_grpo.shared_prompt_logits
-    monkeypatch.setattr(fast_grpo, "shared_prompt_logits",
-                        lambda model, prompts, *rest: shared_calls.append(len(prompts)) or original(model, prompts, *rest))
+    def spy(model, prompts, *rest):
+        shared_calls.append(len(prompts))
+        return original(model, prompts, *rest)
+
+    monkeypatch.setattr(fast_grpo, "shared_prompt_logits", spy)
     inputs = batch(trainer.processing_class.pad_token_id, trainer.model.config.vocab_size)
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)

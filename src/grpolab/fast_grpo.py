@@ -11,10 +11,17 @@ sequences of ~72 prompt + 20 completion tokens, a 49,152-word vocabulary) that w
 ``PlainLogprobGRPOTrainer`` overrides only ``_get_per_token_logps_and_entropies``: the model's own forward
 with ``logits_to_keep`` (so the LM head runs on the completion positions alone, one matmul), then
 log-softmax and a gather in plain torch. Same values as TRL's (within float rounding; tested to 1e-5 on
-log-probs, 1e-6 on the loss), through the same ``model(...)`` call, so PEFT and DDP wrapping are
-unchanged. The cost is memory: ``[batch, completion_length, vocab]`` fp32 logits per chunk (66 MB for
-the default recipe), which is why it is the CPU default and not the GPU one. Multimodal inputs and MoE
-auxiliary losses go to TRL's own method.
+log-probs, 1e-6 on the loss, and on the gradients), through the same ``model(...)`` call, so PEFT and
+the accelerate wrapping are unchanged. The cost is memory: ``[batch, completion_length, vocab]`` fp32
+logits per chunk (66 MB for the default recipe), which is why it is the CPU default and not the GPU one.
+Multimodal inputs and MoE auxiliary losses go to TRL's own method.
+
+``SharedPromptGRPOTrainer`` (``--logprobs shared``, the CPU default) also runs each distinct prompt once:
+a GRPO batch holds ``num_generations`` completions of each prompt, and TRL's forward recomputes the
+prompt for every one of them (the default recipe: 16 x 45 prompt tokens for 16 x <= 20 completion
+tokens). The prompt's key/value cache is indexed out to its completions, which keeps the gradient exact.
+It falls back to one forward per sequence under several processes (DDP expects one forward per backward)
+and under activation checkpointing (no cache).
 """
 
 from __future__ import annotations
@@ -82,7 +89,8 @@ class PlainLogprobGRPOTrainer(GRPOTrainer):
             with self.accelerator.autocast():
                 logits = self._completion_logits(model, ids, mask, logits_to_keep)  # [b, logits_to_keep, V]
             logits = logits.float() / self.temperature
-            logps, entropy = selective_logprobs(logits, ids[:, -logits_to_keep:], compute_entropy, entropy_grad)
+            targets = ids[:, -logits_to_keep:]
+            logps, entropy = selective_logprobs(logits, targets, compute_entropy, entropy_grad)
             # TRL's head scores padding after EOS as 0 (label -100); the loss masks it anyway
             padding = mask[:, -logits_to_keep:] == 0
             all_logps.append(logps.masked_fill(padding, 0.0))
@@ -98,11 +106,12 @@ class PlainLogprobGRPOTrainer(GRPOTrainer):
             prompts, rows = torch.unique(torch.cat([ids[:, :prompt_length], mask[:, :prompt_length]], 1),
                                          dim=0, return_inverse=True)
             if len(prompts) < len(ids):
-                return shared_prompt_logits(model, prompts[:, :prompt_length], prompts[:, prompt_length:], rows,
-                                            ids[:, prompt_length:], mask)
+                prompt_ids, prompt_mask = prompts[:, :prompt_length], prompts[:, prompt_length:]
+                completion_ids = ids[:, prompt_length:]
+                return shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, mask)
         # The last position predicts nothing: keep one more and drop it
-        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False).logits
-        return logits[:, :-1]
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False)
+        return logits.logits[:, :-1]
 
     def _can_share_prompts(self) -> bool:
         # One forward per backward under DDP, and no KV cache under activation checkpointing
