@@ -124,6 +124,13 @@ def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
 @pytest.mark.parametrize("entropy_coef", [0.0, 0.1])
 def test_plain_loss_and_gradients_match_trl(trainer, entropy_coef, monkeypatch):
     inputs = batch(trainer.processing_class.pad_token_id, trainer.model.config.vocab_size)
+    # On-policy, GRPO's loss value is -A * exp(logp - logp.detach()) = -A whatever the log-probs; old
+    # log-probs from an earlier policy (as with num_iterations > 1) make the value depend on them, and
+    # some ratios leave TRL's clipping range (epsilon 0.2).
+    old = torch.randn(inputs["completion_ids"].shape, generator=torch.Generator().manual_seed(3)) * 0.3
+    inputs["old_per_token_logps"] = trl_logprobs(trainer)(
+        trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1), 6)[0].detach() + old
     if entropy_coef:
         # TRL's entropy bonus: the entropies then carry gradient into the loss
         monkeypatch.setattr(trainer, "_entropy_bonus_enabled", True, raising=False)
