@@ -46,6 +46,10 @@ def generate_stream(model, tokenizer, chats: Sequence[list[dict[str, str]]], set
 
     At most ``batch_size`` sequences decode at once. A length does not count the stop token; a length
     of ``settings.max_new_tokens`` means the completion was cut off.
+
+    Kept over transformers' own continuous batching, which was measured while planning issue 13 and is no
+    replacement here: 48 arith prompts, 64 new tokens, greedy, 2 threads, 2 rounds on this CPU -
+    ``generate_batch`` 28.8-29.9 s, plain batched ``generate`` 10.4-11.1 s, this function 7.4-7.5 s.
     """
     texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
     prompts = [ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]

@@ -48,6 +48,12 @@ class TrainArgs:
     )
     num_processes: int | None = field(default=None, metadata={"help": "processes for accelerate launch (default: the config's)"})
     torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    logprobs: str = field(
+        default="auto",
+        metadata={"help": "per-token log-probs: 'shared' (as plain, each group's prompt run once), 'plain' "
+                          "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
+                          "memory) or 'auto' (shared on CPU, fused elsewhere)"},
+    )
     plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
     num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
     reward_timeout: float = field(
@@ -71,6 +77,8 @@ class TrainArgs:
             self.reward_funcs = [self.reward_funcs]
         if self.reward_timeout < 0:
             raise ValueError(f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds")
+        if self.logprobs not in ("auto", "shared", "plain", "fused"):
+            raise ValueError(f"--logprobs ({self.logprobs}) must be auto, shared, plain or fused")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 1:

@@ -111,9 +111,8 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
-    from trl import GRPOTrainer
-
     from grpolab.callbacks import ProgressLine, RunLogger, SamplingCheck
+    from grpolab.fast_grpo import trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -125,8 +124,9 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     model_kwargs = model_arguments(train_args, grpo_config, model_config)
     logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
                                 train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
-    trainer = GRPOTrainer(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
-                          callbacks=[logger_callback, SamplingCheck(), *callbacks])
+    trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
+    trainer = trainer_type(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
+                           callbacks=[logger_callback, SamplingCheck(), *callbacks])
     _use_progress_line(trainer, ProgressLine())
     return trainer
 

@@ -1,0 +1,230 @@
+"""Seconds per GRPO step: stock TRL against grpolab's default recipe, alternating, on the same workload.
+
+"stock" is TRL's ``GRPOTrainer`` as a reference project writes it: TRL's defaults, given only what
+defines the workload, the same as grpolab's default recipe (configs/default.yaml): the embedded
+SmolLM2-135M-Instruct in fp32, LoRA r16/alpha 32 on all linear layers, arith add-20 train rows, 8
+completions per prompt, 16 per step, at most 20 new tokens, lr 5e-4, the task's rewards, the same
+torch threads. (On the CPU it must also say ``bf16=False, use_cpu=True``; that is TRL's own error
+otherwise.) "grpolab" is ``grpolab.training.build_trainer`` on the default recipe, plus any flags given
+after the name, e.g. ``"grpolab --logprobs fused"``.
+
+Each run of a variant is a fresh process (so its peak RSS is its own) that trains 1 warm-up step, not
+counted, then ``--steps`` timed steps. Variants alternate within each round, the order reversed every
+other round, so that load from other processes falls on all alike; reported figures are medians over
+rounds, with the spread (min-max). The split of a step: generation (``model.generate``), scoring (rewards,
+advantages and any no-grad log-prob pass), forward (``compute_loss``), backward, optimiser step, other.
+
+    python benchmarks/bench_grpo_step.py --quick          # 3 rounds x 2 steps, under 5 minutes quiet
+    python benchmarks/bench_grpo_step.py --rounds 4 --steps 4
+    python benchmarks/bench_grpo_step.py --variants grpolab "grpolab --num_iterations 2"
+
+The last line compares the second variant with the first: ``grpo step speed-up vs stock TRL: N.NNx``
+when they are stock and grpolab (the default), else ``speed-up of <second> vs <first>: N.NNx``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+
+PARTS = ("generation", "scoring", "forward", "backward", "optimiser", "other")
+DEFAULT_VARIANTS = ("stock", "grpolab")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                        help="'stock', or 'grpolab' followed by grpolab train flags (one quoted string each)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per run, after 1 warm-up step")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads, both variants")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 timed steps")
+    parser.add_argument("--json", help="also write every run's figures to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.steps = 3, 2
+    return args
+
+
+# ---------------------------------------------------------------- worker: one variant, one process
+
+
+def stock_trainer(output_dir: str, max_steps: int, threads: int):
+    from peft import LoraConfig
+    from trl import GRPOConfig, GRPOTrainer
+
+    from grpolab import models
+    from grpolab.tasks import get_task
+
+    task = get_task("arith")
+    dataset = task.load("train", num=2000, seed=0, levels="add-20")
+    config = GRPOConfig(
+        output_dir=output_dir, num_generations=8, per_device_train_batch_size=16, max_completion_length=20,
+        learning_rate=5e-4, max_steps=max_steps, seed=0, report_to="none", save_strategy="no",
+        bf16=False, use_cpu=True, model_init_kwargs={"dtype": "float32"},
+    )
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    return GRPOTrainer(model=models.resolve(models.DEFAULT_MODEL), args=config, train_dataset=dataset,
+                       reward_funcs=[task.rewards[name] for name in task.default_rewards], peft_config=lora)
+
+
+def grpolab_trainer(output_dir: str, max_steps: int, threads: int, flags: list[str]):
+    from grpolab import recipes
+    from grpolab.training import build_trainer
+
+    argv = ["--output_dir", output_dir, "--max_steps", str(max_steps), "--save_steps", "100000",
+            "--torch_threads", str(threads), "--plot", "false", *flags]
+    return build_trainer(*recipes.parse_train_args(argv))
+
+
+class StepTimer:
+    """Per-step seconds of each part, from wrapped trainer methods and step/optimiser callbacks."""
+
+    def __init__(self, trainer) -> None:
+        from transformers import TrainerCallback
+
+        self.totals: dict[str, float] = defaultdict(float)
+        self.steps: list[dict[str, float]] = []
+        self.completion_tokens = 0
+        self._wrap(trainer, "_generate_single_turn", "generation")
+        self._wrap(trainer, "_generate_and_score_completions", "generate_and_score", count_tokens=True)
+        self._wrap(trainer, "compute_loss", "forward")
+        self._wrap(trainer.accelerator, "backward", "backward")
+        timer = self
+
+        class Callback(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                timer._begin = (time.perf_counter(), dict(timer.totals), timer.completion_tokens)
+
+            def on_pre_optimizer_step(self, args, state, control, **kwargs):
+                timer._optimiser_start = time.perf_counter()
+
+            def on_optimizer_step(self, args, state, control, **kwargs):
+                timer.totals["optimiser"] += time.perf_counter() - timer._optimiser_start
+
+            def on_step_end(self, args, state, control, **kwargs):
+                timer._end_step()
+
+        trainer.add_callback(Callback())
+
+    def _wrap(self, owner, name: str, key: str, count_tokens: bool = False) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                result = original(*args, **kwargs)
+            finally:
+                self.totals[key] += time.perf_counter() - start
+            if count_tokens:
+                self.completion_tokens += int(result["completion_mask"].sum())
+            return result
+
+        setattr(owner, name, timed)
+
+    def _end_step(self) -> None:
+        start, totals, tokens = self._begin
+        delta = {key: self.totals[key] - totals.get(key, 0.0) for key in self.totals}
+        step = {"seconds": time.perf_counter() - start, "completion_tokens": self.completion_tokens - tokens}
+        step["generation"] = delta.get("generation", 0.0)
+        step["scoring"] = delta.get("generate_and_score", 0.0) - step["generation"]
+        for part in ("forward", "backward", "optimiser"):
+            step[part] = delta.get(part, 0.0)
+        step["other"] = step["seconds"] - sum(step[part] for part in PARTS[:-1])
+        self.steps.append(step)
+
+
+def run_worker(variant: str, steps: int, threads: int) -> dict:
+    import resource
+
+    import torch
+
+    torch.set_num_threads(threads)
+    name, *flags = shlex.split(variant)
+    with tempfile.TemporaryDirectory(prefix="bench-grpo-") as output_dir:
+        if name == "stock":
+            trainer = stock_trainer(output_dir, 1 + steps, threads)
+        else:
+            trainer = grpolab_trainer(output_dir, 1 + steps, threads, flags)
+        timer = StepTimer(trainer)
+        trainer.train()
+    timed = timer.steps[1:]  # the first step warms caches and allocators
+    result = {key: sum(step[key] for step in timed) / len(timed) for key in timed[0]}
+    result["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    result["trainer"] = type(trainer).__name__
+    return result
+
+
+# ---------------------------------------------------------------- driver: alternate variants, report
+
+
+def run_round(variants: list[str], args: argparse.Namespace, reverse: bool) -> dict[str, dict]:
+    results = {}
+    for variant in reversed(variants) if reverse else variants:
+        command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
+                   "--threads", str(args.threads)]
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            sys.exit(f"{variant}: worker failed\n{completed.stderr[-3000:]}")
+        results[variant] = json.loads(completed.stdout.strip().splitlines()[-1])
+        step = results[variant]
+        split = ", ".join(f"{part} {step[part]:.2f}" for part in PARTS)
+        print(f"  {variant:<40} {step['seconds']:6.2f} s/step  ({step['trainer']}; {split}; "
+              f"RSS {step['peak_rss_gb']:.2f} GB)", flush=True)
+    return results
+
+
+def summary(runs: list[dict]) -> dict[str, float]:
+    medians = {key: statistics.median(run[key] for run in runs) for key in (*PARTS, "seconds", "peak_rss_gb")}
+    rates = [run["completion_tokens"] / run["seconds"] for run in runs]
+    medians["tokens_per_second"] = statistics.median(rates)
+    return medians
+
+
+def report(variants: list[str], rounds: list[dict[str, dict]]) -> None:
+    print(f"\n{'variant':<40} {'s/step':>7} {'min-max':>11} {'tok/s':>6} {'RSS GB':>6}  "
+          + " ".join(f"{part:>10}" for part in PARTS))
+    for variant in variants:
+        runs = [results[variant] for results in rounds]
+        median = summary(runs)
+        spread = f"{min(r['seconds'] for r in runs):.2f}-{max(r['seconds'] for r in runs):.2f}"
+        print(f"{variant:<40} {median['seconds']:7.2f} {spread:>11} {median['tokens_per_second']:6.1f} "
+              f"{median['peak_rss_gb']:6.2f}  " + " ".join(f"{median[part]:10.2f}" for part in PARTS))
+    base, other = variants[0], variants[1]
+    ratios = [results[base]["seconds"] / results[other]["seconds"] for results in rounds]
+    print(f"\nper-round ratio {other} vs {base}: " + ", ".join(f"{ratio:.2f}" for ratio in ratios))
+    label = ("grpo step speed-up vs stock TRL" if (base, other) == DEFAULT_VARIANTS
+             else f"speed-up of {other} vs {base}")
+    print(f"{label}: {statistics.median(ratios):.2f}x")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(run_worker(args.worker, args.steps, args.threads)))
+        return
+    if len(args.variants) < 2:
+        sys.exit("--variants needs at least two to compare")
+    print(f"{args.rounds} rounds x ({args.steps} timed steps + 1 warm-up) of: {', '.join(args.variants)}; "
+          f"{args.threads} threads", flush=True)
+    rounds = []
+    for number in range(args.rounds):
+        print(f"round {number + 1}/{args.rounds}", flush=True)
+        rounds.append(run_round(args.variants, args, reverse=number % 2 == 1))
+        if args.json:  # after every round, so a run cut short still leaves its figures
+            with open(args.json, "w") as handle:
+                json.dump({"args": vars(args), "rounds": rounds}, handle, indent=1)
+    report(args.variants, rounds)
+
+
+if __name__ == "__main__":
+    main()

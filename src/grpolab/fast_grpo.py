@@ -1,0 +1,149 @@
+"""Per-token log-probs for GRPO on the CPU: TRL's trainer with one method replaced (issue 13).
+
+TRL 1.16 computes the policy's per-token log-probs (and entropies) through a fused LM head
+(``trl.trainer.utils.add_fused_lm_head`` -> ``trl/kernels/chunked_logprob.py``) that never materialises
+the ``[tokens, vocab]`` logits. On a GPU its tiles run in Triton over the completion tokens only. Without
+Triton (every CPU) it folds the tiles in plain torch and, to keep tile shapes fixed for compilers, scores
+*every* position, prompt included; its backward recomputes each tile. For the default recipe (16
+sequences of ~72 prompt + 20 completion tokens, a 49,152-word vocabulary) that was 38% of a step (issue
+13's profile: 1.6 s forward, 2.3 s backward). No GRPOConfig field selects another path.
+
+``PlainLogprobGRPOTrainer`` overrides only ``_get_per_token_logps_and_entropies``: the model's own forward
+with ``logits_to_keep`` (so the LM head runs on the completion positions alone, one matmul), then
+log-softmax and a gather in plain torch. Same values as TRL's (within float rounding; tested to 1e-5 on
+log-probs, 1e-6 on the loss, and on the gradients), through the same ``model(...)`` call, so PEFT and
+the accelerate wrapping are unchanged. The cost is memory: ``[batch, completion_length, vocab]`` fp32
+logits per chunk (66 MB for the default recipe), which is why it is the CPU default and not the GPU one.
+Multimodal inputs and MoE auxiliary losses go to TRL's own method.
+
+``SharedPromptGRPOTrainer`` (``--logprobs shared``, the CPU default) also runs each distinct prompt once:
+a GRPO batch holds ``num_generations`` completions of each prompt, and TRL's forward recomputes the
+prompt for every one of them (the default recipe: 16 x 45 prompt tokens for 16 x <= 20 completion
+tokens). The prompt's key/value cache is indexed out to its completions, which keeps the gradient exact.
+It falls back to one forward per sequence under several processes (DDP expects one forward per backward)
+and under activation checkpointing (no cache).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from trl import GRPOTrainer
+
+logger = logging.getLogger(__name__)
+
+# TrainArgs.logprobs values: "auto" picks "shared" on the CPU and TRL's "fused" head elsewhere.
+LOGPROB_PATHS = ("auto", "shared", "plain", "fused")
+
+
+def logprob_path(choice: str, device_type: str) -> str:
+    if choice not in LOGPROB_PATHS:
+        raise ValueError(f"--logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {choice!r}")
+    if choice == "auto":
+        return "shared" if device_type == "cpu" else "fused"
+    return choice
+
+
+def selective_logprobs(logits: torch.Tensor, targets: torch.Tensor, compute_entropy: bool,
+                       entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """log p(target) and (optionally) the entropy of each row of ``logits`` [..., V], in fp32.
+
+    ``logsumexp`` + ``gather`` instead of a full ``log_softmax``: one ``[..., V]`` temporary fewer, and
+    autograd keeps only the logits. The entropy H = logZ - sum_v p_v z_v keeps its graph only when the loss
+    uses it (TRL's entropy bonus); otherwise it is a metric and the mask of ``top_entropy_quantile``.
+    """
+    log_z = torch.logsumexp(logits, dim=-1)
+    logps = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+    if not compute_entropy:
+        return logps, None
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        source = logits if entropy_grad else logits.detach()
+        entropy = log_z.detach() if not entropy_grad else log_z
+        entropy = entropy - (torch.softmax(source, dim=-1) * source).sum(-1)
+    return logps, entropy
+
+
+class PlainLogprobGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer whose per-token log-probs skip the fused LM head (see the module docstring).
+
+    With ``share_prompts`` the prompt of each group runs once and its key/value cache is indexed out to
+    the group's completions (``num_generations`` rows share one prompt), instead of once per completion.
+    """
+
+    share_prompts = False
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
+                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
+                                           **multimodal):
+        if compute_aux_loss or any(value is not None for value in multimodal.values()):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        batch_size = batch_size or input_ids.size(0)
+        entropy_grad = bool(getattr(self, "_entropy_bonus_enabled", False))
+        all_logps, all_entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            ids = input_ids[start:start + batch_size]
+            mask = attention_mask[start:start + batch_size]
+            with self.accelerator.autocast():
+                logits = self._completion_logits(model, ids, mask, logits_to_keep)  # [b, logits_to_keep, V]
+            logits = logits.float() / self.temperature
+            targets = ids[:, -logits_to_keep:]
+            logps, entropy = selective_logprobs(logits, targets, compute_entropy, entropy_grad)
+            # TRL's head scores padding after EOS as 0 (label -100); the loss masks it anyway
+            padding = mask[:, -logits_to_keep:] == 0
+            all_logps.append(logps.masked_fill(padding, 0.0))
+            if compute_entropy:
+                all_entropies.append(entropy.masked_fill(padding, 0.0))
+        entropies = torch.cat(all_entropies) if compute_entropy else None
+        return torch.cat(all_logps), entropies, None
+
+    def _completion_logits(self, model, ids, mask, logits_to_keep):
+        """Logits at the positions that predict the last ``logits_to_keep`` tokens: [b, logits_to_keep, V]."""
+        prompt_length = ids.size(1) - logits_to_keep
+        if self._can_share_prompts():
+            prompts, rows = torch.unique(torch.cat([ids[:, :prompt_length], mask[:, :prompt_length]], 1),
+                                         dim=0, return_inverse=True)
+            if len(prompts) < len(ids):
+                prompt_ids, prompt_mask = prompts[:, :prompt_length], prompts[:, prompt_length:]
+                completion_ids = ids[:, prompt_length:]
+                return shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, mask)
+        # The last position predicts nothing: keep one more and drop it
+        logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=logits_to_keep + 1, use_cache=False)
+        return logits.logits[:, :-1]
+
+    def _can_share_prompts(self) -> bool:
+        # One forward per backward under DDP, and no KV cache under activation checkpointing
+        return (self.share_prompts and self.accelerator.num_processes == 1
+                and not getattr(self.model, "is_gradient_checkpointing", False))
+
+
+def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, attention_mask):
+    """Completion logits with each distinct prompt run once (exact up to float rounding).
+
+    prompt_ids/prompt_mask [u, P] are the distinct prompts, ``rows`` [b] the prompt of each sequence,
+    completion_ids [b, C], attention_mask [b, P + C]. Indexing the cache keeps the autograd graph, so the
+    gradient of a shared prompt is the sum over its completions, as in the per-sequence forward. Positions
+    are the same (transformers numbers them from the cache length).
+    """
+    prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
+    cache = prompt.past_key_values
+    cache.batch_select_indices(rows)
+    completion = model(input_ids=completion_ids, attention_mask=attention_mask, past_key_values=cache,
+                       use_cache=True, logits_to_keep=completion_ids.size(1))
+    # the prompt's last position predicts the first completion token; the completion's last predicts nothing
+    return torch.cat([prompt.logits[rows], completion.logits[:, :-1]], dim=1)
+
+
+class SharedPromptGRPOTrainer(PlainLogprobGRPOTrainer):
+    """Plain log-probs with each group's prompt run once (``--logprobs shared``)."""
+
+    share_prompts = True
+
+
+def trainer_class(choice: str, device_type: str) -> type[GRPOTrainer]:
+    """The trainer for ``TrainArgs.logprobs`` on this device."""
+    path = logprob_path(choice, device_type)
+    logger.info("per-token log-probs: %s", path)
+    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": GRPOTrainer}[path]

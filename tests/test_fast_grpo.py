@@ -1,0 +1,152 @@
+"""The plain log-prob path (grpolab.fast_grpo) against TRL's fused LM head, on the same batch."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from grpolab import recipes
+from grpolab.errors import UserError
+from grpolab.fast_grpo import (
+    PlainLogprobGRPOTrainer,
+    SharedPromptGRPOTrainer,
+    selective_logprobs,
+    trainer_class,
+)
+
+
+@pytest.mark.parametrize("entropy_grad", [False, True])
+def test_selective_logprobs_match_log_softmax(entropy_grad):
+    torch.manual_seed(0)
+    logits = (torch.randn(3, 5, 97) * 4).requires_grad_()
+    targets = torch.randint(0, 97, (3, 5))
+    logps, entropy = selective_logprobs(logits, targets, True, entropy_grad)
+    reference = logits.log_softmax(-1)
+    torch.testing.assert_close(logps, reference.gather(-1, targets.unsqueeze(-1)).squeeze(-1))
+    torch.testing.assert_close(entropy, -(reference.exp() * reference).sum(-1))
+    assert entropy.requires_grad is entropy_grad
+    assert selective_logprobs(logits, targets, False, False)[1] is None
+
+
+@pytest.mark.parametrize(("choice", "device", "expected"), [
+    ("auto", "cpu", SharedPromptGRPOTrainer), ("auto", "cuda", "GRPOTrainer"),
+    ("plain", "cuda", PlainLogprobGRPOTrainer), ("shared", "cuda", SharedPromptGRPOTrainer),
+    ("fused", "cpu", "GRPOTrainer"),
+])
+def test_trainer_class_follows_the_recipe_key(choice, device, expected):
+    chosen = trainer_class(choice, device)
+    assert chosen is expected if isinstance(expected, type) else chosen.__name__ == expected
+
+
+def test_an_unknown_logprobs_value_is_refused():
+    with pytest.raises(UserError, match="--logprobs"):
+        recipes.parse_train_args(["--logprobs", "fast"])
+
+
+@pytest.fixture(scope="module", params=["shared", "plain"])
+def trainer(request, tiny_model_dir, tmp_path_factory):
+    from grpolab.training import build_trainer
+
+    out = tmp_path_factory.mktemp("fast-grpo")
+    argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--num_train", "8",
+            "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "6",
+            "--temperature", "0.7", "--plot", "false", "--logprobs", request.param]
+    built = build_trainer(*recipes.parse_train_args(argv))
+    assert isinstance(built, PlainLogprobGRPOTrainer)
+    assert built.share_prompts is (request.param == "shared")
+    # The tiny model's LoRA B starts at zero; a random adapter makes the gradients depend on it.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, param in built.model.named_parameters():
+            if "lora_" in name:
+                param.normal_(0, 0.5)
+    built.model.train()
+    built.current_gradient_accumulation_steps = 1  # set by Trainer.train(); the loss divides by it
+    return built
+
+
+def batch(tokenizer_pad: int, vocab: int) -> dict[str, torch.Tensor]:
+    """4 sequences: left-padded prompts of 3-7 tokens (rows 0 and 2 share one, as a GRPO group does),
+    completions of 2-6 tokens padded on the right."""
+    torch.manual_seed(2)
+    prompt_ids = torch.randint(0, vocab, (4, 7))
+    prompt_mask = torch.ones(4, 7, dtype=torch.long)
+    for row, length in enumerate((5, 7, 5, 3)):
+        prompt_mask[row, : 7 - length] = 0
+        prompt_ids[row, : 7 - length] = tokenizer_pad
+    prompt_ids[2] = prompt_ids[0]
+    completion_ids = torch.randint(0, vocab, (4, 6))
+    completion_mask = torch.ones(4, 6, dtype=torch.long)
+    for row, length in enumerate((6, 2, 4, 5)):
+        completion_mask[row, length:] = 0
+        completion_ids[row, length:] = tokenizer_pad
+    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
+            "completion_mask": completion_mask, "advantages": torch.tensor([1.0, -0.5, 0.25, -0.75]),
+            "num_items_in_batch": completion_mask.sum().float()}
+
+
+def trl_logprobs(trainer):
+    from trl import GRPOTrainer
+
+    return functools.partial(GRPOTrainer._get_per_token_logps_and_entropies, trainer)
+
+
+def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
+    from grpolab import fast_grpo
+
+    shared_calls = []
+    original = fast_grpo.shared_prompt_logits
+    def spy(model, prompts, *rest):
+        shared_calls.append(len(prompts))
+        return original(model, prompts, *rest)
+
+    monkeypatch.setattr(fast_grpo, "shared_prompt_logits", spy)
+    inputs = batch(trainer.processing_class.pad_token_id, trainer.model.config.vocab_size)
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    ours = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 6, compute_entropy=True)
+    # the shared path runs the 3 distinct prompts of the 4 rows once each
+    assert shared_calls == ([3] if trainer.share_prompts else [])
+    theirs = trl_logprobs(trainer)(trainer.model, ids, mask, 6, compute_entropy=True)
+    assert ours[0].shape == theirs[0].shape == (4, 6)
+    torch.testing.assert_close(ours[0], theirs[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours[1], theirs[1], atol=1e-5, rtol=0)
+    # Padding after EOS scores 0 on both paths; real tokens get real log-probs.
+    logps = ours[0].detach()
+    assert float(logps[1, 2:].abs().max()) == 0.0 and float(logps[1, :2].max()) < -1.0
+    # Chunked (batch_size=1, as in TRL's no-grad forwards) gives the same values.
+    chunked = trainer._get_per_token_logps_and_entropies(trainer.model, ids, mask, 6, batch_size=1)
+    torch.testing.assert_close(chunked[0], ours[0], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("entropy_coef", [0.0, 0.1])
+def test_plain_loss_and_gradients_match_trl(trainer, entropy_coef, monkeypatch):
+    inputs = batch(trainer.processing_class.pad_token_id, trainer.model.config.vocab_size)
+    # On-policy, GRPO's loss value is -A * exp(logp - logp.detach()) = -A whatever the log-probs; old
+    # log-probs from an earlier policy (as with num_iterations > 1) make the value depend on them, and
+    # some ratios leave TRL's clipping range (epsilon 0.2).
+    old = torch.randn(inputs["completion_ids"].shape, generator=torch.Generator().manual_seed(3)) * 0.3
+    inputs["old_per_token_logps"] = trl_logprobs(trainer)(
+        trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1), 6)[0].detach() + old
+    if entropy_coef:
+        # TRL's entropy bonus: the entropies then carry gradient into the loss
+        monkeypatch.setattr(trainer, "_entropy_bonus_enabled", True, raising=False)
+        monkeypatch.setattr(trainer, "entropy_coef", entropy_coef, raising=False)
+    results = []
+    for logprobs in (None, trl_logprobs(trainer)):
+        if logprobs is not None:
+            monkeypatch.setattr(trainer, "_get_per_token_logps_and_entropies", logprobs)
+        trainer.model.zero_grad()
+        loss = trainer._compute_loss(trainer.model, inputs)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+        results.append((loss.detach(), grads))
+    (loss, grads), (trl_loss, trl_grads) = results
+    assert float(loss.abs()) > 1e-3
+    torch.testing.assert_close(loss, trl_loss, atol=1e-6, rtol=0)
+    assert grads.keys() == trl_grads.keys() and len(grads) > 0
+    for name in grads:
+        torch.testing.assert_close(grads[name], trl_grads[name], atol=1e-5, rtol=1e-4, msg=name)
