@@ -480,8 +480,10 @@ def test_embedded_model_on_arith(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     expected = {"name", "items", "samples_per_item", "accuracy", "lenient_accuracy", "partial_mean", "format_rate",
                 "unparseable_rate", "truncated_rate", "mean_completion_tokens", "accuracy_by_label", "items_by_label",
-                "config"}
+                "config", "ci95"}
     assert set(metrics) == expected
+    low, high = metrics["ci95"]["accuracy"]
+    assert metrics["ci95"]["method"] == "wilson" and 0 <= low <= metrics["accuracy"] <= high <= 1
     samples = _samples(out)
     assert len(samples) == metrics["items"] == 8
     assert metrics["accuracy"] == sum(s["solved"] for s in samples) / 8

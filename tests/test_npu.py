@@ -25,7 +25,7 @@ def machine(monkeypatch):
         if npus:
             monkeypatch.setitem(sys.modules, "torch_npu", ModuleType("torch_npu"))
             npu = SimpleNamespace(is_available=lambda: True, device_count=lambda: npus,
-                                  get_device_name=lambda index: "Ascend910B2")
+                                  get_device_name=lambda index: "Ascend910B2", is_bf16_supported=lambda: True)
             monkeypatch.setattr(torch, "npu", npu, raising=False)
         else:
             monkeypatch.setitem(sys.modules, "torch_npu", None)  # import torch_npu raises ImportError
@@ -80,6 +80,9 @@ def test_train_on_npus_relaunches_under_accelerate_with_the_npu_config(machine, 
     # must not import the fake one.
     recipes.parse_train_args(["--max_steps", "1"])
     machine(npus=8, deepspeed=True)
+    # This torch has no "npu" device type (torch_npu registers it), so the launching process parses its recipe
+    # with CPU defaults here; what each rank loads on an NPU is tested in test_placement.py.
+    monkeypatch.setattr(recipes, "device_defaults", lambda: {"bf16": False, "use_cpu": True})
     launched = []
     monkeypatch.setattr(subprocess, "call", lambda command, env: launched.append(command) or 0)
     argv = ["train", "--accelerate_config", "npu-zero2", "--num_processes", "8", "--max_steps", "1"]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from grpolab import recipes
 from grpolab.cli import COMMANDS as GRPOLAB_COMMANDS
 from grpolab.cli import command_parser, main
+from tests.test_recipes import _recipe_inputs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -37,9 +39,13 @@ def test_the_section_covers_both_references():
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(argv)[:60] for argv in COMMANDS])
-def test_each_command_parses(argv):
+def test_each_command_parses(argv, tmp_path, monkeypatch):
     if argv[0] in ("train", "sft"):
-        assert main([*argv, "--dry_run"]) == 0  # recipe, flags and accelerate config all resolve
+        # The data file and warm-up adapter the recipe names, as the README's earlier steps leave them.
+        monkeypatch.chdir(tmp_path)
+        if "--config" in argv:
+            _recipe_inputs(tmp_path, recipes.find_recipe(argv[argv.index("--config") + 1]))
+        assert main([*argv, "--dry_run"]) == 0  # recipe, flags, data and accelerate config all resolve
         return
     module, parser = command_parser(argv[0])
     if getattr(module, "ACCEPTS_EXTRA", False):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from grpolab.errors import UserError
+from grpolab.placement import npu_available
 
 SHIPPED = ("ddp", "zero2", "zero3", "cpu2", "npu-ddp", "npu-zero2")
 
@@ -48,17 +49,6 @@ def check_backend(name: str) -> None:
         if not (torch.cuda.is_available() or npu_available()):
             raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend "
                             "NPUs (torch_npu); on CPU use --accelerate_config cpu2")
-
-
-def npu_available() -> bool:
-    """torch_npu imports (which registers ``torch.npu``) and sees at least one Ascend NPU."""
-    try:
-        import torch_npu  # noqa: F401
-    except Exception:  # absent, or built for another torch or CANN: no NPU here ('grpolab doctor' says why)
-        return False
-    import torch
-
-    return bool(getattr(torch, "npu", None) and torch.npu.is_available())
 
 
 def launch_command(argv: list[str], config: str, num_processes: int | None) -> list[str]:

@@ -152,10 +152,13 @@ def native_bf16() -> bool:
 
 
 def npu_available() -> bool:
-    """An Ascend NPU through torch_npu (importing it registers ``torch.npu``)."""
+    """torch_npu imports (which registers ``torch.npu``) and sees at least one Ascend NPU."""
     if importlib.util.find_spec("torch_npu") is None:
         return False
+    try:
+        import torch_npu  # noqa: F401
+    except Exception:  # built for another torch or CANN: no usable NPU here ('grpolab doctor' says why)
+        return False
     import torch
-    import torch_npu  # noqa: F401
 
-    return torch.npu.is_available()
+    return bool(getattr(torch, "npu", None) and torch.npu.is_available())
