@@ -28,7 +28,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def batched(model, tokenizer, prompts, settings, batch_size) -> list[str]:
-    from grpolab.batching import generate_stream
+    from grpolab.generation.continuous_batching import generate_stream
 
     texts: list[str] = [""] * len(prompts)
     for position, (text,), _ in generate_stream(model, tokenizer, prompts, settings, 1, batch_size):
@@ -37,7 +37,7 @@ def batched(model, tokenizer, prompts, settings, batch_size) -> list[str]:
 
 
 def one_at_a_time(model, tokenizer, prompts, settings) -> list[str]:
-    from grpolab.generation import generate_batch
+    from grpolab.generation.hf import generate_batch
 
     return [generate_batch(model, tokenizer, [prompt], settings)[0][0] for prompt in prompts]
 
@@ -52,7 +52,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from grpolab.generation import GenerationSettings
+    from grpolab.generation.hf import GenerationSettings
     from grpolab.models import load_for_inference
     from grpolab.tasks import get_task
 

@@ -5,7 +5,7 @@ defines the workload, the same as grpolab's default recipe (configs/default.yaml
 SmolLM2-135M-Instruct in fp32, LoRA r16/alpha 32 on all linear layers, arith add-20 train rows, 8
 completions per prompt, 16 per step, at most 20 new tokens, lr 5e-4, the task's rewards, the same
 torch threads. (On the CPU it must also say ``bf16=False, use_cpu=True``; that is TRL's own error
-otherwise.) "grpolab" is ``grpolab.training.build_trainer`` on the default recipe, plus any flags given
+otherwise.) "grpolab" is ``grpolab.training.grpo.build_trainer`` on the default recipe, plus any flags given
 after the name, e.g. ``"grpolab --logprobs fused"``.
 
 Each run of a variant is a fresh process (so its peak RSS is its own) that trains 1 warm-up step, not
@@ -78,8 +78,8 @@ def stock_trainer(output_dir: str, max_steps: int, threads: int):
 
 
 def grpolab_trainer(output_dir: str, max_steps: int, threads: int, flags: list[str]):
-    from grpolab import recipes
-    from grpolab.training import build_trainer
+    from grpolab.training import recipes
+    from grpolab.training.grpo import build_trainer
 
     argv = ["--output_dir", output_dir, "--max_steps", str(max_steps), "--save_steps", "100000",
             "--torch_threads", str(threads), "--plot", "false", *flags]

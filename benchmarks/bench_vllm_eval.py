@@ -60,9 +60,10 @@ def main() -> None:
     import torch
     from vllm import LLM
 
-    from grpolab import openai_backend, vllm_backend
-    from grpolab.batching import generate_stream
-    from grpolab.generation import GenerationSettings
+    from grpolab.generation import openai as openai_backend
+    from grpolab.generation import vllm as vllm_backend
+    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.generation.hf import GenerationSettings
     from grpolab.models import load_for_inference, resolve
     from grpolab.tasks import get_task
 

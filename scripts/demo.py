@@ -38,7 +38,7 @@ def keep_previous(out: Path) -> None:
 
 def print_verdict(base: Path, trained: Path) -> None:
     """Base vs trained strict accuracy with 95% intervals, and the paired test on the same items."""
-    from grpolab import evaluation
+    from grpolab.evaluation import runner as evaluation
 
     a, b = evaluation.load_metrics(base), evaluation.load_metrics(trained)
     paired = evaluation.paired_test(evaluation.read_samples(base / evaluation.SAMPLES),

@@ -78,7 +78,7 @@ def grpolab(*args: str) -> list[str]:
 
 def finished_training(out: Path) -> str | None:
     """Why a train/sft run directory is not a finished run of STEPS steps, or None when it is."""
-    from grpolab import checkpoints
+    from grpolab.training import checkpoints
 
     last = checkpoints.latest_complete(out)
     if last is None or json.loads((last / "trainer_state.json").read_text())["global_step"] != STEPS:
@@ -121,7 +121,7 @@ def scenarios(model: Path, adapter: Path) -> dict[str, Scenario]:
         """The same command, with --resume when the folder holds a run (as the refusal to start says)."""
 
         def command_line(folder: Path) -> list[str]:
-            from grpolab import checkpoints
+            from grpolab.training import checkpoints
 
             resume = ["--resume"] if checkpoints.holds_run(folder / "run") else []
             return grpolab(command, *flags(model, folder / "run"), *resume)

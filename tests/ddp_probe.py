@@ -8,8 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from grpolab import recipes
-from grpolab.training import build_trainer, close_process_group
+from grpolab.training import recipes
+from grpolab.training.grpo import build_trainer, close_process_group
 
 
 class RecordLora(TrainerCallback):

@@ -16,7 +16,7 @@ import pytest
 
 from grpolab.chat import ChatInputError, ChatSession, Turn, get_chat_task, parse_setting
 from grpolab.commands import chat as chat_command
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 # ------------------------------------------------------------------------------------ settings
 
@@ -425,7 +425,7 @@ def test_chat_with_a_run_takes_its_completion_length_unless_the_flag_is_given(
 
 
 def test_stream_chat_matches_batched_generation(tiny_model_dir, tokenizer):
-    from grpolab.generation import generate_batch, stream_chat
+    from grpolab.generation.hf import generate_batch, stream_chat
     from grpolab.models import load_causal_lm
 
     model = load_causal_lm(str(tiny_model_dir), dtype="float32")
@@ -437,7 +437,7 @@ def test_stream_chat_matches_batched_generation(tiny_model_dir, tokenizer):
 def test_stream_chat_stops_on_the_event_and_reraises_worker_errors(tiny_model_dir, tokenizer):
     import threading
 
-    from grpolab.generation import stream_chat
+    from grpolab.generation.hf import stream_chat
     from grpolab.models import load_causal_lm
 
     model = load_causal_lm(str(tiny_model_dir), dtype="float32")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from grpolab import checkpoints
 from grpolab.errors import UserError
+from grpolab.training import checkpoints
 
 
 def make_checkpoint(root, step, complete=True, state_text=None):

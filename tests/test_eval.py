@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import cli, evaluation
+from grpolab import cli
 from grpolab.errors import UserError
-from grpolab.evaluation import EvalConfig
+from grpolab.evaluation import runner as evaluation
+from grpolab.evaluation.runner import EvalConfig
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -157,8 +158,8 @@ def _one_at_a_time(model, tokenizer, chats, max_new_tokens):
     """Reference: plain ``generate()`` per chat, cut at the first stop token: (texts, token lists)."""
     import torch
 
-    from grpolab.batching import stop_token_ids
-    from grpolab.generation import encode_chats
+    from grpolab.generation.continuous_batching import stop_token_ids
+    from grpolab.generation.hf import encode_chats
 
     stop, texts, completions = set(stop_token_ids(model, tokenizer)), [], []
     for chat in chats:
@@ -181,8 +182,8 @@ CHATS = [[{"role": "user", "content": text}] for text in (
 
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch_size, monkeypatch):
-    from grpolab.batching import generate_stream
-    from grpolab.generation import GenerationSettings
+    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.generation.hf import GenerationSettings
 
     model, tokenizer = eval_tiny_model
     # A random model never says EOS; make a token that some completions have and others lack a stop token
@@ -203,8 +204,8 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
 
 
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
-    from grpolab.batching import generate_stream
-    from grpolab.generation import GenerationSettings
+    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.generation.hf import GenerationSettings
 
     model, tokenizer = eval_tiny_model
     settings = GenerationSettings(max_new_tokens=6, temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.2)
@@ -287,7 +288,7 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
     import logging
 
     run = trained_run(tmp_path / "run", eval_tiny_model_dir, max_completion_length=5)
-    caplog.set_level(logging.DEBUG, logger="grpolab.evaluation")
+    caplog.set_level(logging.DEBUG, logger="grpolab.evaluation.runner")
     assert cli.main(["eval", "--adapter", str(run), "--num", "2", "--no_progress"]) == 0
     recorded = json.loads((run / "eval-test" / "eval_config.json").read_text())
     source = f"max_completion_length in {run / 'config.yaml'}"
@@ -319,7 +320,7 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
 def test_run_max_new_tokens_table(tmp_path, layout, expected):
     import yaml
 
-    from grpolab.generation import run_max_new_tokens
+    from grpolab.generation.hf import run_max_new_tokens
 
     run = tmp_path / "run"
     (run / "checkpoint-20").mkdir(parents=True)
@@ -340,7 +341,7 @@ def test_run_max_new_tokens_table(tmp_path, layout, expected):
 
 
 def test_a_broken_run_config_is_one_line(tmp_path):
-    from grpolab.generation import run_max_new_tokens
+    from grpolab.generation.hf import run_max_new_tokens
 
     (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
     with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):

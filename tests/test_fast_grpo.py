@@ -1,4 +1,4 @@
-"""The plain log-prob path (grpolab.fast_grpo) against TRL's fused LM head, on the same batch."""
+"""The plain log-prob path (grpolab.training.fast_grpo) against TRL's fused LM head, on the same batch."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import functools
 import pytest
 import torch
 
-from grpolab import recipes
 from grpolab.errors import UserError
-from grpolab.fast_grpo import (
+from grpolab.training import recipes
+from grpolab.training.fast_grpo import (
     PlainLogprobGRPOTrainer,
     SharedPromptGRPOTrainer,
     selective_logprobs,
@@ -47,7 +47,7 @@ def test_an_unknown_logprobs_value_is_refused():
 
 @pytest.fixture(scope="module", params=["shared", "plain"])
 def trainer(request, tiny_model_dir, tmp_path_factory):
-    from grpolab.training import build_trainer
+    from grpolab.training.grpo import build_trainer
 
     out = tmp_path_factory.mktemp("fast-grpo")
     argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--num_train", "8",
@@ -94,7 +94,7 @@ def trl_logprobs(trainer):
 
 
 def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
-    from grpolab import fast_grpo
+    from grpolab.training import fast_grpo
 
     shared_calls = []
     original = fast_grpo.shared_prompt_logits

@@ -39,7 +39,7 @@ def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 def _logits(model, tokenizer, chats=OTHER_CHATS):
-    from grpolab.generation import encode_chats
+    from grpolab.generation.hf import encode_chats
 
     batch = encode_chats(tokenizer, chats)
     return merging.probe_logits(model, batch), batch["attention_mask"]

@@ -68,7 +68,7 @@ def test_adapter_on_another_base_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_model_answers_an_easy_question(embedded_model_dir):
-    from grpolab import generation
+    from grpolab.generation import hf as generation
 
     model, tokenizer, _ = models.load_for_inference(str(embedded_model_dir))
     chat = [{"role": "user", "content": "What is the capital of France?"}]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import launch
 from grpolab.errors import UserError
+from grpolab.training import distributed as launch
 from tests.test_training import tiny_flags
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,9 +8,10 @@ from types import ModuleType, SimpleNamespace
 
 import pytest
 
-from grpolab import doctor, launch
+from grpolab import doctor
 from grpolab.cli import main
 from grpolab.errors import UserError
+from grpolab.training import distributed as launch
 
 
 @pytest.fixture
@@ -74,7 +75,7 @@ def test_npu_available_needs_torch_npu_and_a_device(machine, monkeypatch):
 def test_train_on_npus_relaunches_under_accelerate_with_the_npu_config(machine, monkeypatch, capsys):
     import subprocess
 
-    from grpolab import recipes
+    from grpolab.training import recipes
 
     # Parse once on the real machine first: transformers caches whether torch_npu is there (lru_cache), and
     # must not import the fake one.

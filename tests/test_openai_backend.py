@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import cli, evaluation, openai_backend
+from grpolab import cli
 from grpolab.errors import UserError
-from grpolab.evaluation import EvalConfig
+from grpolab.evaluation import runner as evaluation
+from grpolab.evaluation.runner import EvalConfig
+from grpolab.generation import openai as openai_backend
 from grpolab.tasks import get_task
 
 _QUESTION = re.compile(r"What is (\d+) \+ (\d+)\?")

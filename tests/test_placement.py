@@ -13,10 +13,12 @@ import types
 import pytest
 import torch
 
-from grpolab import placement, recipes, training
+from grpolab import placement
 from grpolab.cli import main
 from grpolab.errors import UserError
 from grpolab.placement import Hardware, decide
+from grpolab.training import grpo as training
+from grpolab.training import recipes
 
 CUDA = Hardware("cuda", bf16=True)
 CUDA_NO_BF16 = Hardware("cuda", bf16=False)  # e.g. T4, V100
@@ -179,7 +181,7 @@ def test_training_commands_hand_trl_the_placement(command, hardware, request_fla
                                                   tiny_model_dir, tmp_path, monkeypatch, spy_load):
     from trl import SFTConfig
 
-    from grpolab import sft
+    from grpolab.training import sft
 
     flags = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
              "--num_train", "8", "--attn_implementation", "eager", "--model_revision", "v1", "--dtype", "auto",
@@ -347,7 +349,7 @@ def test_wants_unsloth_reads_the_recipe_and_flags_without_trl(argv, expected):
 
 
 def test_train_imports_unsloth_before_the_parser_imports_trl(monkeypatch):
-    from grpolab import accel
+    from grpolab.training import quantization as accel
 
     order = []
     monkeypatch.setattr(accel, "import_unsloth", lambda: order.append("unsloth"))

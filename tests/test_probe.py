@@ -8,9 +8,9 @@ import statistics
 
 import pytest
 
-from grpolab import probe
 from grpolab.cli import main
 from grpolab.errors import UserError
+from grpolab.evaluation import probe
 
 
 def group(rewards, solved=None, format_ok=None, label="all"):
@@ -170,8 +170,8 @@ def test_table_has_one_row_per_label_and_the_predicted_columns():
 
 # ----------------------------------------------------------------------------------------- rewards
 def test_combined_rewards_weight_and_sum_the_tasks_rewards_as_trl_does():
-    from grpolab.rewards import select_rewards
     from grpolab.tasks import get_task
+    from grpolab.training.rewards import select_rewards
 
     task = get_task("arith")
     functions, weights = select_rewards(task, None, None)

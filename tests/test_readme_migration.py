@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import recipes
 from grpolab.cli import COMMANDS as GRPOLAB_COMMANDS
 from grpolab.cli import command_parser, main
+from grpolab.training import recipes
 from tests.test_recipes import _recipe_inputs
 
 README = Path(__file__).resolve().parents[1] / "README.md"

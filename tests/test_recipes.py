@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import recipes
 from grpolab.cli import main
 from grpolab.errors import UserError
+from grpolab.training import recipes
 
 CONFIGS = sorted(Path(recipes.recipes_dir()).glob("*.yaml"))
 SFT_RECIPES = [path for path in CONFIGS if path.name.startswith("sft-")]
@@ -225,7 +225,7 @@ def test_replaced_keys_are_gone_and_their_replacements_exist(trainer):
     """Fails when TRL or transformers brings a key back or drops a replacement the table names."""
     from trl import GRPOConfig, ModelConfig, SFTConfig
 
-    from grpolab.config import TrainArgs
+    from grpolab.training.args import TrainArgs
 
     config = {"grpo": GRPOConfig, "sft": SFTConfig}[trainer]
     known = recipes.all_fields((TrainArgs, config, ModelConfig))

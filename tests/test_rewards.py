@@ -10,8 +10,8 @@ import time
 import pytest
 
 from grpolab.errors import RewardFunctionError, UserError, UserRewardError
-from grpolab.rewards import SampleRecorder, guard, resolve_reward, select_rewards
 from grpolab.tasks import get_task
+from grpolab.training.rewards import SampleRecorder, guard, resolve_reward, select_rewards
 
 ARITH = get_task("arith")
 
@@ -159,7 +159,7 @@ def test_a_users_reward_fails_as_a_user_error_and_a_tasks_own_as_a_bug():
 
 
 def test_a_negative_timeout_is_refused():
-    from grpolab import recipes
+    from grpolab.training import recipes
 
     with pytest.raises(UserError, match=r"--reward_timeout \(-1\) must be 0"):
         recipes.parse_train_args(["--reward_timeout", "-1"])

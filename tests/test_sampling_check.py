@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from grpolab.callbacks import SamplingCheck
+from grpolab.training.callbacks import SamplingCheck
 
 VLLM = {"sampling/importance_sampling_ratio/min": 0.97, "sampling/importance_sampling_ratio/max": 1.04,
         "sampling/sampling_logp_difference/max": 0.3}
@@ -36,7 +36,7 @@ def test_verdict(logs, off, fragment):
 def test_the_check_runs_once_at_the_first_training_log(caplog):
     check = SamplingCheck()
     state = SimpleNamespace(is_world_process_zero=True, global_step=1)
-    with caplog.at_level("INFO", logger="grpolab.callbacks"):
+    with caplog.at_level("INFO", logger="grpolab.training.callbacks"):
         check.on_log(None, state, None, logs={"train_runtime": 3.0})  # not a training step's log
         check.on_log(None, state, None, logs={"reward": 0.1, "clip_ratio/region_mean": 0.3})
         check.on_log(None, state, None, logs={"reward": 0.1, "clip_ratio/region_mean": 0.0})

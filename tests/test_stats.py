@@ -1,10 +1,10 @@
-"""grpolab.stats: intervals and paired tests against values worked out by hand (shown in the comments)."""
+"""grpolab.evaluation.stats: intervals and paired tests against values worked out by hand (shown in the comments)."""
 
 from __future__ import annotations
 
 import pytest
 
-from grpolab import stats
+from grpolab.evaluation import stats
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import checkpoints, recipes
 from grpolab.cli import main
 from grpolab.errors import RewardFunctionError
+from grpolab.training import checkpoints, recipes
 
 
 def tiny_flags(model_dir: Path, output_dir: Path, steps: int) -> list[str]:
@@ -41,7 +41,7 @@ def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from grpolab.training import train
+    from grpolab.training.grpo import train
 
     out = tmp_path / "run"
     argv = ["--max_steps", "2", "--output_dir", str(out), "--max_completion_length", "12", "--save_steps", "2"]
@@ -68,7 +68,7 @@ def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
 
 
 def test_a_crashing_reward_stops_training_with_its_name(tmp_path, tiny_model_dir):
-    from grpolab.training import train
+    from grpolab.training.grpo import train
 
     argv = tiny_flags(tiny_model_dir, tmp_path / "run", 1) + ["--reward_funcs", "tests.test_training:broken_reward"]
     with pytest.raises(RewardFunctionError, match="reward function 'broken_reward' raised ZeroDivisionError: our bug"):

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from grpolab import evaluation
-from grpolab.evaluation import EvalConfig
+from grpolab.evaluation import runner as evaluation
+from grpolab.evaluation.runner import EvalConfig
 
 pytestmark = [
     pytest.mark.vllm,

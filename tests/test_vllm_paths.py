@@ -7,8 +7,8 @@ import shlex
 
 import pytest
 
-from grpolab import recipes
 from grpolab.cli import main
+from grpolab.training import recipes
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="checks the no-vLLM messages")
 
@@ -82,7 +82,7 @@ def test_eval_with_the_vllm_backend_but_without_vllm_is_one_line(capsys, tmp_pat
 
 
 def test_vllm_lora_rank_comes_from_the_adapter(tmp_path):
-    from grpolab.vllm_backend import lora_rank
+    from grpolab.generation.vllm import lora_rank
 
     (tmp_path / "adapter_config.json").write_text('{"r": 32, "lora_alpha": 64}')
     assert lora_rank(str(tmp_path)) == 32
@@ -91,7 +91,7 @@ def test_vllm_lora_rank_comes_from_the_adapter(tmp_path):
 def test_vllm_engine_runs_float32_and_eager_on_a_cpu_only(monkeypatch):
     import torch
 
-    from grpolab.vllm_backend import engine_options
+    from grpolab.generation.vllm import engine_options
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert engine_options() == {"dtype": "float32", "enforce_eager": True}

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 Messages = list[dict[str, str]]
 PROMPT = ">>> "

@@ -164,7 +164,7 @@ def weights_bytes(base_name: str, source: str, dtype: str) -> float | None:
     stored = DTYPE_ALIASES.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), "float32")
     if on_disk:
         return on_disk * BYTES_PER_WEIGHT[dtype] / BYTES_PER_WEIGHT[stored]
-    from grpolab.plan import shape_of
+    from grpolab.training.plan import shape_of
 
     shape = shape_of(base_name)
     return shape.parameters * BYTES_PER_WEIGHT[dtype] if shape else None
@@ -220,7 +220,7 @@ def check_target(out: Path, force: bool, protected: list[Path]) -> None:
 
 def probe_batch(tokenizer):
     """The probe chats, left-padded, through the chat template (plain text for a tokenizer without one)."""
-    from grpolab.generation import encode_chats
+    from grpolab.generation.hf import encode_chats
 
     if getattr(tokenizer, "chat_template", None):
         return encode_chats(tokenizer, PROBE_CHATS)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from grpolab.errors import UserError
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 EXAMPLE = """examples:
   grpolab chat                                          # the embedded SmolLM2-135M-Instruct
@@ -92,7 +92,7 @@ def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
     """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
     if args.max_new_tokens is not None:
         return ""
-    from grpolab.generation import DEFAULT_SOURCE, run_max_new_tokens
+    from grpolab.generation.hf import DEFAULT_SOURCE, run_max_new_tokens
 
     args.max_new_tokens, source = run_max_new_tokens(args.adapter, args.model)
     return "" if source == DEFAULT_SOURCE else source
@@ -162,7 +162,7 @@ def _line_reader() -> Callable[[str], str]:
 
 def model_backend(model, tokenizer) -> tuple[Stream, CountTokens]:
     """(stream, count_tokens) for a loaded model: all the REPL needs from it."""
-    from grpolab.generation import stream_chat
+    from grpolab.generation.hf import stream_chat
 
     def stream(messages: Messages, settings: GenerationSettings) -> Iterator[str]:
         return stream_chat(model, tokenizer, messages, settings)

@@ -57,9 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab import evaluation
+    from grpolab.evaluation import runner
 
-    config = evaluation.EvalConfig(
+    config = runner.EvalConfig(
         model=args.model, adapter=args.adapter, task=args.task, task_options=_json_options(args.task_options),
         data_file=args.data_file, split=args.split, num=args.num, seed=args.seed, k=args.k,
         temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
     )
     if args.compare:
-        evaluation.load_metrics(args.compare)  # fail before any generation, not after
-    out, metrics = evaluation.evaluate(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(evaluation.result_table({metrics["name"]: metrics}))
+        runner.load_metrics(args.compare)  # fail before any generation, not after
+    out, metrics = runner.evaluate(config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(runner.result_table({metrics["name"]: metrics}))
     settings = metrics["config"]
     print(f"\nmax_new_tokens {settings['max_new_tokens']} ({settings['max_new_tokens_from']})")
     print(f"\nwrote {out}/metrics.json, samples.jsonl, report.md, accuracy_by_label.png")
     if args.compare:
-        print("\n" + evaluation.compare(args.compare, out, out))
+        print("\n" + runner.compare(args.compare, out, out))
         print(f"\nwrote {out}/comparison.md, comparison.png")
     return 0
 

@@ -41,14 +41,15 @@ def run(args: argparse.Namespace) -> int:
 def _check(model_name: str, dtype: str = "auto", device: str = "auto") -> int:
     import time
 
-    from grpolab import generation, models, placement
+    from grpolab import models, placement
+    from grpolab.generation import hf
 
     start = time.perf_counter()
     place = placement.decide(placement.detect(), "inference", dtype, device=device)
     model, tokenizer, _ = models.load_for_inference(model_name, place=place)
     loaded = time.perf_counter() - start
     chat = [{"role": "user", "content": CHECK_PROMPT}]
-    reply = generation.generate_batch(model, tokenizer, [chat], generation.GenerationSettings(max_new_tokens=24))[0][0]
+    reply = hf.generate_batch(model, tokenizer, [chat], hf.GenerationSettings(max_new_tokens=24))[0][0]
     print(f"model:  {model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
           f"loaded in {loaded:.1f} s on {place.describe()})\nprompt: {CHECK_PROMPT}\nreply:  {reply.strip()}")
     return 0

@@ -46,8 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab import probe
     from grpolab.commands.eval import _json_options
+    from grpolab.evaluation import probe
 
     config = probe.ProbeConfig(
         model=args.model, adapter=args.adapter, task=args.task, task_options=_json_options(args.task_options),

@@ -19,10 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab import recipes
+    from grpolab.training import recipes
 
     if not args.help_trl and recipes.wants_unsloth(args.argv, DEFAULT_RECIPE):
-        from grpolab.accel import import_unsloth
+        from grpolab.training.quantization import import_unsloth
 
         import_unsloth()  # before TRL: Unsloth patches it on import
     from trl import SFTConfig
@@ -32,11 +32,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     train_args, sft_config, model_config = recipes.parse_train_args(args.argv, SFTConfig, DEFAULT_RECIPE, "sft")
     if train_args.dry_run:
-        from grpolab.plan import print_plan
+        from grpolab.training.plan import print_plan
 
         print_plan(train_args, sft_config, model_config, "sft")
         return 0
-    from grpolab.sft import sft
+    from grpolab.training.sft import sft
 
     output_dir = sft(train_args, sft_config, model_config)
     print(f"warm-up adapter saved to {output_dir}; next: grpolab train --init_adapter {output_dir} ...")

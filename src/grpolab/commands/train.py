@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from grpolab.config import TrainArgs, field_names
+from grpolab.training.args import TrainArgs, field_names
 
 ACCEPTS_EXTRA = True
 EXAMPLE = """examples:
@@ -29,25 +29,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab import recipes
+    from grpolab.training import recipes
 
     if args.help_trl:
         parser, _ = recipes._parser()
         parser.print_help()
         return 0
     if recipes.wants_unsloth(args.argv):
-        from grpolab.accel import import_unsloth
+        from grpolab.training.quantization import import_unsloth
 
         import_unsloth()  # before the parser imports TRL: Unsloth patches it on import
     train_args, grpo_config, model_config = recipes.parse_train_args(args.argv)
     if train_args.dry_run:
-        from grpolab.plan import print_plan
+        from grpolab.training.plan import print_plan
 
         print_plan(train_args, grpo_config, model_config)
         return 0
     if train_args.accelerate_config and not _inside_launch():
         return _relaunch(args.argv, train_args)
-    from grpolab.training import train
+    from grpolab.training.grpo import train
 
     output_dir = train(train_args, grpo_config, model_config)
     print(f"adapter saved to {output_dir}; next: grpolab eval --adapter {output_dir}")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _inside_launch() -> bool:
-    from grpolab.launch import inside_launch
+    from grpolab.training.distributed import inside_launch
 
     return inside_launch()
 
@@ -63,9 +63,9 @@ def _inside_launch() -> bool:
 def _relaunch(argv: list[str], train_args) -> int:
     import subprocess
 
-    from grpolab import launch
+    from grpolab.training import distributed
 
-    launch.check_backend(train_args.accelerate_config)
-    command = launch.launch_command(argv, train_args.accelerate_config, train_args.num_processes)
+    distributed.check_backend(train_args.accelerate_config)
+    command = distributed.launch_command(argv, train_args.accelerate_config, train_args.num_processes)
     print("launching:", " ".join(command[2:]))
-    return subprocess.call(command, env=launch.launch_env(train_args.accelerate_config))
+    return subprocess.call(command, env=distributed.launch_env(train_args.accelerate_config))

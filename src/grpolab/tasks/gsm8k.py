@@ -532,7 +532,7 @@ def reference(row: Mapping[str, Any]) -> str:
 PROMPT_STYLES = ("gsm8k", "gsm8k-cot")
 DEFAULT_FEWSHOT = {"gsm8k": 5, "gsm8k-cot": 8}
 # The harness's default fewshot_seed. Unlike the harness, which draws exemplars per item, every item gets
-# the same ones: the shared prompt prefix is then prefilled once (see grpolab.batching).
+# the same ones: the shared prompt prefix is then prefilled once (see grpolab.generation.continuous_batching).
 FEWSHOT_SEED = 1234
 # The 8 chain-of-thought exemplars of gsm8k-cot.yaml (Wei et al. 2022, arXiv:2201.11903), in its order.
 COT_EXEMPLARS = (

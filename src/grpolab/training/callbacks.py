@@ -14,7 +14,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from grpolab import plots
-from grpolab.rewards import SampleRecorder
+from grpolab.training.rewards import SampleRecorder
 
 logger = logging.getLogger(__name__)
 

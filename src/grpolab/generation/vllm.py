@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from grpolab.errors import UserError
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 
 def require_vllm() -> None:
@@ -47,7 +47,7 @@ def sampling_params(settings: GenerationSettings, k: int, seed: int):
 def generate_stream(model_source: str, adapter: str | None, chats: Sequence[list[dict[str, str]]],
                     settings: GenerationSettings, k: int, seed: int
                     ) -> Iterator[tuple[int, list[str], list[int]]]:
-    """(chat index, completions, lengths in tokens), the same shape as grpolab.batching.generate_stream."""
+    """(chat index, completions, lengths in tokens), the same shape as grpolab.generation.continuous_batching.generate_stream."""
     require_vllm()
     from vllm import LLM
     from vllm.lora.request import LoRARequest

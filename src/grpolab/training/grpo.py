@@ -17,11 +17,12 @@ from typing import Any
 
 import yaml
 
-from grpolab import checkpoints, models, placement
-from grpolab.config import TrainArgs, context_length
+from grpolab import models, placement
 from grpolab.errors import UserError
-from grpolab.rewards import SampleRecorder, select_rewards
 from grpolab.tasks import Task, get_task
+from grpolab.training import checkpoints
+from grpolab.training.args import TrainArgs, context_length
+from grpolab.training.rewards import SampleRecorder, select_rewards
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     place = placement_for(train_args, trainer_config, model_config)
     logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:
-        from grpolab.accel import load_unsloth
+        from grpolab.training.quantization import load_unsloth
 
         model = load_unsloth(source, model_config, trainer_config, context_length(train_args, trainer_config))
         return {"model": model, "processing_class": tokenizer}
@@ -97,22 +98,22 @@ def quantization_config(model_config, place: placement.Placement):
 
 def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
-    from grpolab import accel
+    from grpolab.training import quantization
 
     if getattr(grpo_config, "use_vllm", False):
-        accel.require_package("vllm", "use_vllm", "vllm")
+        quantization.require_package("vllm", "use_vllm", "vllm")
     if train_args.use_unsloth:
-        accel.require_package("unsloth", "use_unsloth", "unsloth")
-        accel.require_cuda("use_unsloth")
+        quantization.require_package("unsloth", "use_unsloth", "unsloth")
+        quantization.require_cuda("use_unsloth")
     if model_config.load_in_4bit or model_config.load_in_8bit:
         feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
-        accel.require_package("bitsandbytes", feature, "gpu")
+        quantization.require_package("bitsandbytes", feature, "gpu")
     placement_for(train_args, grpo_config, model_config)  # refuses 4-bit/8-bit off CUDA, a bad dtype
 
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
-    from grpolab.callbacks import ProgressLine, RunLogger, SamplingCheck
-    from grpolab.fast_grpo import trainer_class
+    from grpolab.training.callbacks import ProgressLine, RunLogger, SamplingCheck
+    from grpolab.training.fast_grpo import trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -194,7 +195,7 @@ def train(train_args: TrainArgs, grpo_config, model_config) -> Path:
 
 def prepare_output_dir(output_dir: Path, train_args: TrainArgs, model_config) -> str | None:
     """The checkpoint to resume from (None for a fresh run), once the output directory is known usable."""
-    from grpolab.validate import check_output_dir
+    from grpolab.training.checks import check_output_dir
 
     check_output_dir(output_dir, train_args.resume)
     resume_from = checkpoints.resolve_resume(train_args.resume, output_dir)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab import models
-from grpolab.config import context_length
+from grpolab.training.args import context_length
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def sft_plan_lines(train_args, sft_config, model_config) -> list[str]:
 
 def print_plan(train_args, trainer_config, model_config, command: str = "train") -> None:
     """Validate everything that needs no weights (a UserError stops here), then print the plan."""
-    from grpolab.validate import check_run
+    from grpolab.training.checks import check_run
 
     checked = check_run(train_args, trainer_config, model_config, command)
     lines = plan_lines if command == "train" else sft_plan_lines

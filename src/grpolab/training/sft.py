@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from grpolab import checkpoints, training
 from grpolab.errors import UserError
 from grpolab.tasks import get_task
+from grpolab.training import checkpoints, grpo
 
 
 def reference_dataset(train_args, seed: int):
     task = get_task(train_args.task)
     if task.reference is None:
         raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised warm-up")
-    dataset = training.load_task_data(task, train_args, seed)
+    dataset = grpo.load_task_data(task, train_args, seed)
     return dataset.map(lambda row: {"completion": [{"role": "assistant", "content": task.reference(row)}]})
 
 
@@ -27,14 +27,14 @@ def sft(train_args, sft_config, model_config) -> Path:
     from trl import SFTTrainer
 
     output_dir = Path(sft_config.output_dir)
-    resume_from = training.prepare_output_dir(output_dir, train_args, model_config)
+    resume_from = grpo.prepare_output_dir(output_dir, train_args, model_config)
     with checkpoints.fresh_run(output_dir, resume_from):
         dataset = reference_dataset(train_args, sft_config.seed)
-        training.preflight(train_args, sft_config, model_config)
-        model_kwargs = training.model_arguments(train_args, sft_config, model_config)
+        grpo.preflight(train_args, sft_config, model_config)
+        model_kwargs = grpo.model_arguments(train_args, sft_config, model_config)
         trainer = SFTTrainer(**model_kwargs, args=sft_config, train_dataset=dataset)
         if trainer.is_world_process_zero():
-            training.save_run_info(output_dir, train_args, sft_config, model_config)
+            grpo.save_run_info(output_dir, train_args, sft_config, model_config)
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(str(output_dir))
     return output_dir

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from grpolab.config import TrainArgs
 from grpolab.errors import UserError
+from grpolab.training.args import TrainArgs
 
 DEFAULT_RECIPE = "default.yaml"
 

@@ -34,7 +34,7 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
 
 def check_rewards(task: Task, train_args, grpo_config) -> str:
     """Every reward function resolves (task names, user imports) and the weights match them."""
-    from grpolab.rewards import select_rewards
+    from grpolab.training.rewards import select_rewards
 
     functions, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights)
     names = [function.__name__ for function in functions]
@@ -51,7 +51,7 @@ def check_reference(task: Task) -> str:
 
 def check_data(task: Task, train_args, seed: int) -> str:
     """Reads the training rows through the task's own loader (hub data is named, not fetched)."""
-    from grpolab.training import load_task_data
+    from grpolab.training.grpo import load_task_data
 
     if train_args.data_file is None and "hub_id" in task.options:
         hub_id = train_args.task_options.get("hub_id", "the task's default")
@@ -68,7 +68,7 @@ def check_data(task: Task, train_args, seed: int) -> str:
 
 def check_output_dir(output_dir: Path, resume: str | None) -> None:
     """The output directory can be written, and is not a finished or started run unless resuming."""
-    from grpolab import checkpoints
+    from grpolab.training import checkpoints
 
     existing = output_dir
     while not existing.exists() and existing != existing.parent:
@@ -85,9 +85,9 @@ def check_output_dir(output_dir: Path, resume: str | None) -> None:
 
 def check_accelerate(name: str) -> str:
     """The accelerate config exists and is a YAML mapping; a missing backend is a note, not an error."""
-    from grpolab import launch
+    from grpolab.training import distributed
 
-    path = launch.accelerate_config_path(name)
+    path = distributed.accelerate_config_path(name)
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as error:
@@ -95,7 +95,7 @@ def check_accelerate(name: str) -> str:
     if not isinstance(config, dict):
         raise UserError(f"--accelerate_config {name}: {path} is not a YAML mapping of accelerate settings")
     try:
-        launch.check_backend(name)
+        distributed.check_backend(name)
     except UserError as error:
         return f"accelerate       {path} (note: {error})"
     return f"accelerate       {path}"

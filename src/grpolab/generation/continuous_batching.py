@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 
 @dataclass

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpolab.errors import UserError
-from grpolab.generation import GenerationSettings
+from grpolab.generation.hf import GenerationSettings
 
 if TYPE_CHECKING:
-    from grpolab.evaluation import EvalConfig
+    from grpolab.evaluation.runner import EvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -342,7 +342,7 @@ def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, 
     """As evaluation.run_items, with the server generating; each item is appended when its reply is in."""
     from tqdm.auto import tqdm
 
-    from grpolab.evaluation import append_samples, score_item
+    from grpolab.evaluation.runner import append_samples, score_item
 
     client = client_for(config)
     check_model(client, config.model)

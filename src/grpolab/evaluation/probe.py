@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.evaluation import pass_at_k
+from grpolab.evaluation.runner import pass_at_k
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
@@ -222,7 +222,7 @@ def combined_rewards(functions: Sequence[Callable[..., list]], weights: Sequence
 # ------------------------------------------------------------------------------------------- pipeline
 def resolve(config: ProbeConfig) -> ProbeConfig:
     """Model, task and task options from the adapter's run directory, as ``grpolab eval`` resolves them."""
-    from grpolab.evaluation import EvalConfig, resolve_run
+    from grpolab.evaluation.runner import EvalConfig, resolve_run
 
     resolved = resolve_run(EvalConfig(model=config.model, adapter=config.adapter, task=config.task,
                                       task_options=config.task_options))
@@ -241,9 +241,9 @@ def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards,
     """Generate ``k`` completions per prompt, score them, and return one group record per prompt."""
     from tqdm.auto import tqdm
 
-    from grpolab.batching import generate_stream
-    from grpolab.evaluation import append_samples, score_item
-    from grpolab.generation import GenerationSettings
+    from grpolab.evaluation.runner import append_samples, score_item
+    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.generation.hf import GenerationSettings
 
     functions, weights = rewards
     settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
@@ -274,8 +274,8 @@ def probe(config: ProbeConfig, out: str | Path | None = None,
     from transformers import set_seed
 
     from grpolab.models import load_for_inference
-    from grpolab.rewards import select_rewards
     from grpolab.tasks import get_task
+    from grpolab.training.rewards import select_rewards
 
     config = resolve(config)
     task = get_task(config.task)

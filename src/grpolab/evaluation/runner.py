@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from grpolab import stats
-from grpolab.batching import generate_stream
 from grpolab.errors import UserError
-from grpolab.generation import GenerationSettings, run_max_new_tokens
+from grpolab.evaluation import stats
+from grpolab.generation.continuous_batching import generate_stream
+from grpolab.generation.hf import GenerationSettings, run_max_new_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class EvalConfig:
     batch_size: int = 32
     backend: str = "transformers"
     max_new_tokens_from: str | None = None  # where max_new_tokens came from, for the record
-    # --backend openai only (see grpolab.openai_backend); the key itself is never stored, only its variable.
+    # --backend openai only (see grpolab.generation.openai); the key itself is never stored, only its variable.
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = 8
@@ -65,7 +65,7 @@ class EvalConfig:
         if self.backend not in ("transformers", "vllm", "openai"):
             raise UserError(f"--backend must be transformers, vllm or openai, got {self.backend!r}")
         if self.backend == "openai" or self.base_url is not None:
-            from grpolab.openai_backend import validate
+            from grpolab.generation.openai import validate
 
             validate(self)
         for flag, value in (("--num", self.num), ("--k", self.k), ("--max_new_tokens", self.max_new_tokens),
@@ -98,7 +98,7 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
     elif config.max_new_tokens_from is None:
         config = replace(config, max_new_tokens_from="--max_new_tokens")
     if config.backend == "openai":
-        from grpolab.openai_backend import resolve_served_model
+        from grpolab.generation.openai import resolve_served_model
 
         return replace(config, model=resolve_served_model(config), task=config.task or DEFAULT_TASK)
     if not config.adapter:
@@ -193,7 +193,7 @@ def item_interval(per_item: Sequence[float], k: int) -> list[float] | None:
     """95% interval of a mean over items: Wilson for one 0/1 value per item (k=1), else bootstrap over items.
 
     With k > 1 the k completions of an item are correlated (they share its difficulty), so the items, not
-    the n*k completions, are the independent draws; see grpolab.stats.
+    the n*k completions, are the independent draws; see grpolab.evaluation.stats.
     """
     if not per_item:
         return None
@@ -270,12 +270,12 @@ def run_items(model, tokenizer, task, dataset, indices: Sequence[int], config: E
 
 def run_items_vllm(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path) -> None:
     """As run_items, with vLLM generating (and the adapter served through vLLM's LoRA support)."""
-    from grpolab import vllm_backend
+    from grpolab.generation import vllm
     from grpolab.models import resolve
 
-    vllm_backend.require_vllm()
+    vllm.require_vllm()
     prompts = [dataset[index]["prompt"] for index in indices]
-    for position, texts, lengths in vllm_backend.generate_stream(resolve(config.model), config.adapter, prompts,
+    for position, texts, lengths in vllm.generate_stream(resolve(config.model), config.adapter, prompts,
                                                                  config.settings(), config.k, config.seed):
         index = indices[position]
         append_samples(samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens))
@@ -359,7 +359,7 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
     if todo and config.backend == "openai":
-        from grpolab.openai_backend import run_items_openai
+        from grpolab.generation.openai import run_items_openai
 
         run_items_openai(task, dataset, todo, config, out / SAMPLES, progress)
     elif todo and config.backend == "vllm":
@@ -524,7 +524,7 @@ def paired_test(records_a: Sequence[Mapping[str, Any]], records_b: Sequence[Mapp
     """Paired test of strict accuracy, B vs A, on the same items; None when the runs hold other items.
 
     One completion per item: the exact McNemar test on the discordant items. More: a paired bootstrap of
-    the per-item differences in mean@k (see grpolab.stats).
+    the per-item differences in mean@k (see grpolab.evaluation.stats).
     """
     items_a, items_b = _by_item(records_a), _by_item(records_b)
     if not items_a or items_a.keys() != items_b.keys() or any(

@@ -1,7 +1,7 @@
 """grpolab's own training arguments; everything else is TRL's ``GRPOConfig`` and ``ModelConfig``.
 
 This module imports nothing heavy, so ``grpolab train --help`` stays fast. The full parser over
-``(TrainArgs, GRPOConfig, ModelConfig)`` lives in ``grpolab.recipes``.
+``(TrainArgs, GRPOConfig, ModelConfig)`` lives in ``grpolab.training.recipes``.
 """
 
 from __future__ import annotations
