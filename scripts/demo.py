@@ -38,17 +38,17 @@ def keep_previous(out: Path) -> None:
 
 def print_verdict(base: Path, trained: Path) -> None:
     """Base vs trained strict accuracy with 95% intervals, and the paired test on the same items."""
-    from grpolab.evaluation import runner as evaluation
+    from grpolab.evaluation import metrics, report, samples
 
-    a, b = evaluation.load_metrics(base), evaluation.load_metrics(trained)
-    paired = evaluation.paired_test(evaluation.read_samples(base / evaluation.SAMPLES),
-                                    evaluation.read_samples(trained / evaluation.SAMPLES))
+    a, b = report.load_metrics(base), report.load_metrics(trained)
+    paired = metrics.paired_test(samples.read_samples(base / samples.SAMPLES),
+                                 samples.read_samples(trained / samples.SAMPLES))
     ranges = [f"{100 * m['accuracy']:.1f}% [{100 * m['ci95']['accuracy'][0]:.1f}, "
               f"{100 * m['ci95']['accuracy'][1]:.1f}]" for m in (a, b)]
     print(f"\nstrict accuracy, base -> trained: {ranges[0]} -> {ranges[1]} (95% Wilson intervals)")
     if paired is not None and paired["method"] == "exact McNemar":
         print(f"paired on the same {paired['items']} items: {paired['only_b']} solved only after training, "
-              f"{paired['only_a']} only before; exact McNemar p = {evaluation.p_text(paired['p_value'])}")
+              f"{paired['only_a']} only before; exact McNemar p = {report.p_text(paired['p_value'])}")
 
 
 def main() -> int:

@@ -10,7 +10,10 @@ import pytest
 
 from grpolab import cli
 from grpolab.errors import UserError
+from grpolab.evaluation import metrics as eval_metrics
+from grpolab.evaluation import report as eval_report
 from grpolab.evaluation import runner as evaluation
+from grpolab.evaluation import samples as eval_samples
 from grpolab.evaluation.runner import EvalConfig
 
 
@@ -76,13 +79,13 @@ def _samples(directory: Path) -> list[dict]:
     ],
 )
 def test_pass_at_k_values(n, c, k, expected):
-    assert evaluation.pass_at_k(n, c, k) == pytest.approx(expected)
+    assert eval_metrics.pass_at_k(n, c, k) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(("n", "c", "k"), [(4, 5, 1), (4, -1, 1), (4, 1, 5), (4, 1, 0)])
 def test_pass_at_k_rejects_impossible_counts(n, c, k):
     with pytest.raises(ValueError):
-        evaluation.pass_at_k(n, c, k)
+        eval_metrics.pass_at_k(n, c, k)
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -100,7 +103,7 @@ def test_summarize_overall_and_per_label():
         _record(2, 0, "easy", False, parsed=None, format_ok=False, tokens=20, truncated=True),
         _record(3, 0, "hard", False, partial=0.5, tokens=10),
     ]
-    metrics = evaluation.summarize(records)
+    metrics = eval_metrics.summarize(records)
     assert metrics["items"] == 4 and metrics["samples_per_item"] == 1
     assert metrics["accuracy"] == 0.5
     assert metrics["accuracy_by_label"] == {"easy": pytest.approx(2 / 3), "hard": 0.0}
@@ -124,7 +127,7 @@ def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
     solved = {0: [True, False, False, False], 1: [True] * 4, 2: [False] * 4}
     records = [_record(i, s, "a" if i < 2 else "b", solved[i][s], lenient=solved[i][s] or s == 0)
                for s in reversed(range(4)) for i in (2, 0, 1)]
-    metrics = evaluation.summarize(records)
+    metrics = eval_metrics.summarize(records)
     assert metrics["samples_per_item"] == 4
     assert metrics["accuracy"] == pytest.approx(5 / 12)
     assert metrics["pass@1"] == pytest.approx(5 / 12)  # mean@k is the pass@1 estimate
@@ -142,15 +145,15 @@ def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
 
 def test_summarize_reports_each_task_check_with_an_interval():
     records = [{**_record(i, 0, "x", i < 2), "checks": {"lm-eval strict-match": i < 3}} for i in range(4)]
-    metrics = evaluation.summarize(records)
+    metrics = eval_metrics.summarize(records)
     assert metrics["checks"] == {"lm-eval strict-match": 0.75}
     # Wilson 3/4: centre (.75 + .48) / 1.9604 = .62742, half-width 1.96 * sqrt(.046875 + .060024) / 1.9604
     assert metrics["ci95"]["checks"]["lm-eval strict-match"] == [pytest.approx(0.300642, abs=1e-6),
                                                                   pytest.approx(0.954413, abs=1e-6)]
-    assert evaluation.table_values(metrics)["lm-eval strict-match"] == (0.75, "pct", metrics["ci95"]["checks"][
+    assert eval_report.table_values(metrics)["lm-eval strict-match"] == (0.75, "pct", metrics["ci95"]["checks"][
         "lm-eval strict-match"])
     records[0].pop("checks")  # a sample from before the check existed: no partial figure
-    assert "checks" not in evaluation.summarize(records)
+    assert "checks" not in eval_metrics.summarize(records)
 
 
 # ------------------------------------------------------------------------- batched vs one at a time
@@ -370,7 +373,7 @@ def _write_eval(directory: Path, name: str, by_label: dict[str, float], accuracy
 def test_compare_table_values_and_files(tmp_path):
     base = _write_eval(tmp_path / "base", "base", {"simple": 0.5, "hard": 0.0}, 0.25)
     trained = _write_eval(tmp_path / "trained", "trained", {"simple": 1.0, "hard": 0.5}, 0.75)
-    table = evaluation.compare(base, trained, tmp_path / "out")
+    table = eval_report.compare(base, trained, tmp_path / "out")
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
             for line in table.splitlines()[2:]}
     assert [cell.strip() for cell in table.splitlines()[0].split("|")[1:-1]] == ["metric", "base", "trained",
@@ -390,8 +393,8 @@ def _write_samples_eval(directory: Path, name: str, solved: list[bool]) -> Path:
     """An eval directory with real samples and the metrics summarize computes from them."""
     directory.mkdir()
     records = [{**_record(i, 0, "x", ok), "question": f"q{i}"} for i, ok in enumerate(solved)]
-    evaluation.append_samples(directory / "samples.jsonl", records)
-    metrics = {"name": name, **evaluation.summarize(records), "config": {"task": "arith", "split": "test"}}
+    eval_samples.append_samples(directory / "samples.jsonl", records)
+    metrics = {"name": name, **eval_metrics.summarize(records), "config": {"task": "arith", "split": "test"}}
     (directory / "metrics.json").write_text(json.dumps(metrics))
     return directory
 
@@ -402,7 +405,7 @@ def test_compare_shows_intervals_and_the_paired_test(tmp_path):
     trained = [True] * 3 + [False] + [True] * 5 + [False] * 11
     a = _write_samples_eval(tmp_path / "base", "base", base)
     b = _write_samples_eval(tmp_path / "trained", "trained", trained)
-    table = evaluation.compare(a, b, tmp_path / "out")
+    table = eval_report.compare(a, b, tmp_path / "out")
     rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
             for line in table.splitlines()[2:]}
     # Wilson 4/20 = [8.1, 41.6] and 8/20 = [21.9, 61.3]; McNemar on 1 vs 5 discordant: 2 * 7 / 64 = .219
@@ -414,13 +417,13 @@ def test_compare_shows_intervals_and_the_paired_test(tmp_path):
 
 def test_paired_test_needs_the_same_items_and_uses_the_bootstrap_for_k_samples():
     one = [_record(i, 0, "x", i % 2 == 0) for i in range(6)]
-    assert evaluation.paired_test(one, one[:5]) is None  # other items: no paired test
-    assert evaluation.paired_test(one, [{**r, "answer": "2"} for r in one]) is None
-    same = evaluation.paired_test(one, one)
+    assert eval_metrics.paired_test(one, one[:5]) is None  # other items: no paired test
+    assert eval_metrics.paired_test(one, [{**r, "answer": "2"} for r in one]) is None
+    same = eval_metrics.paired_test(one, one)
     assert same["method"] == "exact McNemar" and (same["only_a"], same["only_b"], same["p_value"]) == (0, 0, 1.0)
     k_a = [_record(i, s, "x", s == 0) for i in range(30) for s in range(2)]  # every item half solved
     k_b = [_record(i, s, "x", True) for i in range(30) for s in range(2)]  # every item solved
-    paired = evaluation.paired_test(k_a, k_b)
+    paired = eval_metrics.paired_test(k_a, k_b)
     assert paired["method"] == "paired bootstrap" and paired["difference"] == pytest.approx(0.5)
     assert paired["p_value"] == pytest.approx(1 / 2001)  # every per-item difference is +.5: none resamples to 0
 
@@ -428,7 +431,7 @@ def test_paired_test_needs_the_same_items_and_uses_the_bootstrap_for_k_samples()
 def test_compare_with_the_same_name_uses_directories(tmp_path):
     a = _write_eval(tmp_path / "a", "smollm2", {"x": 0.0}, 0.0)
     b = _write_eval(tmp_path / "b", "smollm2", {"x": 1.0}, 1.0)
-    header = evaluation.compare(a, b, tmp_path / "out").splitlines()[0]
+    header = eval_report.compare(a, b, tmp_path / "out").splitlines()[0]
     assert str(a) in header and str(b) in header
 
 

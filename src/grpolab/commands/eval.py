@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab.evaluation import runner
+    from grpolab.evaluation import report, runner
 
     config = runner.EvalConfig(
         model=args.model, adapter=args.adapter, task=args.task, task_options=_json_options(args.task_options),
@@ -67,14 +67,14 @@ def run(args: argparse.Namespace) -> int:
         api_key_env=args.api_key_env, concurrency=args.concurrency, timeout=args.timeout,
     )
     if args.compare:
-        runner.load_metrics(args.compare)  # fail before any generation, not after
+        report.load_metrics(args.compare)  # fail before any generation, not after
     out, metrics = runner.evaluate(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(runner.result_table({metrics["name"]: metrics}))
+    print(report.result_table({metrics["name"]: metrics}))
     settings = metrics["config"]
     print(f"\nmax_new_tokens {settings['max_new_tokens']} ({settings['max_new_tokens_from']})")
     print(f"\nwrote {out}/metrics.json, samples.jsonl, report.md, accuracy_by_label.png")
     if args.compare:
-        print("\n" + runner.compare(args.compare, out, out))
+        print("\n" + report.compare(args.compare, out, out))
         print(f"\nwrote {out}/comparison.md, comparison.png")
     return 0
 

@@ -6,7 +6,7 @@ samples G completions for each of N prompts, as training would (same prompt, sam
 scores each with the task's strict scorer and with the reward training would use (the weighted sum of the
 task's reward functions, as TRL sums them), and reports per label and overall:
 
-- pass@1 and pass@G, with the unbiased estimator of ``evaluation.pass_at_k`` (n = G samples per prompt);
+- pass@1 and pass@G, with the unbiased estimator of ``evaluation.metrics.pass_at_k`` (n = G samples per prompt);
 - the mean reward, and the spread: the mean over groups of the within-group standard deviation (with
   Bessel's correction, as TRL's ``nanstd``);
 - the zero-spread share: groups whose G rewards are all equal, and so carry no signal;
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.evaluation.runner import pass_at_k
+from grpolab.evaluation.metrics import pass_at_k
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
@@ -241,7 +241,8 @@ def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards,
     """Generate ``k`` completions per prompt, score them, and return one group record per prompt."""
     from tqdm.auto import tqdm
 
-    from grpolab.evaluation.runner import append_samples, score_item
+    from grpolab.evaluation.runner import score_item
+    from grpolab.evaluation.samples import append_samples
     from grpolab.generation.continuous_batching import generate_stream
     from grpolab.generation.hf import GenerationSettings
 

@@ -339,10 +339,11 @@ def generate_stream(client: ChatClient, model: str, chats: Sequence[Sequence[Map
 
 def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
                      progress: bool = True) -> None:
-    """As evaluation.run_items, with the server generating; each item is appended when its reply is in."""
+    """As evaluation.runner.run_items, with the server generating; each item is appended when its reply is in."""
     from tqdm.auto import tqdm
 
-    from grpolab.evaluation.runner import append_samples, score_item
+    from grpolab.evaluation.runner import score_item
+    from grpolab.evaluation.samples import append_samples
 
     client = client_for(config)
     check_model(client, config.model)
