@@ -52,7 +52,7 @@ def main() -> None:
     args = parse_args()
     import torch
 
-    from grpolab.generation.hf import GenerationSettings
+    from grpolab.generation.settings import GenerationSettings
     from grpolab.models import load_for_inference
     from grpolab.tasks import get_task
 

@@ -27,10 +27,10 @@ PATHS = ("fused", "plain", "shared")
 def synthetic_batch(trainer, num_prompts: int = 2, group: int = 8, length: int = 20):
     import torch
 
-    from grpolab.tasks.arith import build_prompt
+    from grpolab.tasks.arith import make_prompt
 
     tokenizer = trainer.processing_class
-    chats = [build_prompt(question) for question in ("12 + 7", "3 + 18")[:num_prompts]]
+    chats = [make_prompt(question) for question in ("12 + 7", "3 + 18")[:num_prompts]]
     texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
     prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
     width = max(len(ids) for ids in prompts)

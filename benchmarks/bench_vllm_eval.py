@@ -63,7 +63,7 @@ def main() -> None:
     from grpolab.generation import openai as openai_backend
     from grpolab.generation import vllm as vllm_backend
     from grpolab.generation.continuous_batching import generate_stream
-    from grpolab.generation.hf import GenerationSettings
+    from grpolab.generation.settings import GenerationSettings
     from grpolab.models import load_for_inference, resolve
     from grpolab.tasks import get_task
 

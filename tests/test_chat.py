@@ -16,7 +16,7 @@ import pytest
 
 from grpolab.chat import ChatInputError, ChatSession, Turn, get_chat_task, parse_setting
 from grpolab.commands import chat as chat_command
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import GenerationSettings
 
 # ------------------------------------------------------------------------------------ settings
 
@@ -82,7 +82,7 @@ def test_non_commands_go_to_the_model(session, line):
     ("/frobnicate", "unknown command /frobnicate: /help lists the commands"),
     ("/", "unknown command /:"),
     ("/save", "usage: /save FILE"),
-    ("/answer 42", "/answer needs a task: start the chat with --task sudoku|gsm8k|arith"),
+    ("/answer 42", "/answer needs a task: start the chat with --task TASK (arith, sudoku, gsm8k"),
     ("/system", "system: none (the chat template default)"),
     ("/reset", "cleared 0 turns"),
     ("/history", "(no turns yet)"),
@@ -232,7 +232,7 @@ def test_sudoku_session_prompts_like_training_and_judges_with_the_scorer():
 
     session = ChatSession(task=get_chat_task("sudoku"))
     session.add_user(" 1_3_ 4__2 ___1 2_43 ")
-    assert session.messages_for_model() == sudoku.prompt_messages(SUDOKU_PUZZLE)
+    assert session.messages_for_model() == sudoku.make_prompt(SUDOKU_PUZZLE)
     line = session.finish_reply(_sudoku_reply(SUDOKU_SOLUTION))
     assert line == "[sudoku] parsed: 1234431234212143 | valid grid: yes | keeps clues: yes | solved: yes"
 
@@ -276,7 +276,7 @@ def test_arith_gold_is_worked_out_from_the_expression():
 
     session = ChatSession(task=get_chat_task("arith"))
     session.add_user("7+12")
-    assert session.messages_for_model() == arith.build_prompt("7 + 12")
+    assert session.messages_for_model() == arith.make_prompt("7 + 12")
     assert session.finish_reply("7 + 12 = 19.") == "[arith] parsed: 19 | solved: yes (answer 19)"
     session.add_user("6 x 3")
     assert session.finish_reply("It is 19") == "[arith] parsed: 19 | solved: no (answer 18)"
@@ -314,7 +314,7 @@ def test_sudoku_needs_no_answer():
 def test_unknown_chat_task_is_a_user_error():
     from grpolab.errors import UserError
 
-    with pytest.raises(UserError, match="use one of sudoku, gsm8k, arith"):
+    with pytest.raises(UserError, match="unknown task 'chess'"):
         get_chat_task("chess")
 
 

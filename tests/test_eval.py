@@ -14,7 +14,7 @@ from grpolab.evaluation import metrics as eval_metrics
 from grpolab.evaluation import report as eval_report
 from grpolab.evaluation import runner as evaluation
 from grpolab.evaluation import samples as eval_samples
-from grpolab.evaluation.runner import EvalConfig
+from grpolab.evaluation.config import EvalConfig
 
 
 # ---------------------------------------------------------------------------------------------- fixtures
@@ -186,7 +186,7 @@ CHATS = [[{"role": "user", "content": text}] for text in (
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
 def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch_size, monkeypatch):
     from grpolab.generation.continuous_batching import generate_stream
-    from grpolab.generation.hf import GenerationSettings
+    from grpolab.generation.settings import GenerationSettings
 
     model, tokenizer = eval_tiny_model
     # A random model never says EOS; make a token that some completions have and others lack a stop token
@@ -208,7 +208,7 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
 
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
     from grpolab.generation.continuous_batching import generate_stream
-    from grpolab.generation.hf import GenerationSettings
+    from grpolab.generation.settings import GenerationSettings
 
     model, tokenizer = eval_tiny_model
     settings = GenerationSettings(max_new_tokens=6, temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.2)
@@ -323,7 +323,7 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
 def test_run_max_new_tokens_table(tmp_path, layout, expected):
     import yaml
 
-    from grpolab.generation.hf import run_max_new_tokens
+    from grpolab.generation.settings import run_max_new_tokens
 
     run = tmp_path / "run"
     (run / "checkpoint-20").mkdir(parents=True)
@@ -344,7 +344,7 @@ def test_run_max_new_tokens_table(tmp_path, layout, expected):
 
 
 def test_a_broken_run_config_is_one_line(tmp_path):
-    from grpolab.generation.hf import run_max_new_tokens
+    from grpolab.generation.settings import run_max_new_tokens
 
     (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
     with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):

@@ -240,18 +240,18 @@ def test_rewards_are_named_after_their_metric():
 def test_correct_and_format_rewards():
     completions = ["<answer>18</answer>", "<answer>17</answer>", "\\boxed{18}", "no idea"]
     answers = ["18"] * 4
-    assert gsm8k_correct(completions, answers) == [1.0, 0.0, 1.0, 0.0]
-    assert gsm8k_format(completions, answers) == [1.0, 1.0, 0.0, 0.0]
+    assert gsm8k_correct(completions, answer=answers) == [1.0, 0.0, 1.0, 0.0]
+    assert gsm8k_format(completions, answer=answers) == [1.0, 1.0, 0.0, 0.0]
 
 
 def test_rewards_accept_chat_message_completions():
     completions = [[{"role": "assistant", "content": "<answer>18</answer>"}], []]
-    assert gsm8k_correct(completions, ["18", "18"], prompt=[[], []]) == [1.0, 0.0]
+    assert gsm8k_correct(completions, answer=["18", "18"], prompt=[[], []]) == [1.0, 0.0]
 
 
 def test_rewards_raise_on_mismatched_lengths():
     with pytest.raises(ValueError):
-        gsm8k_correct(["<answer>18</answer>"], ["18", "19"])
+        gsm8k_correct(["<answer>18</answer>"], answer=["18", "19"])
 
 
 @pytest.mark.parametrize(
@@ -273,7 +273,7 @@ def test_length_penalty(length, expected):
 def test_rewards_stay_in_range(completions):
     answers = ["18"] * len(completions)
     for reward in (gsm8k_correct, gsm8k_format):
-        assert all(value in (0.0, 1.0) for value in reward(completions, answers))
+        assert all(value in (0.0, 1.0) for value in reward(completions, answer=answers))
     assert all(-1.0 <= value <= 0.0 for value in gsm8k_length_penalty(completions))
 
 
@@ -319,7 +319,7 @@ GOOD_LINE = json.dumps({"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n####
 @pytest.mark.parametrize(
     ("bad_line", "message"),
     [
-        ("{not json", "invalid JSON"),
+        ("{not json", "not valid JSON"),
         ('["a list"]', "expected a JSON object"),
         (json.dumps({"question": "q"}), "missing key 'answer'"),
         (json.dumps({"answer": "#### 4"}), "missing key 'question'"),
@@ -340,15 +340,15 @@ def test_bad_local_rows_name_file_and_line(tmp_path, bad_line, message):
 
 
 def test_missing_or_empty_local_file(tmp_path):
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         TASK.load(data_file=str(tmp_path / "absent.jsonl"))
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(UserError, match="no usable rows"):
+    with pytest.raises(UserError, match="has no rows"):
         TASK.load(data_file=str(tmp_path / "empty.jsonl"))
 
 
 def test_unknown_option_and_bad_num(tmp_path):
-    with pytest.raises(UserError, match="unknown gsm8k option 'levels'"):
+    with pytest.raises(UserError, match="unknown gsm8k option\\(s\\) levels"):
         TASK.load(levels="x")
     with pytest.raises(UserError, match="--num"):
         TASK.load(num=0)

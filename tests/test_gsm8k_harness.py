@@ -160,7 +160,7 @@ def test_default_prompt_is_unchanged_without_fewshot():
         ({"fewshot_style": "mmlu"}, "fewshot_style must be one of gsm8k, gsm8k-cot"),
         ({"fewshot": "many"}, "fewshot must be a whole number"),
         ({"fewshot": 9, "fewshot_style": "gsm8k-cot"}, "between 0 and 8"),
-        ({"fewshot": 2, "fewshot_file": "/nonexistent/train.jsonl"}, "not found"),
+        ({"fewshot": 2, "fewshot_file": "/nonexistent/train.jsonl"}, "does not exist"),
     ],
 )
 def test_bad_fewshot_options_are_one_line_user_errors(options, message):

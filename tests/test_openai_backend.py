@@ -24,7 +24,7 @@ import pytest
 from grpolab import cli
 from grpolab.errors import UserError
 from grpolab.evaluation import runner as evaluation
-from grpolab.evaluation.runner import EvalConfig
+from grpolab.evaluation.config import EvalConfig
 from grpolab.generation import openai as openai_backend
 from grpolab.tasks import get_task
 

@@ -221,7 +221,7 @@ def test_bad_settings_are_user_errors(changes, message):
     (["--reward_weights", "1,x"], "--reward_weights must be numbers"),
     (["--reward_weights", "1,0.1,3"], "reward_weights has 3 values but there are 2 reward functions"),
     (["--reward_funcs", "arith_nope"], "unknown reward 'arith_nope'"),
-    (["--task_options", "[1]"], "--task_options must be a JSON object"),
+    (["--task_options", "[1]"], "--task_options must be a mapping"),
 ])
 def test_command_errors_are_one_line_and_exit_2(argv, message, capsys, tmp_path):
     assert main(["probe", *argv, "--out", str(tmp_path / "out")]) == 2

@@ -217,7 +217,7 @@ GOOD = json.dumps({"question": QUESTION, "answer": ANSWER, "label": "simple"})
 @pytest.mark.parametrize(
     "line, problem",
     [
-        ('{"question": "12_4"', "invalid JSON"),
+        ('{"question": "12_4"', "not valid JSON"),
         ("[1, 2]", "expected a JSON object, got list"),
         (json.dumps({"question": QUESTION}), "missing key 'answer'"),
         (json.dumps({"answer": ANSWER}), "missing key 'question'"),
@@ -262,7 +262,7 @@ def test_load_rejects_unknown_options_and_bad_flags(tmp_path):
         S.load(num=1, blank=4)
     with pytest.raises(UserError, match="skip_bad_rows must be true or false"):
         S.load(data_file=_write(tmp_path, [GOOD]), skip_bad_rows="maybe")
-    with pytest.raises(UserError, match="num must be 0 or more"):
+    with pytest.raises(UserError, match="--num must be 1 or more"):
         S.load(num=-1)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from grpolab.evaluation import runner as evaluation
-from grpolab.evaluation.runner import EvalConfig
+from grpolab.evaluation.config import EvalConfig
 
 pytestmark = [
     pytest.mark.vllm,

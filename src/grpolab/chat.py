@@ -16,26 +16,17 @@ Choices made once, here:
 from __future__ import annotations
 
 import json
-import math
-import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import SETTINGS, GenerationSettings, parse_setting
+from grpolab.tasks import TASK_HELP, Task, get_task
+from grpolab.tasks.base import ChatInputError
 
 Messages = list[dict[str, str]]
 PROMPT = ">>> "
-
-# name: (type, rule, what the rule allows). One table for the flags and for /set.
-SETTING_RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
-    "max_new_tokens": (int, lambda value: value >= 1, "a whole number of at least 1"),
-    "temperature": (float, lambda value: value >= 0, "a number >= 0 (0 = greedy)"),
-    "top_p": (float, lambda value: 0 < value <= 1, "a number above 0 and at most 1"),
-    "top_k": (int, lambda value: value >= 0, "a whole number >= 0 (0 = off)"),
-    "repetition_penalty": (float, lambda value: value > 0, "a number above 0 (1 = off)"),
-}
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "/help": ("", "show this help"),
@@ -50,156 +41,64 @@ COMMANDS: dict[str, tuple[str, str]] = {
 _ALIASES = {"/quit": "/exit", "/settings": "/set"}
 
 
-def parse_setting(name: str, text: str) -> Any:
-    """The value of generation setting ``name`` written as ``text``; ValueError says what is allowed."""
-    if name not in SETTING_RULES:
-        raise ValueError(f"unknown setting '{name}': use one of {', '.join(SETTING_RULES)}")
-    kind, rule, allowed = SETTING_RULES[name]
-    try:
-        value = kind(text)
-    except ValueError:
-        raise ValueError(f"{name} must be {allowed}, got '{text}'") from None
-    if (kind is float and not math.isfinite(value)) or not rule(value):
-        raise ValueError(f"{name} must be {allowed}, got '{text}'")
-    return value
-
-
 # ------------------------------------------------------------------------------------------ tasks
-
-
-class ChatInputError(ValueError):
-    """What the user typed cannot be sent (a malformed puzzle, a message too long): one line to show."""
 
 
 @dataclass(frozen=True)
 class ChatTask:
-    """How chat uses a task: read what was typed, prompt as training did, judge with the task's scorer."""
+    """How chat uses a task: read what was typed, prompt as training did, judge with the task's scorer.
 
-    name: str
-    hint: str  # what to type
-    example: str  # a question ``read`` accepts
-    prompt: Callable[[str], Messages]  # question -> the task's chat messages (system message, user message)
-    read: Callable[[str], str] = str.strip  # typed text -> question; ChatInputError when unusable
-    gold: Callable[[str], str | None] = lambda question: None  # the answer, where chat can work it out
-    check_gold: Callable[[str], str] = str.strip  # /answer text -> gold; ChatInputError when unusable
-    stand_in: Any = None  # gold handed to the scorer when the real one is unknown; only `parsed` is shown then
-    details: Callable[[str, str], str] = lambda question, parsed: ""  # more facts about a parsed answer
-    show_gold: bool = True  # False where the gold is one right answer of several (sudoku)
+    All of it comes from the task itself (``Task.prompt``, ``Task.score`` and ``Task.chat``), so any task,
+    a user's ``package.module:TASK`` too, works in chat.
+    """
+
+    task: Task
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    @property
+    def hint(self) -> str:
+        return self.task.chat.hint
 
     @property
     def system(self) -> str | None:
-        return next((m["content"] for m in self.prompt(self.example) if m["role"] == "system"), None)
+        messages = self.task.prompt(self.task.chat.example)
+        return next((m["content"] for m in messages if m["role"] == "system"), None)
+
+    def read(self, text: str) -> str:
+        return self.task.chat.read(text)
+
+    def gold(self, question: str) -> str | None:
+        return self.task.chat.gold(question)
+
+    def check_gold(self, text: str) -> str:
+        return self.task.chat.read_gold(text)
 
     def user_prompt(self, question: str) -> str:
-        return self.prompt(question)[-1]["content"]
+        return self.task.prompt(question)[-1]["content"]
 
     def verdict(self, reply: str, question: str, gold: str | None) -> dict[str, Any]:
         """The scorer's judgement of ``reply``, with the line that shows it."""
-        from grpolab.tasks import get_task
-
-        row = {"question": question, "answer": self.stand_in if gold is None else gold}
-        result = get_task(self.name).score(reply, row)
+        support = self.task.chat
+        row = {"question": question, "answer": support.stand_in if gold is None else gold}
+        result = self.task.score(reply, row)
         solved = None if gold is None else result.solved
         parts = [f"[{self.name}] parsed: {result.parsed if result.parsed is not None else 'nothing'}"]
         if result.parsed is not None:
-            parts.append(self.details(question, result.parsed))
+            parts.append(support.details(question, result.parsed))
         if solved is None:
             parts.append("solved: unknown (give the right answer with /answer GOLD)")
         else:
-            parts.append(f"solved: {'yes' if solved else 'no'}" + (f" (answer {gold})" if self.show_gold else ""))
+            parts.append(f"solved: {'yes' if solved else 'no'}" + (f" (answer {gold})" if support.show_gold else ""))
         line = " | ".join(part for part in parts if part)
         return {"parsed": result.parsed, "solved": solved, "gold": gold, "line": line}
 
 
-def _sudoku() -> ChatTask:
-    from grpolab.tasks import sudoku
-
-    def read(text: str) -> str:
-        puzzle = re.sub(r"\s+", "", text).replace(".", sudoku.BLANK).replace("0", sudoku.BLANK)
-        if len(puzzle) != sudoku.CELLS or not set(puzzle) <= set(sudoku.DIGITS + sudoku.BLANK):
-            raise ChatInputError("type the puzzle as 16 cells read row by row, digits 1-4 and _ (or . or 0) "
-                                 "for blanks, e.g. 1_3_4__2___12_43")
-        if sudoku.count_solutions(puzzle, limit=1) == 0:
-            raise ChatInputError(f"puzzle {puzzle} has no solution: check the digits")
-        return puzzle
-
-    def reject_gold(text: str) -> str:
-        raise ChatInputError("no answer needed: a sudoku reply is right when its grid is valid and keeps every clue")
-
-    def details(question: str, grid: str) -> str:
-        yes = {True: "yes", False: "no"}
-        return (f"valid grid: {yes[sudoku.is_valid_grid(grid)]} | "
-                f"keeps clues: {yes[sudoku.keeps_clues(question, grid)]}")
-
-    return ChatTask("sudoku", "type a puzzle as 16 cells row by row, _ for a blank, e.g. 1_3_4__2___12_43",
-                    "1_3_4__2___12_43", sudoku.prompt_messages, read=read,
-                    gold=lambda puzzle: next(sudoku.solutions(puzzle)), check_gold=reject_gold, details=details,
-                    show_gold=False)
-
-
-_EXPRESSION = re.compile(r"\s*(-?\d+)\s*([-+*x])\s*(-?\d+)\s*")
-
-
-def _arith() -> ChatTask:
-    from grpolab.tasks import arith
-
-    def read(text: str) -> str:
-        match = _EXPRESSION.fullmatch(text)
-        if not match:
-            return text.strip()
-        left, op, right = match.groups()
-        return f"{left} {'*' if op == 'x' else op} {right}"  # the spacing the training data uses
-
-    def gold(question: str) -> str | None:
-        match = _EXPRESSION.fullmatch(question)
-        if not match:
-            return None
-        left, op, right = int(match[1]), match[2], int(match[3])
-        return str({"+": left + right, "-": left - right, "*": left * right}[op])
-
-    def check_gold(text: str) -> str:
-        if not re.fullmatch(r"-?\d+", text.strip()):
-            raise ChatInputError(f"an arith answer is a whole number, got '{text}'")
-        return text.strip()
-
-    return ChatTask("arith", "type an expression such as 7 + 12 (+, - or *)", "7 + 12", arith.build_prompt,
-                    read=read, gold=gold, check_gold=check_gold, stand_in="0")
-
-
-def _gsm8k() -> ChatTask:
-    from grpolab.tasks import gsm8k
-
-    def check_gold(text: str) -> str:
-        value = gsm8k.gold_answer(text)
-        if value is None:
-            raise ChatInputError(f"a GSM8K answer is a number, got '{text}'")
-        return value
-
-    return ChatTask("gsm8k", "type a math word problem; tell me its answer with /answer N to have it judged",
-                    "Tom has 3 apples and buys 2 more. How many apples does he have?", gsm8k.make_prompt,
-                    check_gold=check_gold)
-
-
-CHAT_TASKS: dict[str, Callable[[], ChatTask]] = {"sudoku": _sudoku, "gsm8k": _gsm8k, "arith": _arith}
-
-
-def _gym(name: str) -> ChatTask:
-    from grpolab.tasks import gym
-
-    gym.check_name(name.removeprefix(gym.PREFIX))
-    return ChatTask(name, "type a question; give its answer with /answer TEXT to have the reply judged "
-                    "(by exact match: reasoning-gym's scorer needs a generated item)", "What is 2 + 2?",
-                    gym.make_prompt)
-
-
 def get_chat_task(name: str) -> ChatTask:
-    if name.startswith("reasoning_gym/"):
-        return _gym(name)
-    if name not in CHAT_TASKS:
-        from grpolab.errors import UserError
-
-        raise UserError(f"chat knows no task '{name}': use one of {', '.join(CHAT_TASKS)}")
-    return CHAT_TASKS[name]()
+    """The chat view of task ``name`` (any name ``--task`` takes); a UserError for an unknown one."""
+    return ChatTask(get_task(name))
 
 
 # ---------------------------------------------------------------------------------------- session
@@ -263,7 +162,7 @@ class ChatSession:
             return self.settings_line()
         name, _, text = argument.partition(" ")
         if not text.strip():
-            return f"usage: /set NAME VALUE, e.g. /set temperature 0.3 (names: {', '.join(SETTING_RULES)})"
+            return f"usage: /set NAME VALUE, e.g. /set temperature 0.3 (names: {', '.join(SETTINGS)})"
         try:
             value = parse_setting(name, text.strip())
         except ValueError as error:
@@ -309,7 +208,7 @@ class ChatSession:
 
     def _command_answer(self, argument: str) -> str:
         if self.task is None:
-            return "/answer needs a task: start the chat with --task " + "|".join(CHAT_TASKS)
+            return f"/answer needs a task: start the chat with --task TASK ({TASK_HELP})"
         answered = [turn for turn in self.turns if turn.reply is not None]
         if not answered:
             return "no reply to judge yet: ask a question first"

@@ -61,13 +61,20 @@ class _CommandParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def command_parser(name: str):
-    """(module, parser) for one command; only that command's module is imported."""
+def command_parser(name: str, argv: list[str] | None = None):
+    """(module, parser) for one command; only that command's module is imported.
+
+    A command with ``TAKES_ARGV`` sees its arguments while building the parser (``grpolab data TASK`` adds
+    the options of the task named there).
+    """
     module = importlib.import_module(f"grpolab.commands.{name}")
     parser = _CommandParser(prog=f"grpolab {name}", description=COMMANDS[name],
                             epilog=getattr(module, "EXAMPLE", None), formatter_class=_Formatter)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    module.add_arguments(parser)
+    if getattr(module, "TAKES_ARGV", False):
+        module.add_arguments(parser, argv or [])
+    else:
+        module.add_arguments(parser)
     return module, parser
 
 
@@ -78,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         top.print_help()
         return 2
     head = top.parse_args(argv)
-    module, parser = command_parser(head.command)
+    module, parser = command_parser(head.command, head.rest)
     if getattr(module, "ACCEPTS_EXTRA", False):
         args, extra = parser.parse_known_args(head.rest)
     else:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from grpolab.errors import UserError
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import GenerationSettings
 
 EXAMPLE = """examples:
   grpolab chat                                          # the embedded SmolLM2-135M-Instruct
@@ -28,15 +28,6 @@ in the session: /help, /set temperature 0.3, /system TEXT, /reset, /history, /sa
 Ctrl-C while the model writes stops that reply (the partial reply stays in the history);
 Ctrl-C or Ctrl-D at the prompt leaves."""
 
-_SETTING_HELP = {
-    "max_new_tokens": "most tokens per reply (default: the run's max_completion_length for --adapter "
-                      "RUN_DIR or a model merged from a run, else 256)",
-    "temperature": "sampling temperature; 0 = greedy (what eval uses)",
-    "top_p": "nucleus sampling: keep the smallest token set with this much probability",
-    "top_k": "sample from the k most likely tokens; 0 = off",
-    "repetition_penalty": "penalty for repeating tokens; 1 = off",
-}
-
 Messages = list[dict[str, str]]
 Stream = Callable[[Messages, GenerationSettings], Iterator[str]]
 CountTokens = Callable[[Messages], int]
@@ -46,13 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, hub id or checkpoint directory (a merged model too); "
                         "default: the adapter's base model, else smollm2-135m-instruct")
     parser.add_argument("--adapter", help="training run directory holding a LoRA adapter")
-    parser.add_argument("--task", help="sudoku, gsm8k, arith or reasoning_gym/NAME: send each message through "
+    parser.add_argument("--task", help="task name (arith, sudoku, gsm8k, reasoning_gym/NAME) or package.module:TASK: send each message through "
                         "this task's prompt and show its scorer's verdict")
     parser.add_argument("--system", help="system message (default: the task's, else the chat template's)")
     defaults = GenerationSettings()
     for spec in fields(GenerationSettings):
         default = None if spec.name == "max_new_tokens" else getattr(defaults, spec.name)
-        parser.add_argument(f"--{spec.name}", default=default, help=_SETTING_HELP[spec.name])
+        parser.add_argument(f"--{spec.name}", default=default, help=spec.metadata["help"])
     parser.add_argument("--context", type=int, help="context window in tokens (default: the model's "
                         "max_position_embeddings); older turns beyond it leave the prompt, with a notice")
     parser.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
@@ -92,7 +83,7 @@ def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
     """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
     if args.max_new_tokens is not None:
         return ""
-    from grpolab.generation.hf import DEFAULT_SOURCE, run_max_new_tokens
+    from grpolab.generation.settings import DEFAULT_SOURCE, run_max_new_tokens
 
     args.max_new_tokens, source = run_max_new_tokens(args.adapter, args.model)
     return "" if source == DEFAULT_SOURCE else source
@@ -100,7 +91,7 @@ def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
 
 def _settings(args: argparse.Namespace) -> GenerationSettings:
     """Generation settings from the flags (None: the default), checked by the same rules as /set."""
-    from grpolab.chat import parse_setting
+    from grpolab.generation.settings import parse_setting
 
     values = {}
     for spec in fields(GenerationSettings):

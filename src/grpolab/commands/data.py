@@ -1,8 +1,9 @@
-"""``grpolab data TASK``: generate a task's rows and write them as JSONL, one sub-command per task.
+"""``grpolab data TASK``: generate a task's rows and write them as JSONL.
 
 Each row is ``{"question": ..., "answer": ..., "label": ..., "split": ...}``, the format ``--data_file``
-reads back. Generation is deterministic for a seed, and each task keeps its test items out of train.
-Task modules are imported only when a command runs, so ``--help`` stays fast.
+reads back. Any task with a generator works, a user's ``package.module:TASK`` too: its options become
+flags (``--levels``, ``--blanks``), read from the task itself. Generation is deterministic for a seed, and
+each task keeps its test items out of train.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,111 +22,70 @@ EXAMPLE = """examples:
   grpolab data sudoku --num 200 --seed 1 --blanks 12 --split test --out data/sudoku-difficult.jsonl
   grpolab data arith --num 2000 --levels add-20,addsub-20 --out data/arith.jsonl
   grpolab data reasoning_gym --dataset leg_counting --num 2000 --num_test 200 --out data/legs.jsonl
+  grpolab data mypackage.tasks:TASK --num 100 --out data/mine.jsonl
 """
 SPLITS = ("train", "test")
+TAKES_ARGV = True  # the task named in argv adds its own options to the parser
 
 Rows = list[dict[str, Any]]
 
 
-@dataclass(frozen=True)
-class DataTask:
-    """One ``grpolab data`` sub-command: its task-specific flags and how it makes one split's rows."""
+def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> None:
+    from grpolab.tasks import TASK_HELP
 
-    summary: str
-    add_options: Callable[[argparse.ArgumentParser], None]
-    generate: Callable[[argparse.Namespace, str], Rows]  # (args, split) -> rows
-
-
-def _sudoku_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--blanks",
-        default="simple,medium,difficult",
-        help="blank counts or labels generated in turn: simple (4), medium (8), difficult (12), "
-        "or any count from 1 to 12, e.g. 4,6,8",
-    )
-
-
-def _sudoku_rows(args: argparse.Namespace, split: str) -> Rows:
-    from grpolab.tasks import sudoku
-
-    return sudoku.generate_rows(_split_num(args, split), args.seed, split, args.blanks)
-
-
-def _arith_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--levels", default="add-20", help="comma-separated difficulty levels, e.g. add-20,mixed-12"
-    )
-
-
-def _arith_rows(args: argparse.Namespace, split: str) -> Rows:
-    from grpolab.tasks import arith
-
-    levels = tuple(level.strip() for level in args.levels.split(",") if level.strip())
-    return arith.generate_rows(_split_num(args, split), args.seed, split, levels)
-
-
-def _gym_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="a reasoning-gym dataset name, e.g. leg_counting")
-    parser.add_argument("--task_options", default="{}", help='its config as JSON, e.g. \'{"max_animals": 5}\'')
-
-
-def _gym_rows(args: argparse.Namespace, split: str) -> Rows:
-    from grpolab.commands.eval import _json_options
-    from grpolab.tasks import gym
-
-    gym.check_name(args.dataset)
-    rows = gym.generate_rows(args.dataset, split, _split_num(args, split), args.seed, _json_options(args.task_options))
-    return [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
-
-
-DATA_TASKS: dict[str, DataTask] = {
-    "sudoku": DataTask("4x4 Sudoku puzzles with unique solutions.", _sudoku_options, _sudoku_rows),
-    "arith": DataTask("Arithmetic questions (a + b, a - b, a * b).", _arith_options, _arith_rows),
-    "reasoning_gym": DataTask("Any reasoning-gym dataset (needs grpolab[gym]); train with --task "
-                              "reasoning_gym/NAME.", _gym_options, _gym_rows),
-}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    tasks = parser.add_subparsers(dest="task", metavar="TASK", title="tasks", required=True)
-    for name, spec in DATA_TASKS.items():
-        task_parser = tasks.add_parser(
-            name,
-            help=spec.summary,
-            description=spec.summary,
-            epilog=_task_examples(name),
-            formatter_class=parser.formatter_class,
-        )
-        _common_options(task_parser, name)
-        spec.add_options(task_parser)
-
-
-def _task_examples(name: str) -> str:
-    lines = [line for line in EXAMPLE.splitlines() if line.strip().startswith(f"grpolab data {name} ")]
-    return "examples:\n" + "\n".join(lines)
-
-
-def _common_options(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("task", metavar="TASK", type=generating_task,
+                        help=f"a task with a generator: {TASK_HELP} (reasoning_gym takes --dataset NAME)")
     parser.add_argument("--num", type=int, default=1000, help="rows per split")
     parser.add_argument("--num_test", type=int, default=None, help="test rows (default: --num)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rows")
     parser.add_argument("--split", choices=(*SPLITS, "both"), default="both", help="which split(s) to write")
-    parser.add_argument(
-        "--out", type=Path, default=Path("data") / f"{name}.jsonl", help="JSONL file to write"
-    )
+    parser.add_argument("--out", type=Path, help="JSONL file to write (default: data/TASK.jsonl)")
+    parser.add_argument("--task_options", default="{}",
+                        help="more task options as a YAML mapping or JSON, e.g. '{\"max_animals\": 5}'")
+    name = next(iter(argv), "")
+    if name and not name.startswith("-"):
+        try:
+            task = generating_task(name)
+        except argparse.ArgumentTypeError:
+            return  # parsing TASK reports it
+        options = parser.add_argument_group(f"options of {task.name}")
+        for option_name, option in task.options.items():
+            if not option.load_only:
+                options.add_argument(f"--{option_name}", default=option.default, required=option.required,
+                                     help=option.help)
+
+
+def generating_task(name: str):
+    """The Task called ``name``, if it can generate its data (argparse reports anything else)."""
+    from grpolab.tasks import get_task
+
+    try:
+        task = get_task(name)
+    except UserError as error:
+        raise argparse.ArgumentTypeError(f"invalid choice: '{name}' ({error})") from None
+    if task.generate is None:
+        raise argparse.ArgumentTypeError(f"invalid choice: '{name}' (it reads its data, it has no generator)")
+    return task
+
+
+def run(args: argparse.Namespace) -> int:
+    from grpolab.tasks.base import parse_task_options
+
+    _check_counts(args)
+    task = args.task
+    options = {**parse_task_options(args.task_options),
+               **{name: getattr(args, name) for name, option in task.options.items() if not option.load_only}}
+    task.check_options(options)
+    splits = SPLITS if args.split == "both" else (args.split,)
+    rows = [row for split in splits for row in _split_rows(task, options, args, split)]
+    out = args.out or Path("data") / f"{task.name.replace('/', '-').replace(':', '-')}.jsonl"
+    write_jsonl(rows, out)
+    print(summary(rows, out))
+    return 0
 
 
 def _split_num(args: argparse.Namespace, split: str) -> int:
     return args.num_test if split == "test" and args.num_test is not None else args.num
-
-
-def run(args: argparse.Namespace) -> int:
-    _check_counts(args)
-    splits = SPLITS if args.split == "both" else (args.split,)
-    rows = [row for split in splits for row in _split_rows(args, split)]
-    write_jsonl(rows, args.out)
-    print(summary(rows, args.out))
-    return 0
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -135,11 +94,12 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise UserError(f"{flag} must be 1 or more, got {value}")
 
 
-def _split_rows(args: argparse.Namespace, split: str) -> Rows:
-    rows = DATA_TASKS[args.task].generate(args, split)
-    if len(rows) < _split_num(args, split):
+def _split_rows(task, options: dict[str, Any], args: argparse.Namespace, split: str) -> Rows:
+    num = _split_num(args, split)
+    rows = task.generate(num, args.seed, split, **options)
+    if len(rows) < num:
         raise UserError(
-            f"{args.task} made only {len(rows)} of {_split_num(args, split)} distinct {split} rows with these "
+            f"{task.name} made only {len(rows)} of {num} distinct {split} rows with these "
             "settings: ask for fewer rows or choose harder settings"
         )
     return [{**row, "split": split} for row in rows]

@@ -14,72 +14,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
+from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig
 from grpolab.evaluation.metrics import summarize
 from grpolab.evaluation.report import write_results
 from grpolab.evaluation.samples import SAMPLES, append_samples, open_output, read_samples
 from grpolab.generation.continuous_batching import generate_stream
-from grpolab.generation.hf import GenerationSettings, run_max_new_tokens
+from grpolab.generation.settings import run_max_new_tokens
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TASK = "arith"
-
-
-@dataclass
-class EvalConfig:
-    """What to evaluate and how; ``model``, ``task``, ``max_new_tokens`` left as None come from the run."""
-
-    model: str | None = None
-    adapter: str | None = None
-    task: str | None = None
-    task_options: dict[str, Any] = field(default_factory=dict)
-    data_file: str | None = None
-    split: str = "test"
-    num: int | None = None
-    seed: int = 0
-    k: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = None  # None: the run's max_completion_length, else 256
-    batch_size: int = 32
-    backend: str = "transformers"
-    max_new_tokens_from: str | None = None  # where max_new_tokens came from, for the record
-    # --backend openai only (see grpolab.generation.openai); the key itself is never stored, only its variable.
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 8
-    timeout: float = 600.0
-
-    def __post_init__(self) -> None:
-        if self.backend not in ("transformers", "vllm", "openai"):
-            raise UserError(f"--backend must be transformers, vllm or openai, got {self.backend!r}")
-        if self.backend == "openai" or self.base_url is not None:
-            from grpolab.generation.openai import validate
-
-            validate(self)
-        for flag, value in (("--num", self.num), ("--k", self.k), ("--max_new_tokens", self.max_new_tokens),
-                            ("--batch_size", self.batch_size)):
-            if value is not None and value < 1:
-                raise UserError(f"{flag} must be 1 or more, got {value}")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
-        if self.k > 1 and self.temperature == 0:
-            raise UserError(f"--k {self.k} needs sampling: add --temperature 0.7 (greedy gives K equal answers)")
-
-    def settings(self) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                  top_p=self.top_p)
-
-    @property
-    def name(self) -> str:
-        """A short run name for tables and charts: the model, plus the adapter's folder when there is one."""
-        model = Path(str(self.model).rstrip("/")).name
-        return f"{model} + {Path(str(self.adapter).rstrip('/')).name}" if self.adapter else model
 
 
 def resolve_run(config: EvalConfig) -> EvalConfig:
@@ -175,7 +123,7 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     config = resolve_run(config)
     logger.debug("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
     task = get_task(config.task)
-    dataset = task.load(config.split, config.data_file, config.num, config.seed, **config.task_options)
+    dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
     if len(dataset) == 0:
         raise UserError(f"task {task.name} gave no items for split '{config.split}': check --split and --data_file")
     out = Path(out) if out else default_out(config, task.name)

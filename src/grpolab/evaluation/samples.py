@@ -15,7 +15,7 @@ from grpolab.errors import UserError
 from grpolab.evaluation.metrics import by_item
 
 if TYPE_CHECKING:
-    from grpolab.evaluation.runner import EvalConfig
+    from grpolab.evaluation.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 

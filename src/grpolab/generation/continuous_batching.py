@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import GenerationSettings
 
 
 @dataclass

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from grpolab.errors import UserError
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import GenerationSettings
 
 if TYPE_CHECKING:
-    from grpolab.evaluation.runner import EvalConfig
+    from grpolab.evaluation.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from grpolab.errors import UserError
-from grpolab.generation.hf import GenerationSettings
+from grpolab.generation.settings import GenerationSettings
 
 
 def require_vllm() -> None:

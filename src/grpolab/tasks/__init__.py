@@ -1,11 +1,14 @@
-"""Task registry: a plain dict from name to module; a dotted path 'package.module:TASK' admits user tasks."""
+"""Task registry: a plain dict from name to module; a dotted path 'package.module:TASK' admits user tasks.
+
+This is the one list of task names: every command resolves ``--task`` (and ``grpolab data TASK``) here.
+"""
 
 from __future__ import annotations
 
 import importlib
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import Task, Verdict, completion_text
+from grpolab.tasks.base import ChatInputError, ChatSupport, Option, Task, Verdict, completion_text
 
 TASKS: dict[str, str] = {
     "arith": "grpolab.tasks.arith",
@@ -13,7 +16,10 @@ TASKS: dict[str, str] = {
     "gsm8k": "grpolab.tasks.gsm8k",
 }
 
-__all__ = ["TASKS", "Task", "Verdict", "completion_text", "get_task", "import_object"]
+__all__ = ["TASKS", "ChatInputError", "ChatSupport", "Option", "Task", "Verdict", "completion_text", "get_task",
+           "import_object", "TASK_HELP"]
+
+TASK_HELP = f"{', '.join(TASKS)}, reasoning_gym/NAME or package.module:TASK"
 
 
 def import_object(path: str, what: str):
@@ -33,14 +39,13 @@ def get_task(name: str) -> Task:
     dotted path ``package.module:ATTR``."""
     if name in TASKS:
         return importlib.import_module(TASKS[name]).TASK
-    if name.startswith("reasoning_gym/"):
+    if name == "reasoning_gym" or name.startswith("reasoning_gym/"):
         from grpolab.tasks import gym
 
-        return gym.make_task(name.removeprefix(gym.PREFIX))
+        return gym.make_task(name.removeprefix(gym.PREFIX)) if name.startswith(gym.PREFIX) else gym.any_dataset()
     if ":" in name:
         task = import_object(name, "task")
         if not isinstance(task, Task):
             raise UserError(f"'{name}' is a {type(task).__name__}, not a grpolab Task")
         return task
-    raise UserError(f"unknown task '{name}': choose one of {', '.join(TASKS)}, reasoning_gym/NAME "
-                    "or give 'package.module:TASK'")
+    raise UserError(f"unknown task '{name}': choose one of {TASK_HELP}")

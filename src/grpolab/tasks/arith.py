@@ -18,7 +18,9 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from grpolab.tasks.base import Task, Verdict, completion_text, rows_from_kwargs
+from grpolab.errors import UserError
+from grpolab.tasks.base import ChatInputError, ChatSupport, Option, Task, Verdict, check_num, verdicts
+from grpolab.tasks.jsonl import read_rows
 
 # Measured on SmolLM2-135M-Instruct (add-20, 100 test items, greedy): this wording gets 46% strict,
 # "What is X?" alone 36%, a system prompt asking for just the number 25% (it then answers "The answer is"
@@ -52,8 +54,11 @@ def make_item(rng: random.Random, level: str) -> dict[str, str]:
     op = rng.choice(operations)
     if op == "-" and b > a:
         a, b = b, a  # keep results non-negative at these levels
-    value = {"+": a + b, "-": a - b, "*": a * b}[op]
-    return {"question": f"{a} {op} {b}", "answer": str(value), "label": level}
+    return {"question": f"{a} {op} {b}", "answer": str(calculate(a, op, b)), "label": level}
+
+
+def calculate(left: int, op: str, right: int) -> int:
+    return {"+": left + right, "-": left - right, "*": left * right}[op]
 
 
 def split_of(question: str) -> str:
@@ -68,17 +73,23 @@ def split_of(question: str) -> str:
     return "test" if zlib.crc32(f"{left}{op}{right}".encode()) % 4 == 0 else "train"
 
 
+def parse_levels(levels: Sequence[str] | str) -> tuple[str, ...]:
+    """Difficulty levels from a list or a comma-separated string; a UserError naming unknown ones."""
+    if isinstance(levels, str):
+        levels = [level.strip() for level in levels.split(",") if level.strip()]
+    unknown = [level for level in levels if level not in LEVELS]
+    if unknown:
+        raise UserError(f"unknown arith level(s) {', '.join(unknown)}: choose from {', '.join(LEVELS)}")
+    return tuple(levels)
+
+
 def generate_rows(num: int, seed: int = 0, split: str = "train",
-                  levels: Sequence[str] = DEFAULT_LEVELS) -> list[dict[str, str]]:
+                  levels: Sequence[str] | str = DEFAULT_LEVELS) -> list[dict[str, str]]:
     """``num`` items of ``split``. Test items are distinct; train items repeat once the space is used up.
 
     Small levels have few expressions (441 for add-20), so test takes at most what its quarter holds.
     """
-    unknown = [level for level in levels if level not in LEVELS]
-    if unknown:
-        from grpolab.errors import UserError
-
-        raise UserError(f"unknown arith level(s) {', '.join(unknown)}: choose from {', '.join(LEVELS)}")
+    levels = parse_levels(levels)
     rng = random.Random(f"{seed}-{split}")
     rows: list[dict[str, str]] = []
     seen: set[str] = set()
@@ -93,7 +104,7 @@ def generate_rows(num: int, seed: int = 0, split: str = "train",
     return rows
 
 
-def build_prompt(question: str) -> list[dict[str, str]]:
+def make_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": USER_TEMPLATE.format(expression=question)}]
 
 
@@ -124,14 +135,9 @@ def score(completion: str, row: Mapping[str, Any]) -> Verdict:
     )
 
 
-def _verdicts(completions: list, kwargs: Mapping[str, Any]) -> list[Verdict]:
-    rows = rows_from_kwargs(len(completions), kwargs)
-    return [score(completion_text(c), row) for c, row in zip(completions, rows, strict=True)]
-
-
 def arith_correct(completions: list, **kwargs) -> list[float]:
     """1.0 when the last integer of the reply is the right result, else 0.0 (the strict metric)."""
-    return [1.0 if verdict.solved else 0.0 for verdict in _verdicts(completions, kwargs)]
+    return [1.0 if verdict.solved else 0.0 for verdict in verdicts(score, completions, kwargs)]
 
 
 def arith_brevity(completions: list, **kwargs) -> list[float]:
@@ -144,64 +150,81 @@ def arith_brevity(completions: list, **kwargs) -> list[float]:
     push towards short wrong answers, and a run with seed 1 collapsed that way (entropy 1.8 -> 0.2 in 6
     steps, every completion the same wrong number, no signal left). Weighted 0.1 in the default recipe.
     """
-    return [1.0 if verdict.solved and verdict.format_ok else 0.0 for verdict in _verdicts(completions, kwargs)]
+    return [1.0 if verdict.solved and verdict.format_ok else 0.0 for verdict in verdicts(score, completions, kwargs)]
 
 
 def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
-         levels: Sequence[str] | str = DEFAULT_LEVELS, **options: Any):
+         **options: Any):
     """Generated items as a Dataset (or rows from a JSONL with question/answer/label)."""
     from datasets import Dataset
 
-    if isinstance(levels, str):
-        levels = tuple(level.strip() for level in levels.split(",") if level.strip())
-    if options:
-        from grpolab.errors import UserError
-
-        raise UserError(f"unknown arith option(s) {', '.join(options)}: the options are 'levels'")
+    TASK.check_options(options)
+    check_num(num)
     if data_file:
-        from grpolab.tasks.jsonl import read_rows
-
-        rows = read_rows(data_file, required=("question", "answer"))
-        _check_rows(rows, data_file)
+        rows, _ = read_rows(data_file, problem=_row_problem)
         if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
             rows = [row for row in rows if row.get("split", split) == split]
         rows = rows[:num] if num else rows
         for row in rows:
             row.pop("split", None)
     else:
-        rows = generate_rows(num or (100 if split == "test" else 2000), seed, split, levels)
+        rows = generate_rows(num or (100 if split == "test" else 2000), seed, split,
+                             options.get("levels", DEFAULT_LEVELS))
     for row in rows:
         row.setdefault("label", "custom")
-        row["prompt"] = build_prompt(row["question"])
+        row["prompt"] = make_prompt(row["question"])
     return Dataset.from_list(rows)
 
 
 _EXPRESSION = re.compile(r"[0-9]\s*[-+*/x\u00d7\u2212]\s*-?[0-9]")
 
 
-def _check_rows(rows: Sequence[Mapping[str, Any]], data_file: str) -> None:
-    """Each row of a data file is an expression with an integer answer (a Sudoku or GSM8K file is not)."""
-    from grpolab.errors import UserError
+def _row_problem(row: Mapping[str, Any]) -> str | None:
+    """Why a data-file row is not an arith item (a Sudoku or GSM8K file is not), or None."""
+    if not re.fullmatch(r"-?[0-9]+", str(row["answer"]).strip()):
+        return f"answer {str(row['answer'])[:40]!r} is not an integer; arith rows look like those 'grpolab data arith' writes"
+    if not _EXPRESSION.search(str(row["question"])):
+        return (f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12; arith rows "
+                "look like those 'grpolab data arith' writes")
+    return None
 
-    for number, row in enumerate(rows, start=1):
-        problem = None
-        if not re.fullmatch(r"-?[0-9]+", str(row["answer"]).strip()):
-            problem = f"answer {str(row['answer'])[:40]!r} is not an integer"
-        elif not _EXPRESSION.search(str(row["question"])):
-            problem = f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12"
-        if problem:
-            raise UserError(f"{data_file}: row {number}: {problem}; arith rows look like those "
-                            "'grpolab data arith' writes")
+
+# ------------------------------------------------------------------------------------------------ chat
+_TYPED_EXPRESSION = re.compile(r"\s*(-?\d+)\s*([-+*x])\s*(-?\d+)\s*")
+
+
+def read_question(text: str) -> str:
+    """A typed expression in the spacing the training data uses ("7+12" -> "7 + 12"); other text as typed."""
+    match = _TYPED_EXPRESSION.fullmatch(text)
+    if not match:
+        return text.strip()
+    left, op, right = match.groups()
+    return f"{left} {'*' if op == 'x' else op} {right}"
+
+
+def gold(question: str) -> str | None:
+    """The result of a typed expression, or None for free text."""
+    match = _TYPED_EXPRESSION.fullmatch(question)
+    return str(calculate(int(match[1]), match[2], int(match[3]))) if match else None
+
+
+def read_gold(text: str) -> str:
+    if not re.fullmatch(r"-?\d+", text.strip()):
+        raise ChatInputError(f"an arith answer is a whole number, got '{text}'")
+    return text.strip()
 
 
 TASK = Task(
     name="arith",
-    description="Generated arithmetic (a + b, a - b, a * b); the answer is the last integer of the reply.",
     load=load,
+    prompt=make_prompt,
     score=score,
     rewards={"arith_correct": arith_correct, "arith_brevity": arith_brevity},
     default_rewards=("arith_correct", "arith_brevity"),
     default_weights=(1.0, 0.1),
-    options={"levels": f"comma-separated difficulty levels: {', '.join(LEVELS)}"},
+    options={"levels": Option(f"comma-separated difficulty levels: {', '.join(LEVELS)}", ",".join(DEFAULT_LEVELS))},
+    generate=generate_rows,
     reference=lambda row: str(row["answer"]),
+    chat=ChatSupport(hint="type an expression such as 7 + 12 (+, - or *)", example="7 + 12", read=read_question,
+                     gold=gold, read_gold=read_gold, stand_in="0"),
 )

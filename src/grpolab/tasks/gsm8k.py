@@ -31,7 +31,6 @@ beyond; on the test split that is 326 / 668 / 325 problems, a quarter / a half /
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -43,7 +42,18 @@ from typing import Any
 import datasets
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import Task, Verdict, completion_text
+from grpolab.tasks.base import (
+    ChatInputError,
+    ChatSupport,
+    Option,
+    Task,
+    Verdict,
+    check_num,
+    completion_text,
+    parse_bool,
+    verdicts,
+)
+from grpolab.tasks.jsonl import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -347,25 +357,18 @@ CHECKS = {"lm-eval strict-match": harness_strict_match, "lm-eval flexible-extrac
 # ---------------------------------------------------------------------------------------------------
 
 
-def _verdicts(completions: list[Any], answer: list[Any]) -> list[Verdict]:
-    return [
-        score(completion_text(completion), {"answer": gold})
-        for completion, gold in zip(completions, answer, strict=True)
-    ]
-
-
-def gsm8k_correct(completions: list[Any], answer: list[Any], **kwargs: Any) -> list[float]:
+def gsm8k_correct(completions: list[Any], **kwargs: Any) -> list[float]:
     """1.0 when the strict answer (answer tag, else boxed, else ``####``) equals the gold number, else 0.0."""
-    return [1.0 if verdict.solved else 0.0 for verdict in _verdicts(completions, answer)]
+    return [1.0 if verdict.solved else 0.0 for verdict in verdicts(score, completions, kwargs)]
 
 
-def gsm8k_format(completions: list[Any], answer: list[Any], **kwargs: Any) -> list[float]:
+def gsm8k_format(completions: list[Any], **kwargs: Any) -> list[float]:
     """1.0 when a closed ``<answer>`` tag holds a number, right or wrong, else 0.0.
 
     Weighted well below correctness (0.2 by default) so it teaches the format in the first steps without
     paying a model more for a tidy wrong answer than for being right.
     """
-    return [1.0 if verdict.format_ok else 0.0 for verdict in _verdicts(completions, answer)]
+    return [1.0 if verdict.format_ok else 0.0 for verdict in verdicts(score, completions, kwargs)]
 
 
 def gsm8k_length_penalty(completions: list[Any], **kwargs: Any) -> list[float]:
@@ -428,13 +431,8 @@ def make_row(question: str, answer: Any) -> dict[str, Any] | None:
     }
 
 
-def _bad_row(record: Any) -> str | None:
+def _row_problem(record: Mapping[str, Any]) -> str | None:
     """Why a local GSM8K record is unusable, or None when it is fine."""
-    if not isinstance(record, dict):
-        return f"expected a JSON object, got {type(record).__name__}"
-    missing = [key for key in _REQUIRED_KEYS if key not in record]
-    if missing:
-        return f"missing key '{missing[0]}' (each line needs 'question' and 'answer')"
     answer = record["answer"]
     if not isinstance(record["question"], str) or not isinstance(answer, (str, int, float)):
         return "'question' must be a string and 'answer' a string or a number"
@@ -443,36 +441,10 @@ def _bad_row(record: Any) -> str | None:
     return None
 
 
-def _parse_line(line: str) -> tuple[Any, str | None]:
-    """(record, None) for a usable JSONL line, else (None, why not)."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        return None, f"invalid JSON ({error.msg})"
-    why = _bad_row(record)
-    return (None, why) if why else (record, None)
-
-
 def read_jsonl(path: Path, skip_bad_rows: bool = False) -> list[dict[str, Any]]:
     """Rows of a local GSM8K JSONL file; a bad line is a UserError naming file and line, or is skipped."""
-    if not path.is_file():
-        raise UserError(f"GSM8K data file {path} not found; check the path given with --data_file")
-    rows, skipped = [], 0
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record, why = _parse_line(line)
-            if why and not skip_bad_rows:
-                raise UserError(f"{path}:{line_number}: {why}; fix the line or pass skip_bad_rows=True")
-            skipped += bool(why)
-            if record is not None:
-                rows.append(make_row(record["question"], record["answer"]))
-    if skipped:
-        logger.warning("skipped %d bad rows in %s", skipped, path)
-    if not rows:
-        raise UserError(f"GSM8K data file {path} has no usable rows")
-    return rows
+    records, _ = read_rows(path, problem=_row_problem, skip_bad_rows=skip_bad_rows)
+    return [make_row(record["question"], record["answer"]) for record in records]
 
 
 def _hub_question(record: Mapping[str, Any]) -> str | None:
@@ -508,14 +480,6 @@ def read_hub(split: str, hub_id: str) -> list[dict[str, Any]]:
     if None in rows:
         logger.warning("skipped %d rows of %s without a question or numeric answer", rows.count(None), hub_id)
     return [row for row in rows if row is not None]
-
-
-def _flag(value: Any) -> bool:
-    """A yes/no option given as a bool or as command-line text (true/false, yes/no, 1/0)."""
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "yes", "no", "1", "0"):
-        raise UserError(f"skip_bad_rows must be true or false, got {value!r}")
-    return text in ("true", "yes", "1")
 
 
 def reference(row: Mapping[str, Any]) -> str:
@@ -638,13 +602,10 @@ def load(
     ``split`` picks the hub split and is ignored for a local file. ``num`` keeps the first ``num`` rows
     of a shuffle seeded by ``seed``, so the same arguments always give the same rows.
     """
-    unknown = sorted(set(options) - set(OPTIONS))
-    if unknown:
-        raise UserError(f"unknown gsm8k option '{unknown[0]}': choose from {', '.join(OPTIONS)}")
-    if num is not None and num < 1:
-        raise UserError(f"--num ({num}) must be at least 1")
+    TASK.check_options(options)
+    check_num(num)
     if data_file is not None:
-        rows = read_jsonl(Path(data_file).expanduser(), _flag(options.get("skip_bad_rows", False)))
+        rows = read_jsonl(Path(data_file), parse_bool("skip_bad_rows", options.get("skip_bad_rows", False)))
     else:
         rows = read_hub(split, str(options.get("hub_id", HUB_ID)))
     _apply_fewshot(rows, data_file, options)
@@ -655,20 +616,32 @@ def load(
 
 
 OPTIONS = {
-    "hub_id": f"hub dataset to load when no data_file is given (default {HUB_ID}, config '{HUB_CONFIG}'); "
-    "its answer column may hold full '#### N' solutions or bare numbers",
-    "skip_bad_rows": "skip (and count in the log) unusable lines of a local data_file instead of stopping",
-    "fewshot": "number of exemplars in an lm-evaluation-harness style few-shot prompt (default 0: grpolab's "
-    "<answer> prompt; 5 is the harness's gsm8k, 8 its gsm8k-cot)",
-    "fewshot_style": "gsm8k ('Question: ... Answer:' with train solutions ending '#### N') or gsm8k-cot "
-    "('Q: ... A:' with the 8 fixed chain-of-thought exemplars ending 'The answer is N.')",
-    "fewshot_file": "train JSONL for gsm8k-style exemplars (default: train.jsonl beside data_file, else the hub)",
+    "hub_id": Option(f"hub dataset to load when no data_file is given (default {HUB_ID}, config '{HUB_CONFIG}'); "
+                     "its answer column may hold full '#### N' solutions or bare numbers", HUB_ID),
+    "skip_bad_rows": Option("skip (and count in the log) unusable lines of a local data_file instead of stopping",
+                            False, load_only=True),
+    "fewshot": Option("number of exemplars in an lm-evaluation-harness style few-shot prompt (default 0: "
+                      "grpolab's <answer> prompt; 5 is the harness's gsm8k, 8 its gsm8k-cot)", 0),
+    "fewshot_style": Option("gsm8k ('Question: ... Answer:' with train solutions ending '#### N') or gsm8k-cot "
+                            "('Q: ... A:' with the 8 fixed chain-of-thought exemplars ending 'The answer is N.')",
+                            "gsm8k"),
+    "fewshot_file": Option("train JSONL for gsm8k-style exemplars (default: train.jsonl beside data_file, else "
+                           "the hub)"),
 }
+
+
+def read_gold(text: str) -> str:
+    """The number ``/answer`` gives in chat, canonical."""
+    value = gold_answer(text)
+    if value is None:
+        raise ChatInputError(f"a GSM8K answer is a number, got '{text}'")
+    return value
+
 
 TASK = Task(
     name="gsm8k",
-    description="GSM8K grade-school word problems; strict answer in <answer> tags, numeric comparison",
     load=load,
+    prompt=make_prompt,
     score=score,
     rewards=REWARDS,
     default_rewards=("gsm8k_correct", "gsm8k_format"),
@@ -676,4 +649,7 @@ TASK = Task(
     options=OPTIONS,
     reference=reference,
     checks=CHECKS,
+    chat=ChatSupport(hint="type a math word problem; tell me its answer with /answer N to have it judged",
+                     example="Tom has 3 apples and buys 2 more. How many apples does he have?",
+                     read_gold=read_gold),
 )

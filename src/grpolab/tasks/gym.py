@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import Task, Verdict, completion_text, rows_from_kwargs
+from grpolab.tasks.base import ChatSupport, Option, Task, Verdict, completion_text, verdicts
 from grpolab.tasks.jsonl import read_rows
 
 PREFIX = "reasoning_gym/"
@@ -120,33 +120,40 @@ def make_task(name: str) -> Task:
         import datasets
 
         if data_file:
-            rows = [row for row in read_rows(data_file, required=_ROW_KEYS) if row.get("split", split) == split]
+            rows = [row for row in read_rows(data_file, required=_ROW_KEYS)[0] if row.get("split", split) == split]
             rows = [{**_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row), "answer": str(row["answer"])}
                     for row in rows[:num]]
         else:
             rows = generate_rows(name, split, num, seed, options)
         return datasets.Dataset.from_list(rows)
 
+    def generate(num: int, seed: int = 0, split: str = "train", **options: Any) -> list[dict[str, Any]]:
+        rows = generate_rows(name, split, num, seed, options)
+        return [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
+
     return Task(
         name=PREFIX + name,
-        description=f"reasoning-gym's {name}, scored by its own score_answer (strict: a score of 1.0)",
         load=load,
+        prompt=make_prompt,
         score=score,
         rewards=REWARDS,
         default_rewards=("gym_score", "gym_format"),
         default_weights=(1.0, 0.2),
-        options=_options_help(name),
+        options=_options(name),
+        generate=generate,
         reference=lambda row: f"<answer>{row['answer']}</answer>",
+        chat=ChatSupport(hint="type a question; give its answer with /answer TEXT to have the reply judged "
+                         "(by exact match: reasoning-gym's scorer needs a generated item)"),
     )
 
 
-def _options_help(name: str) -> dict[str, str]:
+def _options(name: str) -> dict[str, Option]:
     from reasoning_gym.factory import DATASETS
 
-    fields = {field: f"a field of reasoning-gym's {DATASETS[name][1].__name__}"
+    fields = {field: Option(f"a field of reasoning-gym's {DATASETS[name][1].__name__}")
               for field in DATASETS[name][1].__dataclass_fields__}
-    return {**fields, "size": "items to generate (grpolab's --num overrides it)",
-            "seed": "generator seed (default: grpolab's --seed); the test split adds TEST_SEED_OFFSET"}
+    return {**fields, "size": Option("items to generate (grpolab's --num overrides it)"),
+            "seed": Option("generator seed (default: grpolab's --seed); the test split adds TEST_SEED_OFFSET")}
 
 
 def score(text: str, row: Mapping[str, Any]) -> Verdict:
@@ -162,14 +169,9 @@ def score(text: str, row: Mapping[str, Any]) -> Verdict:
     return Verdict(solved=value == 1.0, parsed=answer, partial=value, format_ok=answer is not None)
 
 
-def _verdicts(completions: list[Any], kwargs: Mapping[str, Any]) -> list[Verdict]:
-    rows = rows_from_kwargs(len(completions), kwargs)
-    return [score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)]
-
-
 def gym_score(completions: list[Any], **kwargs: Any) -> list[float]:
     """reasoning-gym's score in [0, 1]: its own partial credit, 1.0 for a fully right answer."""
-    return [verdict.partial for verdict in _verdicts(completions, kwargs)]
+    return [verdict.partial for verdict in verdicts(score, completions, kwargs)]
 
 
 def gym_format(completions: list[Any], **kwargs: Any) -> list[float]:
@@ -183,3 +185,29 @@ def gym_format(completions: list[Any], **kwargs: Any) -> list[float]:
 
 
 REWARDS = {reward.__name__: reward for reward in (gym_score, gym_format)}
+
+
+class _AnyDataset(Task):
+    """``grpolab data reasoning_gym --dataset NAME``: generates any dataset, its config from the other options."""
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        if not options.get("dataset"):
+            raise UserError("reasoning_gym needs --dataset NAME, e.g. --dataset leg_counting")
+
+
+def _no_load(*args: Any, **kwargs: Any) -> Any:
+    raise UserError("name a reasoning-gym dataset: --task reasoning_gym/NAME, e.g. reasoning_gym/leg_counting")
+
+
+def any_dataset() -> Task:
+    """A generator for every reasoning-gym dataset at once (``grpolab data``); training takes one by name."""
+
+    def generate(num: int, seed: int = 0, split: str = "train", dataset: str = "", **config: Any) -> list[dict]:
+        return make_task(dataset).generate(num, seed, split, **config)
+
+    return _AnyDataset(
+        name="reasoning_gym", load=_no_load, prompt=make_prompt, score=score, rewards=REWARDS,
+        default_rewards=("gym_score", "gym_format"), default_weights=(1.0, 0.2),
+        options={"dataset": Option("a reasoning-gym dataset name, e.g. leg_counting", required=True)},
+        generate=generate,
+    )

@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
-import json
 import logging
 import random
 import re
@@ -26,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import Task, Verdict, completion_text
+from grpolab.tasks import jsonl
+from grpolab.tasks.base import (
+    ChatInputError,
+    ChatSupport,
+    Option,
+    Task,
+    Verdict,
+    check_num,
+    parse_bool,
+    verdicts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -213,13 +222,8 @@ def _check_split(split: str) -> None:
 # ------------------------------------------------------------------------------------------ data files
 
 
-def row_problem(record: Any) -> str | None:
-    """What is wrong with one data-file record, or None when it is a usable puzzle row."""
-    if not isinstance(record, dict):
-        return f"expected a JSON object, got {type(record).__name__}"
-    missing = [key for key in ("question", "answer") if key not in record]
-    if missing:
-        return f"missing key {', '.join(repr(key) for key in missing)}"
+def row_problem(record: Mapping[str, Any]) -> str | None:
+    """What is wrong with one data-file record (a JSON object with question and answer), or None."""
     question, answer = record["question"], record["answer"]
     if not isinstance(question, str) or len(question) != CELLS or not set(question) <= set(DIGITS + BLANK):
         return f"question {_short(question)} is not 16 characters of 1-4 and _"
@@ -243,36 +247,9 @@ def read_rows(path: str | Path, skip_bad_rows: bool = False) -> tuple[list[dict[
     No uniqueness check: files of other projects may hold puzzles with several solutions, which the
     scorer handles. A missing ``label`` is derived from the blank count.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"data file {path} does not exist: generate one with 'grpolab data sudoku --out {path}'"
-        )
-    rows, skipped = [], 0
-    with path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            record, problem = _decode(line)
-            if problem is None:
-                rows.append(_clean_row(record))
-            elif skip_bad_rows:
-                skipped += 1
-            else:
-                raise UserError(
-                    f"{path}:{number}: {problem}; fix or delete the line, or load with skip_bad_rows=true"
-                )
-    return rows, skipped
-
-
-def _decode(line: bytes) -> tuple[Any, str | None]:
-    try:
-        record = json.loads(line.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        return None, "not UTF-8 text"
-    except json.JSONDecodeError as error:
-        return None, f"invalid JSON ({error.msg} at column {error.colno})"
-    return record, row_problem(record)
+    records, skipped = jsonl.read_rows(path, problem=row_problem, skip_bad_rows=skip_bad_rows,
+                                       missing_hint=f"generate one with 'grpolab data sudoku --out {path}'")
+    return [_clean_row(record) for record in records], skipped
 
 
 def _clean_row(record: Mapping[str, Any]) -> dict[str, str]:
@@ -300,7 +277,7 @@ def render_grid(question: str) -> str:
     return "\n".join(" ".join(question[cell] for cell in row) for row in _ROWS)
 
 
-def prompt_messages(question: str) -> list[dict[str, str]]:
+def make_prompt(question: str) -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": USER_PROMPT.format(grid=render_grid(question))},
@@ -329,39 +306,18 @@ def load(
     import datasets
 
     _check_split(split)
-    _check_options(options)
-    if num is not None and num < 0:
-        raise UserError(f"num must be 0 or more, got {num}")
+    TASK.check_options(options)
+    check_num(num)
     if data_file is None:
         rows = generate_rows(DEFAULT_NUM if num is None else num, seed, split, options.get("blanks"))
     else:
-        rows = _file_rows(data_file, split, _flag(options.get("skip_bad_rows", False)))[:num]
-    columns = [{**_columns(row), "prompt": prompt_messages(row["question"])} for row in rows]
+        rows = _file_rows(data_file, split, parse_bool("skip_bad_rows", options.get("skip_bad_rows", False)))[:num]
+    columns = [{**_columns(row), "prompt": make_prompt(row["question"])} for row in rows]
     return datasets.Dataset.from_list(columns)
 
 
-def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = sorted(set(options) - set(TASK.options))
-    if unknown:
-        raise UserError(
-            f"unknown sudoku option(s) {', '.join(unknown)}: the options are {', '.join(TASK.options)}"
-        )
-
-
-def _flag(value: Any) -> bool:
-    """A bool option given as a bool or as text from a command line (true/false, yes/no, 1/0)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in ("true", "false", "yes", "no", "1", "0"):
-        raise UserError(f"skip_bad_rows must be true or false, got {value!r}")
-    return text in ("true", "yes", "1")
-
-
 def _file_rows(data_file: str | Path, split: str, skip_bad_rows: bool) -> list[dict[str, str]]:
-    rows, skipped = read_rows(data_file, skip_bad_rows)
-    if skipped:
-        logger.warning("skipped %d bad rows of %s (skip_bad_rows=true)", skipped, data_file)
+    rows, _ = read_rows(data_file, skip_bad_rows)
     rows = [row for row in rows if row.get("split", split) == split]
     if not rows:
         raise UserError(f"data file {data_file} has no usable rows for split '{split}'")
@@ -453,37 +409,24 @@ def score(completion: str, row: Mapping[str, Any]) -> Verdict:
     return Verdict(solved=solved, parsed=grid, partial=partial, format_ok=True)
 
 
-def _verdicts(completions: Sequence[Any], question: Sequence[str], answer: Sequence[str]) -> list[Verdict]:
-    rows = ({"question": q, "answer": a} for q, a in zip(question, answer, strict=True))
-    return [
-        score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)
-    ]
-
-
-def sudoku_solved(
-    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
-) -> list[float]:
+def sudoku_solved(completions: list[Any], **kwargs: Any) -> list[float]:
     """1.0 when the final grid is a valid Sudoku keeping every clue, else 0.0: the accuracy we report."""
-    return [float(verdict.solved) for verdict in _verdicts(completions, question, answer)]
+    return [float(verdict.solved) for verdict in verdicts(score, completions, kwargs)]
 
 
-def sudoku_partial(
-    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
-) -> list[float]:
+def sudoku_partial(completions: list[Any], **kwargs: Any) -> list[float]:
     """Share of blanks filled right, in [0, 1], 0 when a clue was changed, 1.0 when solved.
 
     Gives a gradient before the first full solve: in a group where nobody solves, the completion with
     more right cells still gets the higher advantage. Changing clues scores 0 so copying cells around
     is never a shortcut.
     """
-    return [verdict.partial for verdict in _verdicts(completions, question, answer)]
+    return [verdict.partial for verdict in verdicts(score, completions, kwargs)]
 
 
-def sudoku_format(
-    completions: list[Any], question: list[str], answer: list[str], **kwargs: Any
-) -> list[float]:
+def sudoku_format(completions: list[Any], **kwargs: Any) -> list[float]:
     """1.0 when the last ``<answer>`` block holds a parseable 16-cell grid, else 0.0."""
-    return [float(verdict.format_ok) for verdict in _verdicts(completions, question, answer)]
+    return [float(verdict.format_ok) for verdict in verdicts(score, completions, kwargs)]
 
 
 REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_partial, sudoku_format)}
@@ -494,18 +437,43 @@ REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_pa
 DEFAULT_REWARDS = ("sudoku_solved", "sudoku_partial", "sudoku_format")
 DEFAULT_WEIGHTS = (1.0, 0.5, 0.2)
 
+def read_question(text: str) -> str:
+    """A puzzle typed in chat: 16 cells row by row, blanks as _, . or 0; ChatInputError when unusable."""
+    puzzle = re.sub(r"\s+", "", text).replace(".", BLANK).replace("0", BLANK)
+    if len(puzzle) != CELLS or not set(puzzle) <= set(DIGITS + BLANK):
+        raise ChatInputError("type the puzzle as 16 cells read row by row, digits 1-4 and _ (or . or 0) "
+                             "for blanks, e.g. 1_3_4__2___12_43")
+    if count_solutions(puzzle, limit=1) == 0:
+        raise ChatInputError(f"puzzle {puzzle} has no solution: check the digits")
+    return puzzle
+
+
+def _no_gold(text: str) -> str:
+    raise ChatInputError("no answer needed: a sudoku reply is right when its grid is valid and keeps every clue")
+
+
+def grid_details(question: str, grid: str) -> str:
+    yes = {True: "yes", False: "no"}
+    return f"valid grid: {yes[is_valid_grid(grid)]} | keeps clues: {yes[keeps_clues(question, grid)]}"
+
+
 TASK = Task(
     name="sudoku",
-    description="4x4 Sudoku with unique solutions; solved = a valid grid that keeps every clue.",
     load=load,
+    prompt=make_prompt,
     score=score,
     rewards=REWARDS,
     default_rewards=DEFAULT_REWARDS,
     default_weights=DEFAULT_WEIGHTS,
     options={
-        "blanks": "blank counts or labels to generate in turn, e.g. 4,8,12 or simple,medium,difficult "
-        f"(1 to {MAX_BLANKS}; default {','.join(map(str, DEFAULT_BLANKS))})",
-        "skip_bad_rows": "skip bad rows of a data file (their count is logged) instead of stopping",
+        "blanks": Option("blank counts or labels to generate in turn, e.g. 4,8,12 or simple,medium,difficult "
+                         f"(1 to {MAX_BLANKS})", "simple,medium,difficult"),
+        "skip_bad_rows": Option("skip bad rows of a data file (their count is logged) instead of stopping", False,
+                                load_only=True),
     },
+    generate=generate_rows,
     reference=reference,
+    chat=ChatSupport(hint="type a puzzle as 16 cells row by row, _ for a blank, e.g. 1_3_4__2___12_43",
+                     example="1_3_4__2___12_43", read=read_question, gold=lambda puzzle: next(solutions(puzzle)),
+                     read_gold=_no_gold, details=grid_details, show_gold=False),
 )

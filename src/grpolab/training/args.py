@@ -63,16 +63,9 @@ class TrainArgs:
     )
 
     def __post_init__(self) -> None:
-        if isinstance(self.task_options, str):
-            import yaml
+        from grpolab.tasks.base import parse_task_options
 
-            try:
-                self.task_options = yaml.safe_load(self.task_options) or {}
-            except yaml.YAMLError:
-                self.task_options = None
-            if not isinstance(self.task_options, dict):
-                raise ValueError("--task_options must be a mapping, e.g. '{\"levels\": \"add-20\"}'")
-        self.task_options = dict(self.task_options or {})
+        self.task_options = parse_task_options(self.task_options)
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         if self.reward_timeout < 0:

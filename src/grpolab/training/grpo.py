@@ -18,7 +18,6 @@ from typing import Any
 import yaml
 
 from grpolab import models, placement
-from grpolab.errors import UserError
 from grpolab.tasks import Task, get_task
 from grpolab.training import checkpoints
 from grpolab.training.args import TrainArgs, context_length
@@ -33,11 +32,7 @@ def run_identity(train_args: TrainArgs, model_config) -> dict[str, Any]:
 
 
 def load_task_data(task: Task, train_args: TrainArgs, seed: int):
-    try:
-        return task.load("train", data_file=train_args.data_file, num=train_args.num_train, seed=seed,
-                         **train_args.task_options)
-    except TypeError as error:
-        raise UserError(f"task_options for {task.name}: {error}") from None
+    return task.load_dataset("train", train_args.data_file, train_args.num_train, seed, train_args.task_options)
 
 
 def placement_for(train_args: TrainArgs, trainer_config, model_config) -> placement.Placement:

@@ -1,0 +1,140 @@
+"""Generation settings: one definition for eval, chat, probe and ``/set``, each with its help and its rule.
+
+Torch-free, so that command parsers and chat's session import it without loading a model library. A
+field's metadata holds its help, the rule a value must meet and the words that say so; the command-line
+flags, chat's ``/set`` and its help all read them from here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from grpolab.errors import UserError
+
+DEFAULT_MAX_NEW_TOKENS = 256
+DEFAULT_SOURCE = "the default"
+_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
+
+
+@dataclass
+class GenerationSettings:
+    """How completions are sampled; ValueError (naming the flag) for a value its rule (``RULES``) refuses."""
+
+    max_new_tokens: int = field(default=DEFAULT_MAX_NEW_TOKENS, metadata={"help": (
+        "most new tokens per completion (default: the run's max_completion_length for a training run or a "
+        f"model merged from one, else {DEFAULT_MAX_NEW_TOKENS})")})
+    temperature: float = field(default=0.0, metadata={"help": "sampling temperature; 0 = greedy"})
+    top_p: float = field(default=1.0, metadata={
+        "help": "nucleus sampling: keep the smallest token set with this much probability"})
+    top_k: int = field(default=0, metadata={"help": "sample from the k most likely tokens; 0 = off"})
+    repetition_penalty: float = field(default=1.0, metadata={"help": "penalty for repeating tokens; 1 = off"})
+
+    def __post_init__(self) -> None:
+        check_settings(self, RULES)
+
+    @property
+    def do_sample(self) -> bool:
+        return self.temperature > 0
+
+    def to_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": self.do_sample,
+                                  "repetition_penalty": self.repetition_penalty}
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SETTINGS = {spec.name: spec for spec in fields(GenerationSettings)}
+# name: (what a value must be, in words; the rule). The one place a setting's limits are written: flags,
+# /set and every config that takes a setting (eval's, probe's) check them here.
+RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "max_new_tokens": ("a whole number of at least 1", lambda value: value >= 1),
+    "temperature": ("a number >= 0 (0 = greedy)", lambda value: value >= 0),
+    "top_p": ("a number above 0 and at most 1", lambda value: 0 < value <= 1),
+    "top_k": ("a whole number >= 0 (0 = off)", lambda value: value >= 0),
+    "repetition_penalty": ("a number above 0 (1 = off)", lambda value: value > 0),
+}
+
+
+def _allowed(name: str, value: Any) -> bool:
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return RULES[name][1](value)
+
+
+def parse_setting(name: str, text: str) -> Any:
+    """The value of generation setting ``name`` written as ``text``; ValueError says what is allowed."""
+    if name not in SETTINGS:
+        raise ValueError(f"unknown setting '{name}': use one of {', '.join(SETTINGS)}")
+    kind = int if SETTINGS[name].type in ("int", int) else float
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{name} must be {RULES[name][0]}, got '{text}'") from None
+    if not _allowed(name, value):
+        raise ValueError(f"{name} must be {RULES[name][0]}, got '{text}'")
+    return value
+
+
+def setting_field(name: str, **changes: Any) -> Any:
+    """A field for another config (eval's, probe's) that takes setting ``name``: its default and help, unless
+    ``changes`` give a default or help of its own; its rule (``RULES``) stays the setting's."""
+    spec = SETTINGS[name]
+    return field(default=changes.get("default", spec.default), metadata={"help": changes.get("help", spec.metadata["help"])})
+
+
+def check_settings(config: Any, names: Sequence[str]) -> None:
+    """ValueError naming the flag when one of ``config``'s generation settings breaks its rule (None: unset)."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and not _allowed(name, value):
+            raise ValueError(f"--{name} must be {RULES[name][0]}, got {value!r}")
+
+
+def run_max_new_tokens(adapter: str | None = None, model: str | None = None) -> tuple[int, str]:
+    """(max_new_tokens, where it came from) for eval and chat when no flag gives it.
+
+    A trained run wrote replies up to its ``max_completion_length`` tokens; fewer cut its Sudoku grids and
+    GSM8K reasoning off. The run directory's config.yaml holds it (a ``checkpoint-N`` folder's run is its
+    parent); a merged model's grpolab_merge.json names the adapter it came from. Otherwise: 256.
+    """
+    for path in _run_configs(adapter, model):
+        value = _completion_length(path)
+        if value is not None:
+            return value, f"max_completion_length in {path}"
+    return DEFAULT_MAX_NEW_TOKENS, DEFAULT_SOURCE
+
+
+def _run_configs(adapter: str | None, model: str | None) -> list[Path]:
+    merge_info = Path(model or "") / "grpolab_merge.json"
+    if not adapter and model and merge_info.is_file():
+        adapter = json.loads(merge_info.read_text(encoding="utf-8")).get("adapter")
+    if not adapter:
+        return []
+    run = Path(adapter)
+    candidates = [run / "config.yaml"]
+    if _CHECKPOINT_DIR.fullmatch(run.name):
+        candidates.append(run.parent / "config.yaml")
+    return [path for path in candidates if path.is_file()]
+
+
+def _completion_length(path: Path) -> int | None:
+    import yaml
+
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise UserError(f"{path} is not valid YAML: repair it, or pass --max_new_tokens") from None
+    value = config.get("max_completion_length") if isinstance(config, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
