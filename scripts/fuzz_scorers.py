@@ -72,13 +72,13 @@ def _reference_rows(task_name: str, rng: random.Random, count: int = 50) -> list
         from grpolab.tasks import sudoku
 
         return sudoku.generate_rows(count, rng.randrange(1000), "train", "1,4,8,12")
-    from grpolab.tasks import gsm8k
+    from grpolab.tasks import gsm8k_data
 
     rows = []
     for _ in range(count):
         gold = rng.choice([str(rng.randint(-10**6, 10**6)), f"{rng.randint(0, 999)}.{rng.randint(1, 99)}",
                            f"{rng.randint(1000, 10**7):,}"])
-        rows.append(gsm8k.make_row("How many?", f"She had {rng.randint(1, 9)} apples.\n#### {gold}"))
+        rows.append(gsm8k_data.make_row("How many?", f"She had {rng.randint(1, 9)} apples.\n#### {gold}"))
     return rows
 
 
@@ -124,7 +124,8 @@ def _unicode_digits(rng: random.Random, row: Mapping[str, Any], reference: str) 
     zero = rng.choice(UNICODE_ZEROS)
     minus = rng.choice(MINUS_SIGNS)
     digits = {str(digit): chr(zero + digit) for digit in range(10)} if rng.random() < 0.7 else {}
-    return reference.translate(str.maketrans({**digits, "-": minus})) + (f" {minus}{row['answer']}" * rng.randint(0, 1))
+    tail = f" {minus}{row['answer']}" * rng.randint(0, 1)
+    return reference.translate(str.maketrans({**digits, "-": minus})) + tail
 
 
 GENERATORS: dict[str, Callable[[random.Random, Mapping[str, Any], str], str]] = {
@@ -176,7 +177,11 @@ def _check_verdict(verdict: Any) -> str | None:
 
 
 def fuzz_task(
-    task_name: str, count: int, seed: int = 0, max_seconds: float = 0.05, kinds: Sequence[str] = tuple(GENERATORS),
+    task_name: str,
+    count: int,
+    seed: int = 0,
+    max_seconds: float = 0.05,
+    kinds: Sequence[str] = tuple(GENERATORS),
     progress_every: int = 0,
 ) -> Report:
     """Score ``count`` fuzzed completions of ``task_name``; the report lists every kind of failure."""
@@ -207,13 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="completions per task")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max_ms", type=float, default=50.0, help="most CPU time one score() call may take, ms")
+    parser.add_argument(
+        "--max_ms", type=float, default=50.0, help="most CPU time one score() call may take, ms"
+    )
     parser.add_argument("--tasks", default="arith,sudoku,gsm8k")
     args = parser.parse_args(argv)
     failed = 0
     for task_name in args.tasks.split(","):
         start = time.perf_counter()
-        report = fuzz_task(task_name, args.count, args.seed, args.max_ms / 1000, progress_every=args.count // 10)
+        report = fuzz_task(
+            task_name, args.count, args.seed, args.max_ms / 1000, progress_every=args.count // 10
+        )
         print(f"{task_name}: {report.summary()}, {time.perf_counter() - start:.0f} s", flush=True)
         for failure in report.failures:
             print(f"  {failure}")

@@ -9,7 +9,7 @@ import pytest
 
 from grpolab import cli
 from grpolab.commands import data
-from grpolab.tasks import arith, sudoku
+from grpolab.tasks import arith, sudoku, sudoku_grids
 from grpolab.tasks.base import Task
 
 # A task whose generator runs out after two rows (a user task, by import path).
@@ -35,7 +35,7 @@ def test_sudoku_both_splits(main, tmp_path, capsys):
     assert all(set(row) == {"question", "answer", "label", "split"} for row in rows)
     assert [row["label"] for row in rows[:3]] == ["simple", "medium", "difficult"]
     assert all(sudoku.count_solutions(row["question"]) == 1 for row in rows)
-    assert all(sudoku.grid_split(row["answer"]) == row["split"] for row in rows)
+    assert all(sudoku_grids.grid_split(row["answer"]) == row["split"] for row in rows)
     stdout = capsys.readouterr().out.splitlines()
     assert stdout[0] == f"wrote 12 rows to {out}"
     assert stdout[1].split() == ["split", "label", "rows"]

@@ -11,10 +11,10 @@ import json
 import pytest
 
 from grpolab.errors import UserError
-from grpolab.tasks.gsm8k import (
+from grpolab.tasks.gsm8k import TASK
+from grpolab.tasks.gsm8k_harness import (
     COT_EXEMPLARS,
     HARNESS_FLEXIBLE_RE,
-    TASK,
     harness_extract,
     harness_flexible_extract,
     harness_normalize,
@@ -23,13 +23,19 @@ from grpolab.tasks.gsm8k import (
 from tests.conftest import SHARED_DATA
 
 TEST_FILE = SHARED_DATA / "gsm8k" / "test.jsonl"
-needs_shared_data = pytest.mark.skipif(not TEST_FILE.is_file(), reason=f"GSM8K test split not found at {TEST_FILE}")
+needs_shared_data = pytest.mark.skipif(
+    not TEST_FILE.is_file(), reason=f"GSM8K test split not found at {TEST_FILE}"
+)
 
 
 def _real_row(line_number: int, style: str = "gsm8k") -> dict:
     """A row as grpolab loads it from the shared test split (line 0: Janet's ducks, gold 18)."""
     record = json.loads(TEST_FILE.read_text(encoding="utf-8").splitlines()[line_number])
-    return {"answer": record["answer"].split("#### ")[-1], "solution": record["answer"], "prompt_style": style}
+    return {
+        "answer": record["answer"].split("#### ")[-1],
+        "solution": record["answer"],
+        "prompt_style": style,
+    }
 
 
 @needs_shared_data
@@ -46,7 +52,11 @@ def _real_row(line_number: int, style: str = "gsm8k") -> dict:
         ("She makes 18 dollars, so 20 - 2 = 18", False, True),
         ("9 * 2 = 18, then add 2: 20", False, False),
         ("<answer>18</answer>", False, True),  # grpolab's own format is invisible to strict-match
-        ("The answer is 18.\n\nQuestion: Tom has 5 apples and eats 3.\nAnswer: 2", False, True),  # cut at the stop
+        (
+            "The answer is 18.\n\nQuestion: Tom has 5 apples and eats 3.\nAnswer: 2",
+            False,
+            True,
+        ),  # cut at the stop
         ("", False, False),
         ("no number at all", False, False),
         ("ｔhe answer is １８", False, False),  # full-width digits are not [0-9]
@@ -125,11 +135,15 @@ def test_five_shot_prompt_uses_train_solutions_as_earlier_turns():
     prompt = dataset[0]["prompt"]
     assert [m["role"] for m in prompt] == ["user", "assistant"] * 5 + ["user"]  # no system prompt
     assert prompt[-1]["content"] == f"Question: {dataset[0]['question'].strip()}\nAnswer:"
-    assert all(m["content"].startswith("Question: ") and m["content"].endswith("\nAnswer:") for m in prompt[::2])
+    assert all(
+        m["content"].startswith("Question: ") and m["content"].endswith("\nAnswer:") for m in prompt[::2]
+    )
     assert all("\n#### " in m["content"] for m in prompt[1::2])  # full train solutions, '#### N' last
-    train_questions = {json.loads(line)["question"] for line in
-                       (TEST_FILE.parent / "train.jsonl").read_text(encoding="utf-8").splitlines()}
-    assert all(m["content"][len("Question: "):-len("\nAnswer:")] in train_questions for m in prompt[:-1:2])
+    train_questions = {
+        json.loads(line)["question"]
+        for line in (TEST_FILE.parent / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    }
+    assert all(m["content"][len("Question: ") : -len("\nAnswer:")] in train_questions for m in prompt[:-1:2])
     assert dataset[1]["prompt"][:-1] == prompt[:-1]  # the same exemplars for every item: a shared prefix
     assert dataset[0]["prompt_style"] == "gsm8k"
     assert TASK.load(data_file=str(TEST_FILE), num=3, seed=0, fewshot=5)["prompt"] == dataset["prompt"]

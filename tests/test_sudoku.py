@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from grpolab.errors import UserError
 from grpolab.tasks import get_task
 from grpolab.tasks import sudoku as S
+from grpolab.tasks import sudoku_grids as G
 
 ANSWER = "1234341221434321"  # 1234 / 3412 / 2143 / 4321
 QUESTION = "12_4_4122_43432_"  # blanks at cells 2, 4, 9 and 15; ANSWER is its only solution
@@ -47,7 +48,7 @@ def _relabel(grid: str, digits: str) -> str:
 
 
 def test_there_are_exactly_288_valid_grids():
-    grids = S.all_grids()
+    grids = G.all_grids()
     assert len(grids) == 288 == len(set(grids))
     assert all(S.is_valid_grid(grid) for grid in grids)
 
@@ -63,7 +64,7 @@ def test_all_grids_matches_brute_force_over_relabelings():
     ]
     assert len(first_row_1234) == 12
     assert {_relabel(grid, digits) for grid in first_row_1234 for digits in permutations} == set(
-        S.all_grids()
+        G.all_grids()
     )
 
 
@@ -89,10 +90,10 @@ def test_is_valid_grid(grid, valid):
 @pytest.mark.parametrize("seed", range(20))
 def test_solutions_agree_with_filtering_all_grids(seed):
     rng = random.Random(seed)
-    grid = rng.choice(S.all_grids())
+    grid = rng.choice(G.all_grids())
     blanked = set(rng.sample(range(16), rng.randint(0, 16)))
     puzzle = "".join("_" if cell in blanked else digit for cell, digit in enumerate(grid))
-    expected = sorted(g for g in S.all_grids() if S.keeps_clues(puzzle, g))
+    expected = sorted(g for g in G.all_grids() if S.keeps_clues(puzzle, g))
     assert sorted(S.solutions(puzzle)) == expected
     assert S.count_solutions(puzzle) == min(len(expected), 2)
 
@@ -103,11 +104,11 @@ def test_contradictory_puzzles_have_no_solution(puzzle):
 
 
 def test_split_is_a_fixed_partition_of_the_grids_with_about_a_fifth_in_test():
-    train, test = S.split_grids("train"), S.split_grids("test")
+    train, test = G.split_grids("train"), G.split_grids("test")
     assert set(train).isdisjoint(test)
-    assert set(train) | set(test) == set(S.all_grids())
+    assert set(train) | set(test) == set(G.all_grids())
     assert 0.15 <= len(test) / 288 <= 0.25
-    assert all(S.grid_split(grid) == "test" for grid in test)
+    assert all(G.grid_split(grid) == "test" for grid in test)
 
 
 # ----------------------------------------------------------------------------------------- puzzles
@@ -127,13 +128,13 @@ def test_split_is_a_fixed_partition_of_the_grids_with_about_a_fifth_in_test():
     ],
 )
 def test_parse_blanks(spec, expected):
-    assert S.parse_blanks(spec) == expected
+    assert G.parse_blanks(spec) == expected
 
 
 @pytest.mark.parametrize("spec", ["0", "13", "16", "hard", "", "4,,8", "-4", "٣", "blanks-", [], "4.5"])
 def test_parse_blanks_rejects_bad_values_with_the_choices(spec):
     with pytest.raises(UserError, match="blanks"):
-        S.parse_blanks(spec)
+        G.parse_blanks(spec)
 
 
 @pytest.mark.parametrize("blanks, label", [(4, "simple"), (8, "medium"), (12, "difficult"), (6, "blanks-6")])
@@ -143,15 +144,15 @@ def test_blank_label(blanks, label):
 
 def test_every_grid_has_a_unique_puzzle_with_only_four_clues():
     rng = random.Random(0)
-    for grid in S.all_grids():
-        puzzle = S.make_puzzle(grid, 12, rng)
+    for grid in G.all_grids():
+        puzzle = G.make_puzzle(grid, 12, rng)
         assert puzzle is not None, grid
         assert puzzle.count("_") == 12 and S.keeps_clues(puzzle, grid)
         assert S.count_solutions(puzzle) == 1
 
 
 def test_thirteen_blanks_never_leave_a_unique_puzzle():
-    assert S.make_puzzle(ANSWER, 13, random.Random(0)) is None
+    assert G.make_puzzle(ANSWER, 13, random.Random(0)) is None
 
 
 @pytest.mark.parametrize("split", ["train", "test"])
@@ -163,7 +164,7 @@ def test_generated_rows_have_unique_solutions_and_labelled_blank_counts(split):
         assert row["question"].count("_") == expected_blanks[row["label"]]
         assert S.is_valid_grid(row["answer"]) and S.keeps_clues(row["question"], row["answer"])
         assert list(S.solutions(row["question"])) == [row["answer"]]
-        assert row["split"] == split == S.grid_split(row["answer"])
+        assert row["split"] == split == G.grid_split(row["answer"])
 
 
 def test_generation_is_deterministic_per_seed():
@@ -426,7 +427,7 @@ GRID_FORMATS = [
 
 
 @given(
-    grid=st.sampled_from(S.all_grids()), render=st.sampled_from(GRID_FORMATS), before=st.text(max_size=200)
+    grid=st.sampled_from(G.all_grids()), render=st.sampled_from(GRID_FORMATS), before=st.text(max_size=200)
 )
 def test_any_valid_grid_in_any_accepted_format_parses_back(grid, render, before):
     assert S.parse_grid(before + tag(render(grid)) + "\nDone.") == grid

@@ -20,28 +20,27 @@ Scoring (one grader for rewards, eval and chat):
 * ``format_ok``: a closed answer tag whose content holds a number. ``partial`` is 1.0 when solved, else
   0.0: a wrong final number earns nothing, because GSM8K gives no checkable intermediate steps.
 * Unparseable text (no number where one is looked for) scores 0 by design, never by a caught error.
-* Beside these, eval reports lm-evaluation-harness's two GSM8K filters (``CHECKS``: "strict-match" and
-  "flexible-extract", its regexes and exact-match rules copied) so a grpolab number can sit next to a
-  published one; the task option ``fewshot`` builds the harness's 5-shot or 8-shot chain-of-thought prompt.
+* Beside these, eval reports lm-evaluation-harness's two GSM8K filters (``gsm8k_harness.CHECKS``:
+  "strict-match" and "flexible-extract", its regexes and exact-match rules copied) so a grpolab number can
+  sit next to a published one; the task option ``fewshot`` builds the harness's 5-shot or 8-shot
+  chain-of-thought prompt.
 
 Labels bucket difficulty by the number of reasoning lines in the reference solution (the test split
-has 2 to 11): ``easy`` for at most ``EASY_MAX_STEPS``, ``medium`` up to ``MEDIUM_MAX_STEPS``, ``hard``
-beyond; on the test split that is 326 / 668 / 325 problems, a quarter / a half / a quarter.
+has 2 to 11; ``gsm8k_data.difficulty``): ``easy`` for at most ``EASY_MAX_STEPS``, ``medium`` up to
+``MEDIUM_MAX_STEPS``, ``hard`` beyond; on the test split that is 326 / 668 / 325 problems, a quarter / a half / a quarter.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import datasets
 
-from grpolab.errors import UserError
 from grpolab.tasks.base import (
     ChatInputError,
     ChatSupport,
@@ -53,7 +52,8 @@ from grpolab.tasks.base import (
     parse_bool,
     verdicts,
 )
-from grpolab.tasks.jsonl import read_rows
+from grpolab.tasks.gsm8k_data import HUB_CONFIG, HUB_ID, apply_fewshot, read_hub, read_jsonl, reference
+from grpolab.tasks.gsm8k_harness import CHECKS, FEWSHOT_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +61,6 @@ SYSTEM_PROMPT = (
     "Solve the math word problem. Reason step by step inside <think> ... </think>, then write only the "
     "final number inside <answer> ... </answer>, for example <answer>42</answer>."
 )
-HUB_ID = "openai/gsm8k"
-HUB_CONFIG = "main"  # the hub dataset's config name; "socratic" adds sub-questions to the solutions
-EASY_MAX_STEPS = 2
-MEDIUM_MAX_STEPS = 4
 # Relative tolerance for numeric equality. GSM8K golds are integers or short decimals, so anything a
 # model writes to 7 significant digits is either exact or a different number; 1e-9 only absorbs the
 # float rounding of values that reach us as floats (e.g. a hub column typed float64).
@@ -286,73 +282,6 @@ def score(text: str, row: Mapping[str, Any]) -> Verdict:
 
 
 # ---------------------------------------------------------------------------------------------------
-# lm-evaluation-harness's GSM8K scoring, reported beside strict and lenient
-# ---------------------------------------------------------------------------------------------------
-
-# Copied from EleutherAI/lm-evaluation-harness lm_eval/tasks/gsm8k/gsm8k.yaml and gsm8k-cot.yaml (version
-# 3.0): the "strict-match" regex of each prompt style, the shared "flexible-extract" regex (its last
-# match is taken), the exact_match settings (ignore_case, regexes_to_ignore) and the generation stop
-# strings. The harness cuts a generation at its first stop string, so its filters never see the extra
-# question a few-shot model may invent after its answer; we cut the same way before filtering.
-HARNESS_STRICT_RE = {
-    "gsm8k": re.compile(r"#### (\-?[0-9\.\,]+)"),
-    "gsm8k-cot": re.compile(r"The answer is (\-?[0-9\.\,]+)."),
-}
-HARNESS_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
-HARNESS_IGNORE_RES = tuple(re.compile(pattern) for pattern in (",", r"\$", "(?s).*#### ", r"\.$"))
-HARNESS_STOP = {"gsm8k": "Question:", "gsm8k-cot": "Q:"}
-HARNESS_INVALID = "[invalid]"  # the harness's fallback when a regex finds nothing: never equals a gold
-
-
-def harness_extract(pattern: re.Pattern[str], text: str, group_select: int = 0) -> str:
-    """The harness's RegexFilter: match ``group_select`` of findall, its first non-empty group, stripped."""
-    matches = pattern.findall(text)
-    if not matches:
-        return HARNESS_INVALID
-    match = matches[group_select]
-    if isinstance(match, tuple):
-        match = next((group for group in match if group), HARNESS_INVALID)
-    return match.strip()
-
-
-def harness_normalize(text: str) -> str:
-    """The harness's exact_match preprocessing: each of ``regexes_to_ignore`` removed in turn, lower case."""
-    for pattern in HARNESS_IGNORE_RES:
-        text = pattern.sub("", text)
-    return text.lower()
-
-
-def _harness_style(row: Mapping[str, Any]) -> str:
-    return "gsm8k-cot" if row.get("prompt_style") == "gsm8k-cot" else "gsm8k"
-
-
-def _harness_gold(row: Mapping[str, Any]) -> str:
-    """The reference as the harness holds it: the full solution (its ``#### `` prefix is ignored later)."""
-    solution = row.get("solution")
-    return solution if isinstance(solution, str) and "####" in solution else str(row["answer"])
-
-
-def _harness_match(extracted: str, row: Mapping[str, Any]) -> bool:
-    return harness_normalize(extracted) == harness_normalize(_harness_gold(row))
-
-
-def harness_strict_match(text: str, row: Mapping[str, Any]) -> bool:
-    """lm-eval's "strict-match": the first ``#### N`` (``The answer is N.`` for gsm8k-cot) equals the gold."""
-    style = _harness_style(row)
-    text = text.split(HARNESS_STOP[style])[0]
-    return _harness_match(harness_extract(HARNESS_STRICT_RE[style], text), row)
-
-
-def harness_flexible_extract(text: str, row: Mapping[str, Any]) -> bool:
-    """lm-eval's "flexible-extract": the last number-like run of characters equals the gold."""
-    text = text.split(HARNESS_STOP[_harness_style(row)])[0]
-    return _harness_match(harness_extract(HARNESS_FLEXIBLE_RE, text, group_select=-1), row)
-
-
-CHECKS = {"lm-eval strict-match": harness_strict_match, "lm-eval flexible-extract": harness_flexible_extract}
-
-
-# ---------------------------------------------------------------------------------------------------
 # Rewards: pure, batched, named after the metric they log
 # ---------------------------------------------------------------------------------------------------
 
@@ -388,20 +317,6 @@ REWARDS = {reward.__name__: reward for reward in (gsm8k_correct, gsm8k_format, g
 # Data
 # ---------------------------------------------------------------------------------------------------
 
-_QUESTION_KEYS = ("question", "problem")
-_ANSWER_KEYS = ("answer", "solution", "final_answer", "ground_truth")
-_REQUIRED_KEYS = ("question", "answer")
-
-
-def difficulty(solution: str) -> str:
-    """``easy`` / ``medium`` / ``hard`` by the number of reasoning lines before ``####``; ``unknown`` if none."""
-    steps = len([line for line in solution.partition("####")[0].splitlines() if line.strip()])
-    if "####" not in solution or steps == 0:
-        return "unknown"
-    if steps <= EASY_MAX_STEPS:
-        return "easy"
-    return "medium" if steps <= MEDIUM_MAX_STEPS else "hard"
-
 
 def gold_answer(answer: Any) -> str | None:
     """Canonical gold number of a reference: the value after ``####`` in a solution, or a bare number."""
@@ -413,181 +328,6 @@ def gold_answer(answer: Any) -> str | None:
 def make_prompt(question: str) -> list[dict[str, str]]:
     """The chat prompt: the format instructions as the system message, the problem as the user message."""
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question.strip()}]
-
-
-def make_row(question: str, answer: Any) -> dict[str, Any] | None:
-    """One dataset row from a question and its reference answer; None when the answer has no number."""
-    gold = gold_answer(answer)
-    if gold is None:
-        return None
-    solution = answer if isinstance(answer, str) else ""
-    return {
-        "prompt": make_prompt(question),
-        "question": question,
-        "answer": gold,
-        "label": difficulty(solution),
-        "solution": solution,
-        "prompt_style": "grpolab",
-    }
-
-
-def _row_problem(record: Mapping[str, Any]) -> str | None:
-    """Why a local GSM8K record is unusable, or None when it is fine."""
-    answer = record["answer"]
-    if not isinstance(record["question"], str) or not isinstance(answer, (str, int, float)):
-        return "'question' must be a string and 'answer' a string or a number"
-    if isinstance(answer, str) and ("####" not in answer or gold_answer(answer) is None):
-        return "'answer' does not end with a final '#### N'"
-    return None
-
-
-def read_jsonl(path: Path, skip_bad_rows: bool = False) -> list[dict[str, Any]]:
-    """Rows of a local GSM8K JSONL file; a bad line is a UserError naming file and line, or is skipped."""
-    records, _ = read_rows(path, problem=_row_problem, skip_bad_rows=skip_bad_rows)
-    return [make_row(record["question"], record["answer"]) for record in records]
-
-
-def _hub_question(record: Mapping[str, Any]) -> str | None:
-    """The problem text of a hub record: a question column, or the last user turn of a chat prompt."""
-    for key in _QUESTION_KEYS:
-        if isinstance(record.get(key), str):
-            return record[key]
-    prompt = record.get("prompt")
-    if isinstance(prompt, list) and prompt and isinstance(prompt[-1], Mapping):
-        return str(prompt[-1].get("content") or "")
-    return prompt if isinstance(prompt, str) else None
-
-
-def _hub_row(record: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A dataset row from a hub record whose answer may be a full solution or already a number."""
-    question = _hub_question(record)
-    answer = next((record[key] for key in _ANSWER_KEYS if record.get(key) is not None), None)
-    return None if question is None or answer is None else make_row(question, answer)
-
-
-def read_hub(split: str, hub_id: str) -> list[dict[str, Any]]:
-    """Rows of a hub dataset; a UserError telling the user to pass a local file if it cannot be loaded."""
-    config = HUB_CONFIG if hub_id == HUB_ID else None
-    try:
-        records = datasets.load_dataset(hub_id, config, split=split)
-    except (OSError, ConnectionError, ValueError, datasets.exceptions.DatasetsError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UserError(
-            f"cannot load {hub_id} split '{split}' from the Hugging Face hub ({reason}); "
-            f"pass a local file instead: --data_file path/to/{split}.jsonl"
-        ) from None
-    rows = [_hub_row(record) for record in records]
-    if None in rows:
-        logger.warning("skipped %d rows of %s without a question or numeric answer", rows.count(None), hub_id)
-    return [row for row in rows if row is not None]
-
-
-def reference(row: Mapping[str, Any]) -> str:
-    """The reference solution's reasoning (GSM8K's <<calculator>> notes removed), then the answer tag."""
-    solution = str(row.get("solution") or "")
-    reasoning = re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
-    return f"{reasoning}\n<answer>{row['answer']}</answer>" if reasoning else f"<answer>{row['answer']}</answer>"
-
-
-# ---------------------------------------------------------------------------------------------------
-# Few-shot prompts as lm-evaluation-harness writes them (opt-in: task option "fewshot")
-# ---------------------------------------------------------------------------------------------------
-
-PROMPT_STYLES = ("gsm8k", "gsm8k-cot")
-DEFAULT_FEWSHOT = {"gsm8k": 5, "gsm8k-cot": 8}
-# The harness's default fewshot_seed. Unlike the harness, which draws exemplars per item, every item gets
-# the same ones: the shared prompt prefix is then prefilled once (see grpolab.generation.continuous_batching).
-FEWSHOT_SEED = 1234
-# The 8 chain-of-thought exemplars of gsm8k-cot.yaml (Wei et al. 2022, arXiv:2201.11903), in its order.
-COT_EXEMPLARS = (
-    ("There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
-     "there will be 21 trees. How many trees did the grove workers plant today?",
-     "There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have "
-     "been 21 - 15 = 6. The answer is 6."),
-    ("If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
-     "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5."),
-    ("Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
-     "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, "
-     "they had 74 - 35 = 39. The answer is 39."),
-    ("Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did "
-     "Jason give to Denny?",
-     "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. "
-     "The answer is 8."),
-    ("Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have "
-     "now?",
-     "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
-     "5 + 4 = 9. The answer is 9."),
-    ("There were nine computers in the server room. Five more computers were installed each day, from monday to "
-     "thursday. How many computers are now in the server room?",
-     "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 "
-     "computers were added. 9 + 20 is 29. The answer is 29."),
-    ("Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf "
-     "balls did he have at the end of wednesday?",
-     "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, "
-     "he had 35 - 2 = 33 golf balls. The answer is 33."),
-    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
-     "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 "
-     "dollars left. 23 - 15 is 8. The answer is 8."),
-)
-
-
-def harness_question(question: str, style: str) -> str:
-    """The harness's doc_to_text: ``Question: ...\\nAnswer:`` (gsm8k) or ``Q: ...\\nA:`` (gsm8k-cot)."""
-    return f"Q: {question}\nA:" if style == "gsm8k-cot" else f"Question: {question}\nAnswer:"
-
-
-def fewshot_prompt(question: str, exemplars: Sequence[tuple[str, str]], style: str) -> list[dict[str, str]]:
-    """Exemplars as earlier chat turns (the harness's fewshot_as_multiturn), then the question; no system prompt."""
-    messages = []
-    for exemplar_question, exemplar_answer in exemplars:
-        messages += [{"role": "user", "content": harness_question(exemplar_question, style)},
-                     {"role": "assistant", "content": exemplar_answer}]
-    return [*messages, {"role": "user", "content": harness_question(question.strip(), style)}]
-
-
-def fewshot_exemplars(style: str, count: int, train_rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """gsm8k-cot: the first ``count`` fixed exemplars; gsm8k: ``count`` train items, full solutions as answers."""
-    if style == "gsm8k-cot":
-        return list(COT_EXEMPLARS[:count])
-    chosen = random.Random(FEWSHOT_SEED).sample(range(len(train_rows)), count)
-    return [(train_rows[index]["question"], train_rows[index]["solution"]) for index in chosen]
-
-
-def _fewshot_settings(options: Mapping[str, Any]) -> tuple[str, int]:
-    """(style, number of exemplars) from the task options; 0 exemplars means grpolab's own prompt."""
-    style = str(options.get("fewshot_style", "gsm8k"))
-    if style not in PROMPT_STYLES:
-        raise UserError(f"fewshot_style must be one of {', '.join(PROMPT_STYLES)}, got {style!r}")
-    count = options.get("fewshot", DEFAULT_FEWSHOT[style] if "fewshot_style" in options else 0)
-    try:
-        count = int(count)
-    except (TypeError, ValueError):
-        raise UserError(f"fewshot must be a whole number of exemplars, got {count!r}") from None
-    limit = len(COT_EXEMPLARS) if style == "gsm8k-cot" else 20
-    if not 0 <= count <= limit:
-        raise UserError(f"fewshot must be between 0 and {limit} for style {style}, got {count}")
-    return style, count
-
-
-def _fewshot_train_rows(data_file: str | Path | None, options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Where gsm8k-style exemplars come from: fewshot_file, else train.jsonl beside data_file, else the hub."""
-    if options.get("fewshot_file"):
-        return read_jsonl(Path(str(options["fewshot_file"])).expanduser())
-    beside = Path(data_file).expanduser().parent / "train.jsonl" if data_file else None
-    if beside is not None and beside.is_file():
-        return read_jsonl(beside)
-    return read_hub("train", str(options.get("hub_id", HUB_ID)))
-
-
-def _apply_fewshot(rows: list[dict[str, Any]], data_file: str | Path | None, options: Mapping[str, Any]) -> None:
-    """Rewrite each row's prompt as the harness's few-shot prompt when the options ask for one."""
-    style, count = _fewshot_settings(options)
-    if count == 0:
-        return
-    train_rows = _fewshot_train_rows(data_file, options) if style == "gsm8k" else []
-    exemplars = fewshot_exemplars(style, count, train_rows)
-    for row in rows:
-        row["prompt"], row["prompt_style"] = fewshot_prompt(row["question"], exemplars, style), style
 
 
 def load(
@@ -608,7 +348,7 @@ def load(
         rows = read_jsonl(Path(data_file), parse_bool("skip_bad_rows", options.get("skip_bad_rows", False)))
     else:
         rows = read_hub(split, str(options.get("hub_id", HUB_ID)))
-    _apply_fewshot(rows, data_file, options)
+    apply_fewshot(rows, data_file, options)
     dataset = datasets.Dataset.from_list(rows)
     if num is not None:
         dataset = dataset.shuffle(seed=seed).select(range(min(num, len(dataset))))
@@ -620,13 +360,7 @@ OPTIONS = {
                      "its answer column may hold full '#### N' solutions or bare numbers", HUB_ID),
     "skip_bad_rows": Option("skip (and count in the log) unusable lines of a local data_file instead of stopping",
                             False, load_only=True),
-    "fewshot": Option("number of exemplars in an lm-evaluation-harness style few-shot prompt (default 0: "
-                      "grpolab's <answer> prompt; 5 is the harness's gsm8k, 8 its gsm8k-cot)", 0),
-    "fewshot_style": Option("gsm8k ('Question: ... Answer:' with train solutions ending '#### N') or gsm8k-cot "
-                            "('Q: ... A:' with the 8 fixed chain-of-thought exemplars ending 'The answer is N.')",
-                            "gsm8k"),
-    "fewshot_file": Option("train JSONL for gsm8k-style exemplars (default: train.jsonl beside data_file, else "
-                           "the hub)"),
+    **FEWSHOT_OPTIONS,
 }
 
 
