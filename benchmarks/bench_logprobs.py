@@ -31,7 +31,9 @@ def synthetic_batch(trainer, num_prompts: int = 2, group: int = 8, length: int =
 
     tokenizer = trainer.processing_class
     chats = [make_prompt(question) for question in ("12 + 7", "3 + 18")[:num_prompts]]
-    texts = [tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats]
+    texts = [
+        tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) for chat in chats
+    ]
     prompts = tokenizer(texts, add_special_tokens=False)["input_ids"]
     width = max(len(ids) for ids in prompts)
     prompt_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + ids for ids in prompts])
@@ -41,10 +43,14 @@ def synthetic_batch(trainer, num_prompts: int = 2, group: int = 8, length: int =
     completion_ids = torch.randint(0, 1000, (rows, length), generator=generator)
     lengths = torch.randint(length // 2, length + 1, (rows,), generator=generator)
     completion_mask = (torch.arange(length) < lengths[:, None]).long()
-    return {"prompt_ids": prompt_ids.repeat_interleave(group, 0),
-            "prompt_mask": prompt_mask.repeat_interleave(group, 0), "completion_ids": completion_ids,
-            "completion_mask": completion_mask, "advantages": torch.randn(rows, generator=generator),
-            "num_items_in_batch": completion_mask.sum().float()}
+    return {
+        "prompt_ids": prompt_ids.repeat_interleave(group, 0),
+        "prompt_mask": prompt_mask.repeat_interleave(group, 0),
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.randn(rows, generator=generator),
+        "num_items_in_batch": completion_mask.sum().float(),
+    }
 
 
 def run_path(trainer, path: str, inputs) -> tuple[float, float, float]:
@@ -55,7 +61,8 @@ def run_path(trainer, path: str, inputs) -> tuple[float, float, float]:
 
     if path == "fused":
         trainer._get_per_token_logps_and_entropies = functools.partial(
-            GRPOTrainer._get_per_token_logps_and_entropies, trainer)
+            GRPOTrainer._get_per_token_logps_and_entropies, trainer
+        )
     else:
         trainer.__dict__.pop("_get_per_token_logps_and_entropies", None)
         trainer.share_prompts = path == "shared"
@@ -68,8 +75,9 @@ def run_path(trainer, path: str, inputs) -> tuple[float, float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -80,8 +88,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = build_trainer(*recipes.parse_train_args(["--output_dir", output_dir, "--plot", "false",
-                                                           "--logprobs", "shared"]))
+        trainer = build_trainer(
+            *recipes.parse_train_args(["--output_dir", output_dir, "--plot", "false", "--logprobs", "shared"])
+        )
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1
     inputs = synthetic_batch(trainer)
@@ -90,19 +99,25 @@ def main() -> None:
     for number in range(args.rounds):
         for path in PATHS if number % 2 == 0 else reversed(PATHS):
             times[path].append(run_path(trainer, path, inputs))
-        print(f"round {number + 1}: " + ", ".join(f"{p} {sum(times[p][-1][:2]):.2f} s" for p in PATHS),
-              flush=True)
+        print(
+            f"round {number + 1}: " + ", ".join(f"{p} {sum(times[p][-1][:2]):.2f} s" for p in PATHS),
+            flush=True,
+        )
     fused = statistics.median(f + b for f, b, _ in times["fused"])
-    print(f"\n{'path':<8} {'forward':>8} {'backward':>9} {'total':>7} {'min-max':>11} {'vs fused':>9} "
-          f"{'loss diff':>10}")
+    print(
+        f"\n{'path':<8} {'forward':>8} {'backward':>9} {'total':>7} {'min-max':>11} {'vs fused':>9} "
+        f"{'loss diff':>10}"
+    )
     for path in PATHS:
         runs = times[path]
         totals = [f + b for f, b, _ in runs]
         diff = max(abs(loss - ref) for (_, _, loss), (_, _, ref) in zip(runs, times["fused"], strict=True))
         forward, backward = (statistics.median(run[i] for run in runs) for i in (0, 1))
         spread = f"{min(totals):5.2f}-{max(totals):<5.2f}"
-        print(f"{path:<8} {forward:8.2f} {backward:9.2f} {statistics.median(totals):7.2f} {spread} "
-              f"{fused / statistics.median(totals):8.2f}x {diff:10.1e}")
+        print(
+            f"{path:<8} {forward:8.2f} {backward:9.2f} {statistics.median(totals):7.2f} {spread} "
+            f"{fused / statistics.median(totals):8.2f}x {diff:10.1e}"
+        )
 
 
 if __name__ == "__main__":

@@ -64,18 +64,42 @@ def main() -> int:
     seed = ["--seed", str(args.seed)]
     eval_flags = [*EVAL_FLAGS, "--num", str(args.num_test)]
     timings = {}
-    timings["data"] = step("make the data (train and held-out test split)",
-                           ["data", "arith", "--num", "2000", "--num_test", str(args.num_test), *seed, "--out", str(data)])
-    timings["eval base"] = step("evaluate the base model on the held-out split",
-                                ["eval", "--model", "smollm2-135m-instruct", "--data_file", str(data), *eval_flags,
-                                 "--out", str(out / "eval-base")])
+    timings["data"] = step(
+        "make the data (train and held-out test split)",
+        ["data", "arith", "--num", "2000", "--num_test", str(args.num_test), *seed, "--out", str(data)],
+    )
+    timings["eval base"] = step(
+        "evaluate the base model on the held-out split",
+        [
+            "eval",
+            "--model",
+            "smollm2-135m-instruct",
+            "--data_file",
+            str(data),
+            *eval_flags,
+            "--out",
+            str(out / "eval-base"),
+        ],
+    )
     train_flags = ["--output_dir", str(out / "run"), "--data_file", str(data), *seed]
     if args.max_steps:
         train_flags += ["--max_steps", str(args.max_steps)]
     timings["train"] = step("train with GRPO (default recipe: configs/default.yaml)", ["train", *train_flags])
-    timings["eval trained"] = step("evaluate the trained adapter and compare with the base model",
-                                   ["eval", "--adapter", str(out / "run"), "--data_file", str(data), *eval_flags,
-                                    "--out", str(out / "eval-trained"), "--compare", str(out / "eval-base")])
+    timings["eval trained"] = step(
+        "evaluate the trained adapter and compare with the base model",
+        [
+            "eval",
+            "--adapter",
+            str(out / "run"),
+            "--data_file",
+            str(data),
+            *eval_flags,
+            "--out",
+            str(out / "eval-trained"),
+            "--compare",
+            str(out / "eval-base"),
+        ],
+    )
     print_verdict(out / "eval-base", out / "eval-trained")
     minutes = {name: f"{seconds / 60:.1f} min" for name, seconds in timings.items()}
     print(f"\ntimings: {minutes}, total {sum(timings.values()) / 60:.1f} min")

@@ -84,7 +84,8 @@ def report(records: list[dict], show: int) -> None:
     for name, template in REWRITES.items():
         agree_strict, _ = strict_agreement(records, template)
         print(
-            f"strict agreement, final line as {name!r}: {agree_strict}/{total} = {100 * agree_strict / total:.2f}%"
+            f"strict agreement, final line as {name!r}: {agree_strict}/{total} = "
+            f"{100 * agree_strict / total:.2f}%"
         )
     print(
         f"disagreements: {len(disagreements)} (grader says right, label says wrong: {false_positive}; "

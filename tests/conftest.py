@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _shared_data() -> Path:
-    """The project's shared data (real GSM8K): $GRPOLAB_SHARED_DATA, else shared/data beside or inside the repo."""
+    """The shared data (real GSM8K): $GRPOLAB_SHARED_DATA, else shared/data beside or inside the repo."""
     candidates = [Path(os.environ["GRPOLAB_SHARED_DATA"])] if os.environ.get("GRPOLAB_SHARED_DATA") else []
     candidates += [REPO.parent / "shared" / "data", REPO / "shared" / "data"]
     return next((path for path in candidates if path.is_dir()), candidates[0])
@@ -51,13 +51,22 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
     )
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
     directory = tmp_path_factory.mktemp("tiny-model")
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -75,11 +84,14 @@ def trained_run():
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM
 
-        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_model),
-                               LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+        model = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(base_model),
+            LoraConfig(r=2, target_modules=["q_proj", "v_proj"]),
+        )
         model.save_pretrained(directory)
-        (directory / "grpolab_run.json").write_text(json.dumps(
-            {"base_model": str(base_model), "task": "arith", "task_options": {"levels": "add-10"}}))
+        (directory / "grpolab_run.json").write_text(
+            json.dumps({"base_model": str(base_model), "task": "arith", "task_options": {"levels": "add-10"}})
+        )
         config = {"task": "arith", "max_completion_length": max_completion_length, "learning_rate": 1e-5}
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
         return directory

@@ -1,4 +1,5 @@
-"""Run by tests/test_multiprocess.py under `accelerate launch`: train, then record this rank's LoRA weights."""
+"""Run by tests/test_multiprocess.py under `accelerate launch`: train, then record this rank's LoRA
+weights."""
 
 from __future__ import annotations
 
@@ -18,8 +19,13 @@ class RecordLora(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         lora = {name: param.detach().double() for name, param in model.named_parameters() if "lora_" in name}
-        summary = {"sum": sum(float(t.sum()) for t in lora.values()), "abs": sum(float(t.abs().sum()) for t in lora.values()),
-                   "count": len(lora), "global_step": state.global_step, "world_size": args.world_size}
+        summary = {
+            "sum": sum(float(t.sum()) for t in lora.values()),
+            "abs": sum(float(t.abs().sum()) for t in lora.values()),
+            "count": len(lora),
+            "global_step": state.global_step,
+            "world_size": args.world_size,
+        }
         rank = args.process_index
         (self.out / f"rank{rank}.json").write_text(json.dumps(summary))
 

@@ -285,7 +285,8 @@ def test_arith_gold_is_worked_out_from_the_expression():
 def test_arith_free_text_is_unknown_until_answer_is_given():
     session = ChatSession(task=get_chat_task("arith"))
     session.add_user("seven plus twelve")
-    assert session.finish_reply("19") == "[arith] parsed: 19 | solved: unknown (give the right answer with /answer GOLD)"
+    unknown = "[arith] parsed: 19 | solved: unknown (give the right answer with /answer GOLD)"
+    assert session.finish_reply("19") == unknown
     assert session.handle_command("/answer 19") == "[arith] parsed: 19 | solved: yes (answer 19)"
     assert session.handle_command("/answer nineteen") == "an arith answer is a whole number, got 'nineteen'"
     assert session.turns[-1].verdict["solved"] is True
@@ -329,6 +330,7 @@ def _fake_stream(pieces, interrupt_after=None, seen=None):
             if index == interrupt_after:
                 raise KeyboardInterrupt
             yield piece
+
     return stream
 
 
@@ -343,24 +345,40 @@ def _lines(*lines):
         if isinstance(item, BaseException):
             raise item
         return item
+
     return read_line
 
 
 def test_repl_streams_replies_and_the_second_turn_sees_the_first():
     session, out, seen = ChatSession(), io.StringIO(), []
-    code = chat_command.run_repl(session, _fake_stream(["Hi ", "Ada"], seen=seen), _count_characters,
-                                 read_line=_lines("My name is Ada.", "", "What is my name?"), out=out)
+    code = chat_command.run_repl(
+        session,
+        _fake_stream(["Hi ", "Ada"], seen=seen),
+        _count_characters,
+        read_line=_lines("My name is Ada.", "", "What is my name?"),
+        out=out,
+    )
     assert code == 0
     assert out.getvalue() == "Hi Ada\nHi Ada\n\n"
-    assert seen[1] == [{"role": "user", "content": "My name is Ada."}, {"role": "assistant", "content": "Hi Ada"},
-                       {"role": "user", "content": "What is my name?"}]
+    assert seen[1] == [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": "Hi Ada"},
+        {"role": "user", "content": "What is my name?"},
+    ]
 
 
 def test_ctrl_c_while_generating_keeps_the_partial_reply_and_the_session():
     session, out = ChatSession(), io.StringIO()
-    chat_command.run_repl(session, _fake_stream(["Once ", "upon ", "a time"], interrupt_after=2), _count_characters,
-                          read_line=_lines("Tell a story.", "/history"), out=out)
-    assert session.turns == [Turn(user="Tell a story.", prompt="Tell a story.", reply="Once upon ", stopped=True)]
+    chat_command.run_repl(
+        session,
+        _fake_stream(["Once ", "upon ", "a time"], interrupt_after=2),
+        _count_characters,
+        read_line=_lines("Tell a story.", "/history"),
+        out=out,
+    )
+    assert session.turns == [
+        Turn(user="Tell a story.", prompt="Tell a story.", reply="Once upon ", stopped=True)
+    ]
     assert "[stopped: the partial reply is kept in the history; /reset clears it]" in out.getvalue()
     assert "assistant: Once upon  [stopped]" in out.getvalue()
 
@@ -368,18 +386,29 @@ def test_ctrl_c_while_generating_keeps_the_partial_reply_and_the_session():
 @pytest.mark.parametrize("leave", [EOFError(), KeyboardInterrupt(), "/exit"])
 def test_eof_ctrl_c_at_the_prompt_and_exit_leave_with_0(leave):
     session = ChatSession()
-    code = chat_command.run_repl(session, _fake_stream(["x"]), _count_characters,
-                                 read_line=_lines("hi", leave, "never read"), out=io.StringIO())
+    code = chat_command.run_repl(
+        session,
+        _fake_stream(["x"]),
+        _count_characters,
+        read_line=_lines("hi", leave, "never read"),
+        out=io.StringIO(),
+    )
     assert code == 0 and len(session.turns) == 1
 
 
 def test_repl_reports_bad_input_and_trimming_in_one_line_each():
-    session = ChatSession(settings=GenerationSettings(max_new_tokens=2), task=get_chat_task("sudoku"),
-                          context_tokens=1000)
+    session = ChatSession(
+        settings=GenerationSettings(max_new_tokens=2), task=get_chat_task("sudoku"), context_tokens=1000
+    )
     session.system = None  # keep the fake token counts small
     out = io.StringIO()
-    chat_command.run_repl(session, _fake_stream(["no"]), lambda messages: 400 * len(messages),
-                          read_line=_lines("12", SUDOKU_PUZZLE, SUDOKU_PUZZLE, SUDOKU_PUZZLE), out=out)
+    chat_command.run_repl(
+        session,
+        _fake_stream(["no"]),
+        lambda messages: 400 * len(messages),
+        read_line=_lines("12", SUDOKU_PUZZLE, SUDOKU_PUZZLE, SUDOKU_PUZZLE),
+        out=out,
+    )
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("type the puzzle as 16 cells")
     notice = "[context: the 1 oldest turn(s) no longer fit the 1000-token window"
@@ -406,7 +435,8 @@ def test_flags_are_checked_by_the_set_rules():
     ],
 )
 def test_chat_with_a_run_takes_its_completion_length_unless_the_flag_is_given(
-        tiny_model_dir, trained_run, tmp_path, monkeypatch, capsys, flags, settings, note):
+    tiny_model_dir, trained_run, tmp_path, monkeypatch, capsys, flags, settings, note
+):
     from grpolab.cli import main
 
     def leave(prompt: str) -> str:
@@ -431,7 +461,10 @@ def test_stream_chat_matches_batched_generation(tiny_model_dir, tokenizer):
     model = load_causal_lm(str(tiny_model_dir), dtype="float32")
     chat = [{"role": "user", "content": "Hello there"}]
     settings = GenerationSettings(max_new_tokens=12)
-    assert "".join(stream_chat(model, tokenizer, chat, settings)) == generate_batch(model, tokenizer, [chat], settings)[0][0]
+    assert (
+        "".join(stream_chat(model, tokenizer, chat, settings))
+        == generate_batch(model, tokenizer, [chat], settings)[0][0]
+    )
 
 
 def test_stream_chat_stops_on_the_event_and_reraises_worker_errors(tiny_model_dir, tokenizer):
@@ -450,7 +483,8 @@ def test_stream_chat_stops_on_the_event_and_reraises_worker_errors(tiny_model_di
         list(stream_chat(model, tokenizer, chat, GenerationSettings(temperature=1.0, top_k=-3)))
 
 
-# ------------------------------------------------------------------------------------ terminal, embedded model
+# ------------------------------------------------------------------------------------ terminal, embedded
+# model
 
 
 @pytest.fixture(scope="module")
@@ -458,16 +492,29 @@ def spawn_chat(embedded_model_dir):
     """``grpolab chat ARGS`` in a pseudo-terminal, with the test's grpolab cache and one CPU thread."""
     from grpolab import paths
 
-    env = {**os.environ, "GRPOLAB_HOME": str(paths.home()), "OMP_NUM_THREADS": "1", "TERM": "dumb",
-           "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {
+        **os.environ,
+        "GRPOLAB_HOME": str(paths.home()),
+        "OMP_NUM_THREADS": "1",
+        "TERM": "dumb",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
 
     def spawn(*args, sigint=signal.SIG_DFL):
-        child = pexpect.spawn(sys.executable, ["-m", "grpolab", "chat", *args], env=env, encoding="utf-8",
-                              timeout=120, dimensions=(50, 400),
-                              preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+        child = pexpect.spawn(
+            sys.executable,
+            ["-m", "grpolab", "chat", *args],
+            env=env,
+            encoding="utf-8",
+            timeout=120,
+            dimensions=(50, 400),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
+        )
         child.expect_exact("Ctrl-D or /exit leaves")
         child.expect_exact(">>> ")
         return child
+
     return spawn
 
 
@@ -512,7 +559,9 @@ def test_terminal_conversation_settings_save_trim_reset_and_eof(spawn_chat, tmp_
 @pytest.mark.parametrize("inherited", ["default", "ignored"])
 def test_terminal_ctrl_c_stops_a_reply_then_ctrl_c_at_the_prompt_leaves(spawn_chat, inherited):
     # "ignored": as when started in the background by a shell without job control (a CI script, nohup &).
-    child = spawn_chat("--max_new_tokens", "400", sigint=signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL)
+    child = spawn_chat(
+        "--max_new_tokens", "400", sigint=signal.SIG_IGN if inherited == "ignored" else signal.SIG_DFL
+    )
     child.sendline("Write a very long story about a dragon and a knight.")
     child.expect_exact("knight.")
     child.expect(r"\w+ \w+ \w+")  # the reply has started streaming

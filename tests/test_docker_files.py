@@ -1,4 +1,5 @@
-"""The Docker files: compose layout, Dockerfile hygiene, the entrypoint's dispatch, and no baked-in secrets."""
+"""The Docker files: compose layout, Dockerfile hygiene, the entrypoint's dispatch, and no baked-in
+secrets."""
 
 import os
 import re

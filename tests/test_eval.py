@@ -38,12 +38,22 @@ def eval_tiny_model_dir(tmp_path_factory, eval_tokenizer) -> Path:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(eval_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         initializer_range=0.5, eos_token_id=eval_tokenizer.eos_token_id, pad_token_id=eval_tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(eval_tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        initializer_range=0.5,
+        eos_token_id=eval_tokenizer.eos_token_id,
+        pad_token_id=eval_tokenizer.pad_token_id,
+    )
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=eval_tokenizer.eos_token_id,
-                                               pad_token_id=eval_tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        eos_token_id=eval_tokenizer.eos_token_id, pad_token_id=eval_tokenizer.pad_token_id
+    )
     directory = tmp_path_factory.mktemp("eval-tiny-model")
     model.save_pretrained(directory)
     eval_tokenizer.save_pretrained(directory)
@@ -89,11 +99,31 @@ def test_pass_at_k_rejects_impossible_counts(n, c, k):
 
 
 # ----------------------------------------------------------------------------------------------- metrics
-def _record(index, sample, label, solved, parsed="1", partial=None, format_ok=True, lenient=None, tokens=5,
-            truncated=False):
-    return {"index": index, "sample": sample, "label": label, "answer": "1", "solved": solved, "parsed": parsed,
-            "partial": float(solved) if partial is None else partial, "format_ok": format_ok, "lenient": lenient,
-            "tokens": tokens, "truncated": truncated}
+def _record(
+    index,
+    sample,
+    label,
+    solved,
+    parsed="1",
+    partial=None,
+    format_ok=True,
+    lenient=None,
+    tokens=5,
+    truncated=False,
+):
+    return {
+        "index": index,
+        "sample": sample,
+        "label": label,
+        "answer": "1",
+        "solved": solved,
+        "parsed": parsed,
+        "partial": float(solved) if partial is None else partial,
+        "format_ok": format_ok,
+        "lenient": lenient,
+        "tokens": tokens,
+        "truncated": truncated,
+    }
 
 
 def test_summarize_overall_and_per_label():
@@ -117,7 +147,10 @@ def test_summarize_overall_and_per_label():
     assert not any(key.startswith("pass@") for key in metrics)
     # Wilson 2/4: centre .5, half-width 1.96 * sqrt(.0625 + .060024) / 1.9604 = .34996 (see test_stats.py)
     assert metrics["ci95"]["method"] == "wilson"
-    assert metrics["ci95"]["accuracy"] == [pytest.approx(0.150039, abs=1e-6), pytest.approx(0.849961, abs=1e-6)]
+    assert metrics["ci95"]["accuracy"] == [
+        pytest.approx(0.150039, abs=1e-6),
+        pytest.approx(0.849961, abs=1e-6),
+    ]
     assert metrics["ci95"]["accuracy_by_label"]["hard"] == [0.0, pytest.approx(0.793451, abs=1e-6)]  # 0 of 1
     assert "lenient_accuracy" not in metrics["ci95"] and "checks" not in metrics
 
@@ -125,8 +158,11 @@ def test_summarize_overall_and_per_label():
 def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
     # item 0: 1 of 4 solved; item 1: 4 of 4; item 2: 0 of 4. Records arrive out of order, as from batches.
     solved = {0: [True, False, False, False], 1: [True] * 4, 2: [False] * 4}
-    records = [_record(i, s, "a" if i < 2 else "b", solved[i][s], lenient=solved[i][s] or s == 0)
-               for s in reversed(range(4)) for i in (2, 0, 1)]
+    records = [
+        _record(i, s, "a" if i < 2 else "b", solved[i][s], lenient=solved[i][s] or s == 0)
+        for s in reversed(range(4))
+        for i in (2, 0, 1)
+    ]
     metrics = eval_metrics.summarize(records)
     assert metrics["samples_per_item"] == 4
     assert metrics["accuracy"] == pytest.approx(5 / 12)
@@ -135,7 +171,9 @@ def test_summarize_with_k_samples_reports_pass_at_levels_and_lenient():
     assert metrics["pass@4"] == pytest.approx(2 / 3)
     assert "pass@3" not in metrics
     assert metrics["accuracy_by_label"] == {"a": pytest.approx(5 / 8), "b": 0.0}
-    assert metrics["lenient_accuracy"] == pytest.approx(6 / 12)  # 5 solved + the unsolved first sample of item 2
+    assert metrics["lenient_accuracy"] == pytest.approx(
+        6 / 12
+    )  # 5 solved + the unsolved first sample of item 2
     # k > 1: bootstrap over the 3 items' means (.25, 1, 0): the interval spans what resampling them can give
     assert metrics["ci95"]["method"].startswith("bootstrap over items")
     low, high = metrics["ci95"]["accuracy"]
@@ -148,10 +186,15 @@ def test_summarize_reports_each_task_check_with_an_interval():
     metrics = eval_metrics.summarize(records)
     assert metrics["checks"] == {"lm-eval strict-match": 0.75}
     # Wilson 3/4: centre (.75 + .48) / 1.9604 = .62742, half-width 1.96 * sqrt(.046875 + .060024) / 1.9604
-    assert metrics["ci95"]["checks"]["lm-eval strict-match"] == [pytest.approx(0.300642, abs=1e-6),
-                                                                  pytest.approx(0.954413, abs=1e-6)]
-    assert eval_report.table_values(metrics)["lm-eval strict-match"] == (0.75, "pct", metrics["ci95"]["checks"][
-        "lm-eval strict-match"])
+    assert metrics["ci95"]["checks"]["lm-eval strict-match"] == [
+        pytest.approx(0.300642, abs=1e-6),
+        pytest.approx(0.954413, abs=1e-6),
+    ]
+    assert eval_report.table_values(metrics)["lm-eval strict-match"] == (
+        0.75,
+        "pct",
+        metrics["ci95"]["checks"]["lm-eval strict-match"],
+    )
     records[0].pop("checks")  # a sample from before the check existed: no partial figure
     assert "checks" not in eval_metrics.summarize(records)
 
@@ -168,19 +211,28 @@ def _one_at_a_time(model, tokenizer, chats, max_new_tokens):
     for chat in chats:
         batch = encode_chats(tokenizer, [chat])
         with torch.inference_mode():
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        tokens = output[0, batch["input_ids"].shape[1]:].tolist()
-        tokens = tokens[:next((i for i, token in enumerate(tokens) if token in stop), len(tokens))]
+            output = model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        tokens = output[0, batch["input_ids"].shape[1] :].tolist()
+        tokens = tokens[: next((i for i, token in enumerate(tokens) if token in stop), len(tokens))]
         texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
         completions.append(tokens)
     return texts, completions
 
 
-CHATS = [[{"role": "user", "content": text}] for text in (
-    "What is 3 + 4?", "hi", "Solve this 4x4 Sudoku:\n1 . . 4\n. . 1 .\n. 1 . .\n4 . . 1", "What is 12 - 5?",
-    "Name three colours and say which one you like best, with a reason.", "2 * 6 = ?", "ok",
-)]
+CHATS = [
+    [{"role": "user", "content": text}]
+    for text in (
+        "What is 3 + 4?",
+        "hi",
+        "Solve this 4x4 Sudoku:\n1 . . 4\n. . 1 .\n. 1 . .\n4 . . 1",
+        "What is 12 - 5?",
+        "Name three colours and say which one you like best, with a reason.",
+        "2 * 6 = ?",
+        "ok",
+    )
+]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 32])
@@ -199,8 +251,10 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
     expected_lengths = [len(tokens) for tokens in expected_tokens]
     assert len(set(expected_lengths)) > 1, "the stop token should end completions at different steps"
     settings = GenerationSettings(max_new_tokens=10)
-    results = {chat: (texts, lengths) for chat, texts, lengths in generate_stream(model, tokenizer, CHATS, settings,
-                                                                                 batch_size=batch_size)}
+    results = {
+        chat: (texts, lengths)
+        for chat, texts, lengths in generate_stream(model, tokenizer, CHATS, settings, batch_size=batch_size)
+    }
     assert sorted(results) == list(range(len(CHATS)))
     assert [results[i][0][0] for i in range(len(CHATS))] == expected_texts
     assert [results[i][1][0] for i in range(len(CHATS))] == expected_lengths
@@ -211,8 +265,12 @@ def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
     from grpolab.generation.settings import GenerationSettings
 
     model, tokenizer = eval_tiny_model
-    settings = GenerationSettings(max_new_tokens=6, temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.2)
-    results = list(generate_stream(model, tokenizer, CHATS[:3], settings, num_return_sequences=4, batch_size=5))
+    settings = GenerationSettings(
+        max_new_tokens=6, temperature=1.0, top_p=0.9, top_k=50, repetition_penalty=1.2
+    )
+    results = list(
+        generate_stream(model, tokenizer, CHATS[:3], settings, num_return_sequences=4, batch_size=5)
+    )
     assert sorted(chat for chat, _, _ in results) == [0, 1, 2]
     assert all(len(texts) == 4 and len(lengths) == 4 for _, texts, lengths in results)
     assert any(len(set(texts)) > 1 for _, texts, _ in results)  # sampled, not four greedy copies
@@ -220,7 +278,9 @@ def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
 
 # ------------------------------------------------------------------------------------- end to end + resume
 def _config(model_dir, **overrides) -> EvalConfig:
-    return EvalConfig(**{"model": str(model_dir), "num": 6, "max_new_tokens": 4, "batch_size": 4, **overrides})
+    return EvalConfig(
+        **{"model": str(model_dir), "num": 6, "max_new_tokens": 4, "batch_size": 4, **overrides}
+    )
 
 
 def test_eval_writes_files_and_metrics_agree_with_samples(eval_tiny_model_dir, tmp_path):
@@ -264,7 +324,9 @@ def test_resume_generates_only_missing_items(eval_tiny_model_dir, tmp_path, monk
 def test_resume_refuses_other_settings(eval_tiny_model_dir, tmp_path):
     out, _ = evaluation.evaluate(_config(eval_tiny_model_dir, num=2), tmp_path / "eval", progress=False)
     with pytest.raises(UserError, match=r"cannot --resume .* \(max_new_tokens 4 -> 5\)"):
-        evaluation.evaluate(_config(eval_tiny_model_dir, num=2, max_new_tokens=5), out, resume=True, progress=False)
+        evaluation.evaluate(
+            _config(eval_tiny_model_dir, num=2, max_new_tokens=5), out, resume=True, progress=False
+        )
 
 
 def test_run_directory_gives_base_model_task_and_options(eval_tiny_model_dir, tmp_path, capsys):
@@ -272,11 +334,16 @@ def test_run_directory_gives_base_model_task_and_options(eval_tiny_model_dir, tm
     from transformers import AutoModelForCausalLM
 
     run = tmp_path / "run"
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(eval_tiny_model_dir),
-                           LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(eval_tiny_model_dir),
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"]),
+    )
     model.save_pretrained(run)
-    (run / "grpolab_run.json").write_text(json.dumps(
-        {"base_model": str(eval_tiny_model_dir), "task": "arith", "task_options": {"levels": "add-10"}}))
+    (run / "grpolab_run.json").write_text(
+        json.dumps(
+            {"base_model": str(eval_tiny_model_dir), "task": "arith", "task_options": {"levels": "add-10"}}
+        )
+    )
     code = cli.main(["eval", "--adapter", str(run), "--num", "3", "--max_new_tokens", "3", "--no_progress"])
     assert code == 0
     metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
@@ -286,8 +353,9 @@ def test_run_directory_gives_base_model_task_and_options(eval_tiny_model_dir, tm
     assert "| strict accuracy" in capsys.readouterr().out
 
 
-def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_model_dir, tmp_path, caplog,
-                                                                   trained_run):
+def test_run_directory_gives_its_completion_length_and_a_flag_wins(
+    eval_tiny_model_dir, tmp_path, caplog, trained_run
+):
     import logging
 
     run = trained_run(tmp_path / "run", eval_tiny_model_dir, max_completion_length=5)
@@ -302,8 +370,23 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
     assert max(sample["tokens"] for sample in _samples(run / "eval-test")) <= 5
 
     out = tmp_path / "flag"
-    assert cli.main(["eval", "--adapter", str(run), "--num", "2", "--max_new_tokens", "2", "--no_progress",
-                     "--out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "eval",
+                "--adapter",
+                str(run),
+                "--num",
+                "2",
+                "--max_new_tokens",
+                "2",
+                "--no_progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     recorded = json.loads((out / "eval_config.json").read_text())
     assert (recorded["max_new_tokens"], recorded["max_new_tokens_from"]) == (2, "--max_new_tokens")
     assert all(sample["tokens"] <= 2 for sample in _samples(out))
@@ -312,12 +395,12 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(eval_tiny_mod
 @pytest.mark.parametrize(
     ("layout", "expected"),
     [
-        ("run", 1648),                 # the run directory itself
-        ("checkpoint", 1648),          # run/checkpoint-20: the run's config.yaml is one level up
-        ("merged", 1648),              # a merged model names its adapter in grpolab_merge.json
-        ("plain_adapter", 256),        # a PEFT adapter with no config.yaml
-        ("sft_run", 256),              # an SFT run: SFTConfig has no max_completion_length
-        ("base_model", 256),           # no adapter at all
+        ("run", 1648),  # the run directory itself
+        ("checkpoint", 1648),  # run/checkpoint-20: the run's config.yaml is one level up
+        ("merged", 1648),  # a merged model names its adapter in grpolab_merge.json
+        ("plain_adapter", 256),  # a PEFT adapter with no config.yaml
+        ("sft_run", 256),  # an SFT run: SFTConfig has no max_completion_length
+        ("base_model", 256),  # no adapter at all
     ],
 )
 def test_run_max_new_tokens_table(tmp_path, layout, expected):
@@ -334,9 +417,14 @@ def test_run_max_new_tokens_table(tmp_path, layout, expected):
     sft = tmp_path / "sft"
     sft.mkdir()
     (sft / "config.yaml").write_text(yaml.safe_dump({"max_length": 1024}))
-    arguments = {"run": (str(run), None), "checkpoint": (str(run / "checkpoint-20"), None),
-                 "merged": (None, str(merged)), "plain_adapter": (str(tmp_path), None),
-                 "sft_run": (str(sft), None), "base_model": (None, "smollm2-135m-instruct")}[layout]
+    arguments = {
+        "run": (str(run), None),
+        "checkpoint": (str(run / "checkpoint-20"), None),
+        "merged": (None, str(merged)),
+        "plain_adapter": (str(tmp_path), None),
+        "sft_run": (str(sft), None),
+        "base_model": (None, "smollm2-135m-instruct"),
+    }[layout]
     value, source = run_max_new_tokens(*arguments)
     assert value == expected
     from_run = f"max_completion_length in {run / 'config.yaml'}"
@@ -362,10 +450,21 @@ def test_k_samples_end_to_end(eval_tiny_model_dir, tmp_path):
 # ---------------------------------------------------------------------------------------------- compare
 def _write_eval(directory: Path, name: str, by_label: dict[str, float], accuracy: float) -> Path:
     directory.mkdir()
-    metrics = {"name": name, "items": 4, "samples_per_item": 1, "accuracy": accuracy, "lenient_accuracy": None,
-               "partial_mean": accuracy, "format_rate": 1.0, "unparseable_rate": 0.0, "truncated_rate": 0.0,
-               "mean_completion_tokens": 7.0, "accuracy_by_label": by_label, "items_by_label": {},
-               "config": {"task": "sudoku", "split": "test"}}
+    metrics = {
+        "name": name,
+        "items": 4,
+        "samples_per_item": 1,
+        "accuracy": accuracy,
+        "lenient_accuracy": None,
+        "partial_mean": accuracy,
+        "format_rate": 1.0,
+        "unparseable_rate": 0.0,
+        "truncated_rate": 0.0,
+        "mean_completion_tokens": 7.0,
+        "accuracy_by_label": by_label,
+        "items_by_label": {},
+        "config": {"task": "sudoku", "split": "test"},
+    }
     (directory / "metrics.json").write_text(json.dumps(metrics))
     return directory
 
@@ -374,10 +473,16 @@ def test_compare_table_values_and_files(tmp_path):
     base = _write_eval(tmp_path / "base", "base", {"simple": 0.5, "hard": 0.0}, 0.25)
     trained = _write_eval(tmp_path / "trained", "trained", {"simple": 1.0, "hard": 0.5}, 0.75)
     table = eval_report.compare(base, trained, tmp_path / "out")
-    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
-            for line in table.splitlines()[2:]}
-    assert [cell.strip() for cell in table.splitlines()[0].split("|")[1:-1]] == ["metric", "base", "trained",
-                                                                                  "difference"]
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in table.splitlines()[2:]
+    }
+    assert [cell.strip() for cell in table.splitlines()[0].split("|")[1:-1]] == [
+        "metric",
+        "base",
+        "trained",
+        "difference",
+    ]
     assert rows["strict accuracy"] == ["25.0%", "75.0%", "+50.0 pp"]
     assert rows["accuracy: simple"] == ["50.0%", "100.0%", "+50.0 pp"]
     assert rows["accuracy: hard"] == ["0.0%", "50.0%", "+50.0 pp"]
@@ -406,8 +511,10 @@ def test_compare_shows_intervals_and_the_paired_test(tmp_path):
     a = _write_samples_eval(tmp_path / "base", "base", base)
     b = _write_samples_eval(tmp_path / "trained", "trained", trained)
     table = eval_report.compare(a, b, tmp_path / "out")
-    rows = {line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
-            for line in table.splitlines()[2:]}
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in table.splitlines()[2:]
+    }
     # Wilson 4/20 = [8.1, 41.6] and 8/20 = [21.9, 61.3]; McNemar on 1 vs 5 discordant: 2 * 7 / 64 = .219
     assert rows["strict accuracy"] == ["20.0% [8.1, 41.6]", "40.0% [21.9, 61.3]", "+20.0 pp"]
     assert rows["solved by this run only"] == ["1", "5", "McNemar p = 0.219"]
@@ -420,12 +527,18 @@ def test_paired_test_needs_the_same_items_and_uses_the_bootstrap_for_k_samples()
     assert eval_metrics.paired_test(one, one[:5]) is None  # other items: no paired test
     assert eval_metrics.paired_test(one, [{**r, "answer": "2"} for r in one]) is None
     same = eval_metrics.paired_test(one, one)
-    assert same["method"] == "exact McNemar" and (same["only_a"], same["only_b"], same["p_value"]) == (0, 0, 1.0)
+    assert same["method"] == "exact McNemar" and (same["only_a"], same["only_b"], same["p_value"]) == (
+        0,
+        0,
+        1.0,
+    )
     k_a = [_record(i, s, "x", s == 0) for i in range(30) for s in range(2)]  # every item half solved
     k_b = [_record(i, s, "x", True) for i in range(30) for s in range(2)]  # every item solved
     paired = eval_metrics.paired_test(k_a, k_b)
     assert paired["method"] == "paired bootstrap" and paired["difference"] == pytest.approx(0.5)
-    assert paired["p_value"] == pytest.approx(1 / 2001)  # every per-item difference is +.5: none resamples to 0
+    assert paired["p_value"] == pytest.approx(
+        1 / 2001
+    )  # every per-item difference is +.5: none resamples to 0
 
 
 def test_compare_with_the_same_name_uses_directories(tmp_path):
@@ -458,7 +571,9 @@ def _bad_run(tmp_path: Path, base: str) -> Path:
 )
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     (tmp_path / "bad.jsonl").write_text('{"question": "1 + 1", "answer": "2"}\n{not json\n')
-    code = cli.main(["eval", *(arg.replace("{tmp}", str(tmp_path)) for arg in argv), "--out", str(tmp_path / "out")])
+    code = cli.main(
+        ["eval", *(arg.replace("{tmp}", str(tmp_path)) for arg in argv), "--out", str(tmp_path / "out")]
+    )
     error = capsys.readouterr().err.strip()
     assert code == 2
     assert error.startswith("grpolab eval: error: ") and message in error
@@ -482,9 +597,22 @@ def test_embedded_model_on_arith(tmp_path, capsys):
     code = cli.main(["eval", "--num", "8", "--max_new_tokens", "32", "--out", str(out), "--no_progress"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    expected = {"name", "items", "samples_per_item", "accuracy", "lenient_accuracy", "partial_mean", "format_rate",
-                "unparseable_rate", "truncated_rate", "mean_completion_tokens", "accuracy_by_label", "items_by_label",
-                "config", "ci95"}
+    expected = {
+        "name",
+        "items",
+        "samples_per_item",
+        "accuracy",
+        "lenient_accuracy",
+        "partial_mean",
+        "format_rate",
+        "unparseable_rate",
+        "truncated_rate",
+        "mean_completion_tokens",
+        "accuracy_by_label",
+        "items_by_label",
+        "config",
+        "ci95",
+    }
     assert set(metrics) == expected
     low, high = metrics["ci95"]["accuracy"]
     assert metrics["ci95"]["method"] == "wilson" and 0 <= low <= metrics["accuracy"] <= high <= 1

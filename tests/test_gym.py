@@ -1,4 +1,5 @@
-"""reasoning-gym datasets as grpolab tasks: rows, its scorer as strict/partial, data files, errors, a real run."""
+"""reasoning-gym datasets as grpolab tasks: rows, its scorer as strict/partial, data files, errors, a real
+run."""
 
 from __future__ import annotations
 
@@ -84,8 +85,25 @@ def test_rewards_are_the_score_and_the_answer_tag(legs):
 
 def test_data_command_writes_rows_the_task_reads_back(tmp_path, legs):
     out = tmp_path / "legs.jsonl"
-    assert main(["data", "reasoning_gym", "--dataset", "leg_counting", "--num", "6", "--num_test", "3",
-                 "--task_options", '{"max_animals": 4}', "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "reasoning_gym",
+                "--dataset",
+                "leg_counting",
+                "--num",
+                "6",
+                "--num_test",
+                "3",
+                "--task_options",
+                '{"max_animals": 4}',
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["split"] for row in lines] == ["train"] * 6 + ["test"] * 3
     test = legs.load("test", data_file=str(out))
@@ -126,14 +144,50 @@ def test_chat_judges_a_typed_question_by_exact_match():
 def test_train_one_step_and_evaluate_four_items_on_the_embedded_model(tmp_path, embedded_model_dir):
     run = tmp_path / "run"
     # One prompt x 4 completions: reasoning-gym's system prompt is long, and 16 sequences of it need ~7 GB.
-    assert main(["train", "--task", LEGS, "--task_options", '{"max_animals": 3}', "--num_train", "16",
-                 "--max_steps", "1", "--max_completion_length", "16", "--num_generations", "4",
-                 "--per_device_train_batch_size", "4", "--output_dir", str(run)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                LEGS,
+                "--task_options",
+                '{"max_animals": 3}',
+                "--num_train",
+                "16",
+                "--max_steps",
+                "1",
+                "--max_completion_length",
+                "16",
+                "--num_generations",
+                "4",
+                "--per_device_train_batch_size",
+                "4",
+                "--output_dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert {"rewards/gym_score/mean", "rewards/gym_format/mean"} <= set(row)
     assert 0.0 <= row["rewards/gym_score/mean"] <= 1.0
-    assert main(["eval", "--adapter", str(run), "--num", "4", "--max_new_tokens", "32",
-                 "--out", str(tmp_path / "eval"), "--no_progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(run),
+                "--num",
+                "4",
+                "--max_new_tokens",
+                "32",
+                "--out",
+                str(tmp_path / "eval"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["items"] == 4 and metrics["config"]["task"] == LEGS
     assert metrics["config"]["task_options"] == {"max_animals": 3}  # taken from the run

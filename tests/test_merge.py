@@ -34,7 +34,9 @@ def adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
     """A training-run-like directory: the adapter and a grpolab_run.json naming the tiny base model."""
     directory = tmp_path_factory.mktemp("run")
     _peft_model(tiny_model_dir).save_pretrained(directory)
-    (directory / "grpolab_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "task": "arith"}))
+    (directory / "grpolab_run.json").write_text(
+        json.dumps({"base_model": str(tiny_model_dir), "task": "arith"})
+    )
     return directory
 
 
@@ -53,7 +55,9 @@ def _reference(adapter_dir: Path, tiny_model_dir: Path):
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
-def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(adapter_dir, tiny_model_dir, tokenizer, tmp_path):
+def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(
+    adapter_dir, tiny_model_dir, tokenizer, tmp_path
+):
     from transformers import AutoModelForCausalLM
 
     out = tmp_path / "merged"
@@ -61,8 +65,15 @@ def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(adapter_dir, ti
     assert report.ok and report.out == out and report.atol == 1e-3
     assert report.max_abs_diff < 1e-5 and report.adapter_effect > 1e-2  # the check is not vacuous
     files = {path.name for path in out.iterdir()}
-    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "chat_template.jinja", merging.INFO_FILE} <= files
+    assert {
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        merging.INFO_FILE,
+    } <= files
     assert not any("adapter" in name for name in files)  # nothing that would make transformers load PEFT
     assert not list(tmp_path.glob(".merged.*"))  # the staging directory is gone
 
@@ -74,7 +85,9 @@ def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(adapter_dir, ti
     assert merging.max_abs_diff(expected, actual, mask) < 1e-5
     assert merging.max_abs_diff(base, actual, mask) > 1e-2
     info = json.loads((out / merging.INFO_FILE).read_text())
-    assert info["task"] == "arith" and info["base_model"] == str(tiny_model_dir) and info["dtype"] == "float32"
+    assert (
+        info["task"] == "arith" and info["base_model"] == str(tiny_model_dir) and info["dtype"] == "float32"
+    )
 
 
 def test_merged_model_loads_and_generates_without_grpolab_or_peft(adapter_dir, tmp_path):
@@ -194,10 +207,14 @@ def bf16_adapter_dir(tmp_path_factory, tiny_model_dir) -> Path:
     return directory
 
 
-@pytest.mark.parametrize(("fixture", "dtype", "expected"), [
-    ("adapter_dir", "auto", "float32"), ("bf16_adapter_dir", "auto", "bfloat16"),
-    ("bf16_adapter_dir", "float32", "float32"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "dtype", "expected"),
+    [
+        ("adapter_dir", "auto", "float32"),
+        ("bf16_adapter_dir", "auto", "bfloat16"),
+        ("bf16_adapter_dir", "float32", "float32"),
+    ],
+)
 def test_merge_runs_in_the_bases_own_dtype_with_its_tolerance(fixture, dtype, expected, request, tmp_path):
     from safetensors import safe_open
 
@@ -232,16 +249,23 @@ def test_merge_refuses_a_gpu_too_small_naming_device_cpu(adapter_dir, tmp_path, 
     _fake_cuda(monkeypatch, free_bytes=1000, ram_bytes=64 * 2**30)
     assert _main("--adapter", adapter_dir, "--out", tmp_path / "m") == 2
     err = capsys.readouterr().err
-    assert "but cuda (2 device(s)) has 0.0 GiB free: use --device cpu (64.0 GiB of RAM available), " \
-           "or --dtype bfloat16 to halve it" in err
+    assert (
+        "but cuda (2 device(s)) has 0.0 GiB free: use --device cpu (64.0 GiB of RAM available), "
+        "or --dtype bfloat16 to halve it" in err
+    )
     assert not (tmp_path / "m").exists()
 
 
 def test_merge_refuses_too_little_ram(adapter_dir, tmp_path, capsys, monkeypatch):
     _fake_cuda(monkeypatch, free_bytes=80 * 2**30, ram_bytes=1000)
-    assert _main("--adapter", adapter_dir, "--out", tmp_path / "m", "--device", "cpu", "--dtype", "bfloat16") == 2
-    assert "in bfloat16 needs about 0.0 GiB but RAM has 0.0 GiB free: free memory or use a machine with more RAM" \
+    assert (
+        _main("--adapter", adapter_dir, "--out", tmp_path / "m", "--device", "cpu", "--dtype", "bfloat16")
+        == 2
+    )
+    assert (
+        "in bfloat16 needs about 0.0 GiB but RAM has 0.0 GiB free: free memory or use a machine with more RAM"
         in capsys.readouterr().err
+    )
 
 
 def test_merge_loads_on_the_gpu_with_the_placement(adapter_dir, tiny_model_dir, tmp_path, monkeypatch):

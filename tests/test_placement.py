@@ -30,62 +30,82 @@ MPS = Hardware("mps")
 CPU = Hardware("cpu")
 
 
-@pytest.mark.parametrize(("hardware", "purpose", "request_", "device", "device_map", "dtype"), [
-    # inference (eval, chat, model check): "auto" spreads a big model over every GPU of a single process
-    (CUDA, "inference", {}, "cuda:0", "auto", "bfloat16"),
-    (CUDA_NO_BF16, "inference", {}, "cuda:0", "auto", "float16"),
-    (CUDA_RANK_3, "inference", {}, "cuda:3", {"": 3}, "bfloat16"),
-    (CUDA, "inference", {"quantization": "4bit"}, "cuda:0", {"": 0}, "bfloat16"),
-    (NPU, "inference", {}, "npu:0", "auto", "bfloat16"),
-    (MPS, "inference", {}, "mps", {"": "mps"}, "float16"),
-    (CPU, "inference", {}, "cpu", None, "float32"),
-    (CPU, "inference", {"dtype": "bf16"}, "cpu", None, "bfloat16"),
-    (CUDA, "inference", {"dtype": "float32"}, "cuda:0", "auto", "float32"),
-    (CUDA, "inference", {"device": "cpu"}, "cpu", None, "float32"),
-    # training (train, sft): the whole model on the local rank's device; DeepSpeed places it itself
-    (CUDA, "train", {}, "cuda:0", {"": 0}, "bfloat16"),
-    (CUDA_NO_BF16, "train", {}, "cuda:0", {"": 0}, "float16"),
-    (CUDA_NO_BF16, "train", {"full_finetune": True}, "cuda:0", {"": 0}, "float32"),
-    (CUDA_RANK_3, "train", {}, "cuda:3", {"": 3}, "bfloat16"),
-    (CUDA_RANK_3, "train", {"quantization": "4bit"}, "cuda:3", {"": 3}, "bfloat16"),
-    (CUDA_RANK_3, "train", {"quantization": "8bit"}, "cuda:3", {"": 3}, "bfloat16"),
-    (DEEPSPEED_RANK_1, "train", {}, "cuda:1", None, "bfloat16"),
-    (NPU_RANK_1, "train", {}, "npu:1", {"": "npu:1"}, "bfloat16"),
-    (MPS, "train", {}, "mps", None, "float32"),
-    (CPU, "train", {}, "cpu", None, "float32"),
-    # merge: the base checkpoint's own dtype, on the GPU when there is one
-    (CUDA, "merge", {"checkpoint_dtype": "bfloat16"}, "cuda:0", "auto", "bfloat16"),
-    (CUDA, "merge", {"checkpoint_dtype": "float32"}, "cuda:0", "auto", "float32"),
-    (CUDA, "merge", {"checkpoint_dtype": None}, "cuda:0", "auto", "float32"),
-    (CPU, "merge", {"checkpoint_dtype": "bfloat16"}, "cpu", None, "bfloat16"),
-    (CUDA, "merge", {"checkpoint_dtype": "bfloat16", "dtype": "float32", "device": "cpu"}, "cpu", None, "float32"),
-])
+@pytest.mark.parametrize(
+    ("hardware", "purpose", "request_", "device", "device_map", "dtype"),
+    [
+        # inference (eval, chat, model check): "auto" spreads a big model over every GPU of a single process
+        (CUDA, "inference", {}, "cuda:0", "auto", "bfloat16"),
+        (CUDA_NO_BF16, "inference", {}, "cuda:0", "auto", "float16"),
+        (CUDA_RANK_3, "inference", {}, "cuda:3", {"": 3}, "bfloat16"),
+        (CUDA, "inference", {"quantization": "4bit"}, "cuda:0", {"": 0}, "bfloat16"),
+        (NPU, "inference", {}, "npu:0", "auto", "bfloat16"),
+        (MPS, "inference", {}, "mps", {"": "mps"}, "float16"),
+        (CPU, "inference", {}, "cpu", None, "float32"),
+        (CPU, "inference", {"dtype": "bf16"}, "cpu", None, "bfloat16"),
+        (CUDA, "inference", {"dtype": "float32"}, "cuda:0", "auto", "float32"),
+        (CUDA, "inference", {"device": "cpu"}, "cpu", None, "float32"),
+        # training (train, sft): the whole model on the local rank's device; DeepSpeed places it itself
+        (CUDA, "train", {}, "cuda:0", {"": 0}, "bfloat16"),
+        (CUDA_NO_BF16, "train", {}, "cuda:0", {"": 0}, "float16"),
+        (CUDA_NO_BF16, "train", {"full_finetune": True}, "cuda:0", {"": 0}, "float32"),
+        (CUDA_RANK_3, "train", {}, "cuda:3", {"": 3}, "bfloat16"),
+        (CUDA_RANK_3, "train", {"quantization": "4bit"}, "cuda:3", {"": 3}, "bfloat16"),
+        (CUDA_RANK_3, "train", {"quantization": "8bit"}, "cuda:3", {"": 3}, "bfloat16"),
+        (DEEPSPEED_RANK_1, "train", {}, "cuda:1", None, "bfloat16"),
+        (NPU_RANK_1, "train", {}, "npu:1", {"": "npu:1"}, "bfloat16"),
+        (MPS, "train", {}, "mps", None, "float32"),
+        (CPU, "train", {}, "cpu", None, "float32"),
+        # merge: the base checkpoint's own dtype, on the GPU when there is one
+        (CUDA, "merge", {"checkpoint_dtype": "bfloat16"}, "cuda:0", "auto", "bfloat16"),
+        (CUDA, "merge", {"checkpoint_dtype": "float32"}, "cuda:0", "auto", "float32"),
+        (CUDA, "merge", {"checkpoint_dtype": None}, "cuda:0", "auto", "float32"),
+        (CPU, "merge", {"checkpoint_dtype": "bfloat16"}, "cpu", None, "bfloat16"),
+        (
+            CUDA,
+            "merge",
+            {"checkpoint_dtype": "bfloat16", "dtype": "float32", "device": "cpu"},
+            "cpu",
+            None,
+            "float32",
+        ),
+    ],
+)
 def test_placement_table(hardware, purpose, request_, device, device_map, dtype):
     place = decide(hardware, purpose, **request_)
     assert (place.device, place.device_map, place.dtype) == (device, device_map, dtype)
     assert place.quantization == request_.get("quantization")
 
 
-@pytest.mark.parametrize(("hardware", "request_", "message"), [
-    (CPU, {"quantization": "4bit"}, "load_in_4bit needs a CUDA GPU"),
-    (NPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),
-    (CUDA, {"device": "cuda", "quantization": "4bit", "dtype": "int8"}, "unknown dtype 'int8'"),
-    (CPU, {"device": "cuda"}, "--device cuda: there is no cuda device here (found: cpu)"),
-    (CUDA, {"device": "tpu"}, "--device tpu is not one of auto, cpu, cuda, npu, mps"),
-])
+@pytest.mark.parametrize(
+    ("hardware", "request_", "message"),
+    [
+        (CPU, {"quantization": "4bit"}, "load_in_4bit needs a CUDA GPU"),
+        (NPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),
+        (CUDA, {"device": "cuda", "quantization": "4bit", "dtype": "int8"}, "unknown dtype 'int8'"),
+        (CPU, {"device": "cuda"}, "--device cuda: there is no cuda device here (found: cpu)"),
+        (CUDA, {"device": "tpu"}, "--device tpu is not one of auto, cpu, cuda, npu, mps"),
+    ],
+)
 def test_impossible_requests_are_one_line_errors(hardware, request_, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         decide(hardware, "train", **request_)
 
 
-@pytest.mark.parametrize(("cuda", "native_bf16", "env", "expected"), [
-    (True, True, {}, Hardware("cuda", True, 0, 1, False)),
-    (True, False, {}, Hardware("cuda", False, 0, 1, False)),
-    (True, True, {"LOCAL_RANK": "3", "WORLD_SIZE": "4"}, Hardware("cuda", True, 3, 4, False)),
-    (True, True, {"LOCAL_RANK": "1", "WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true"},
-     Hardware("cuda", True, 1, 2, True)),
-    (False, False, {}, Hardware("cpu", False, 0, 1, False)),
-])
+@pytest.mark.parametrize(
+    ("cuda", "native_bf16", "env", "expected"),
+    [
+        (True, True, {}, Hardware("cuda", True, 0, 1, False)),
+        (True, False, {}, Hardware("cuda", False, 0, 1, False)),
+        (True, True, {"LOCAL_RANK": "3", "WORLD_SIZE": "4"}, Hardware("cuda", True, 3, 4, False)),
+        (
+            True,
+            True,
+            {"LOCAL_RANK": "1", "WORLD_SIZE": "2", "ACCELERATE_USE_DEEPSPEED": "true"},
+            Hardware("cuda", True, 1, 2, True),
+        ),
+        (False, False, {}, Hardware("cpu", False, 0, 1, False)),
+    ],
+)
 def test_detect_reads_torch_and_the_launch_environment(monkeypatch, cuda, native_bf16, env, expected):
     emulation_asked = []
 
@@ -118,10 +138,16 @@ def test_device_defaults_follow_the_hardware(monkeypatch):
     monkeypatch.setattr(placement, "detect", lambda: CUDA)
     assert recipes.device_defaults() == {"dtype": "auto", "report_to": ["tensorboard"]}
     monkeypatch.setattr(placement, "detect", lambda: CPU)
-    assert recipes.device_defaults() == {"dtype": "auto", "report_to": ["tensorboard"], "bf16": False, "use_cpu": True}
+    assert recipes.device_defaults() == {
+        "dtype": "auto",
+        "report_to": ["tensorboard"],
+        "bf16": False,
+        "use_cpu": True,
+    }
 
 
 # ---- every command loads with that placement: caught at the from_pretrained boundary ----------------------
+
 
 class Loaded(Exception):
     """Raised by the spy instead of loading weights; carries the keyword arguments it was called with."""
@@ -145,16 +171,24 @@ def _on(monkeypatch, hardware: Hardware) -> None:
     monkeypatch.setattr(placement, "detect", lambda: hardware)
 
 
-@pytest.mark.parametrize(("hardware", "device_map", "dtype"), [
-    (CUDA, "auto", "bfloat16"), (CUDA_NO_BF16, "auto", "float16"), (CUDA_RANK_3, {"": 3}, "bfloat16"),
-    (CPU, None, "float32"),
-])
+@pytest.mark.parametrize(
+    ("hardware", "device_map", "dtype"),
+    [
+        (CUDA, "auto", "bfloat16"),
+        (CUDA_NO_BF16, "auto", "float16"),
+        (CUDA_RANK_3, {"": 3}, "bfloat16"),
+        (CPU, None, "float32"),
+    ],
+)
 @pytest.mark.parametrize("command", ["eval", "chat", "model"])
-def test_inference_commands_load_with_the_placement(command, hardware, device_map, dtype, tiny_model_dir,
-                                                    tmp_path, monkeypatch, spy_load):
-    argv = {"eval": ["eval", "--model", str(tiny_model_dir), "--num", "2", "--out", str(tmp_path / "e")],
-            "chat": ["chat", "--model", str(tiny_model_dir)],
-            "model": ["model", "check", "--model", str(tiny_model_dir)]}[command]
+def test_inference_commands_load_with_the_placement(
+    command, hardware, device_map, dtype, tiny_model_dir, tmp_path, monkeypatch, spy_load
+):
+    argv = {
+        "eval": ["eval", "--model", str(tiny_model_dir), "--num", "2", "--out", str(tmp_path / "e")],
+        "chat": ["chat", "--model", str(tiny_model_dir)],
+        "model": ["model", "check", "--model", str(tiny_model_dir)],
+    }[command]
     _on(monkeypatch, hardware)
     with pytest.raises(Loaded):
         main(argv)
@@ -169,23 +203,41 @@ def test_model_check_takes_device_and_dtype_flags(tiny_model_dir, monkeypatch, s
     assert (spy_load[0]["device_map"], spy_load[0]["dtype"]) == (None, "bfloat16")
 
 
-@pytest.mark.parametrize(("hardware", "request_flags", "device_map", "dtype"), [
-    (CUDA, [], {"": 0}, torch.bfloat16),
-    (CUDA_NO_BF16, [], {"": 0}, torch.float16),
-    (CUDA_RANK_3, [], {"": 3}, torch.bfloat16),
-    (CUDA_RANK_3, ["--dtype", "float32"], {"": 3}, torch.float32),
-    (CPU, [], None, torch.float32),
-])
+@pytest.mark.parametrize(
+    ("hardware", "request_flags", "device_map", "dtype"),
+    [
+        (CUDA, [], {"": 0}, torch.bfloat16),
+        (CUDA_NO_BF16, [], {"": 0}, torch.float16),
+        (CUDA_RANK_3, [], {"": 3}, torch.bfloat16),
+        (CUDA_RANK_3, ["--dtype", "float32"], {"": 3}, torch.float32),
+        (CPU, [], None, torch.float32),
+    ],
+)
 @pytest.mark.parametrize("command", ["train", "sft"])
-def test_training_commands_hand_trl_the_placement(command, hardware, request_flags, device_map, dtype,
-                                                  tiny_model_dir, tmp_path, monkeypatch, spy_load):
+def test_training_commands_hand_trl_the_placement(
+    command, hardware, request_flags, device_map, dtype, tiny_model_dir, tmp_path, monkeypatch, spy_load
+):
     from trl import SFTConfig
 
     from grpolab.training import sft
 
-    flags = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
-             "--num_train", "8", "--attn_implementation", "eager", "--model_revision", "v1", "--dtype", "auto",
-             *request_flags]
+    flags = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(tmp_path / "run"),
+        "--max_steps",
+        "1",
+        "--num_train",
+        "8",
+        "--attn_implementation",
+        "eager",
+        "--model_revision",
+        "v1",
+        "--dtype",
+        "auto",
+        *request_flags,
+    ]
     if command == "train":
         parsed = recipes.parse_train_args(flags)
     else:
@@ -196,7 +248,11 @@ def test_training_commands_hand_trl_the_placement(command, hardware, request_fla
     (call,) = spy_load  # TRL loads the policy itself from model_init_kwargs (trl/scripts/grpo.py)
     assert call["source"] == str(tiny_model_dir)
     assert (call["device_map"], call["dtype"]) == (device_map, dtype)
-    assert (call["attn_implementation"], call["revision"], call["trust_remote_code"]) == ("eager", "v1", False)
+    assert (call["attn_implementation"], call["revision"], call["trust_remote_code"]) == (
+        "eager",
+        "v1",
+        False,
+    )
 
 
 def test_continuing_an_adapter_loads_its_base_with_the_same_placement(tiny_model_dir, tmp_path, monkeypatch):
@@ -206,9 +262,20 @@ def test_continuing_an_adapter_loads_its_base_with_the_same_placement(tiny_model
     run = tmp_path / "sft-run"
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2)).save_pretrained(run)
     (run / "grpolab_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "task": "arith"}))
-    parsed = recipes.parse_train_args(["--model_name_or_path", str(tiny_model_dir), "--init_adapter", str(run),
-                                       "--dtype", "auto", "--attn_implementation", "eager",
-                                       "--output_dir", str(tmp_path / "out")])
+    parsed = recipes.parse_train_args(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--init_adapter",
+            str(run),
+            "--dtype",
+            "auto",
+            "--attn_implementation",
+            "eager",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
     _on(monkeypatch, CUDA_RANK_3)
     calls = []
 
@@ -219,13 +286,31 @@ def test_continuing_an_adapter_loads_its_base_with_the_same_placement(tiny_model
     monkeypatch.setattr(training.models, "load_causal_lm", load_causal_lm)
     with pytest.raises(Loaded):
         training.model_arguments(*parsed)
-    assert (calls[0]["device_map"], calls[0]["dtype"], calls[0]["attn_implementation"]) == ({"": 3}, "bfloat16", "eager")
+    assert (calls[0]["device_map"], calls[0]["dtype"], calls[0]["attn_implementation"]) == (
+        {"": 3},
+        "bfloat16",
+        "eager",
+    )
     assert calls[0]["quantization_config"] is None and parsed[1].model_init_kwargs is None
 
-def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_config(tiny_model_dir, tmp_path,
-                                                                                      monkeypatch):
-    parsed = recipes.parse_train_args(["--model_name_or_path", str(tiny_model_dir), "--load_in_4bit", "true",
-                                       "--use_peft", "true", "--dtype", "auto", "--output_dir", str(tmp_path)])
+
+def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_config(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    parsed = recipes.parse_train_args(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--load_in_4bit",
+            "true",
+            "--use_peft",
+            "true",
+            "--dtype",
+            "auto",
+            "--output_dir",
+            str(tmp_path),
+        ]
+    )
     _on(monkeypatch, CUDA_RANK_3)
     arguments = training.model_arguments(*parsed)
     train_args, grpo_config, model_config = parsed
@@ -242,21 +327,45 @@ def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_co
 
 
 def test_a_recipes_own_model_init_kwargs_win(tiny_model_dir, tmp_path, monkeypatch):
-    parsed = recipes.parse_train_args(["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path),
-                                       "--dtype", "auto",
-                                       "--model_init_kwargs", '{"device_map": "auto", "use_cache": false}'])
+    parsed = recipes.parse_train_args(
+        [
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--output_dir",
+            str(tmp_path),
+            "--dtype",
+            "auto",
+            "--model_init_kwargs",
+            '{"device_map": "auto", "use_cache": false}',
+        ]
+    )
     _on(monkeypatch, CUDA)
     training.model_arguments(*parsed)
-    assert parsed[1].model_init_kwargs == {"revision": "main", "trust_remote_code": False,
-                                           "attn_implementation": None, "dtype": "bfloat16",
-                                           "device_map": "auto", "use_cache": False}
+    assert parsed[1].model_init_kwargs == {
+        "revision": "main",
+        "trust_remote_code": False,
+        "attn_implementation": None,
+        "dtype": "bfloat16",
+        "device_map": "auto",
+        "use_cache": False,
+    }
 
 
 @pytest.mark.parametrize("attention", ["eager", "sdpa"])
 def test_attn_implementation_reaches_the_embedded_models_config(attention, tmp_path):
     """A real load of the embedded model through TRL."""
-    parsed = recipes.parse_train_args(["--attn_implementation", attention, "--output_dir", str(tmp_path),
-                                       "--num_train", "8", "--plot", "false"])
+    parsed = recipes.parse_train_args(
+        [
+            "--attn_implementation",
+            attention,
+            "--output_dir",
+            str(tmp_path),
+            "--num_train",
+            "8",
+            "--plot",
+            "false",
+        ]
+    )
     trainer = training.build_trainer(*parsed)
     assert trainer.model.config._attn_implementation == attention
 
@@ -264,7 +373,9 @@ def test_attn_implementation_reaches_the_embedded_models_config(attention, tmp_p
 def test_inference_loads_a_runs_base_with_the_runs_attention(tmp_path, tiny_model_dir, monkeypatch, spy_load):
     from grpolab import models
 
-    (tmp_path / "grpolab_run.json").write_text(json.dumps({"base_model": str(tiny_model_dir), "task": "arith"}))
+    (tmp_path / "grpolab_run.json").write_text(
+        json.dumps({"base_model": str(tiny_model_dir), "task": "arith"})
+    )
     (tmp_path / "config.yaml").write_text("attn_implementation: eager\nmodel_revision: v2\n")
     _on(monkeypatch, CPU)
     with pytest.raises(Loaded):
@@ -274,6 +385,7 @@ def test_inference_loads_a_runs_base_with_the_runs_attention(tmp_path, tiny_mode
 
 
 # ---- Unsloth: the recipe's context, seed and checkpointing; imported before TRL -------------------------
+
 
 @pytest.fixture
 def fake_unsloth(monkeypatch):
@@ -302,19 +414,45 @@ def fake_unsloth(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize(("recipe", "flags", "max_seq_length", "checkpointing"), [
-    ("gsm8k-qwen3-32b-a100", [], 8192, "unsloth"),  # the reference's 8K context, 1,024-token completions
-    ("gsm8k-qwen3-32b-unsloth", [], 512 + 512, "unsloth"),  # default: prompt budget + max_completion_length
-    ("gsm8k-qwen3-32b-unsloth", ["--max_seq_length", "3000", "--activation_checkpointing", "false"], 3000, False),
-])
-def test_unsloth_gets_the_recipes_context_seed_and_checkpointing(recipe, flags, max_seq_length, checkpointing,
-                                                                 tiny_model_dir, tmp_path, fake_unsloth,
-                                                                 monkeypatch):
+@pytest.mark.parametrize(
+    ("recipe", "flags", "max_seq_length", "checkpointing"),
+    [
+        ("gsm8k-qwen3-32b-a100", [], 8192, "unsloth"),  # the reference's 8K context, 1,024-token completions
+        (
+            "gsm8k-qwen3-32b-unsloth",
+            [],
+            512 + 512,
+            "unsloth",
+        ),  # default: prompt budget + max_completion_length
+        (
+            "gsm8k-qwen3-32b-unsloth",
+            ["--max_seq_length", "3000", "--activation_checkpointing", "false"],
+            3000,
+            False,
+        ),
+    ],
+)
+def test_unsloth_gets_the_recipes_context_seed_and_checkpointing(
+    recipe, flags, max_seq_length, checkpointing, tiny_model_dir, tmp_path, fake_unsloth, monkeypatch
+):
     import os
 
     _on(monkeypatch, CUDA)
-    parsed = recipes.parse_train_args(["--config", recipe, "--model_name_or_path", str(tiny_model_dir),
-                                       "--output_dir", str(tmp_path), "--seed", "7", "--use_cpu", "true", *flags])
+    parsed = recipes.parse_train_args(
+        [
+            "--config",
+            recipe,
+            "--model_name_or_path",
+            str(tiny_model_dir),
+            "--output_dir",
+            str(tmp_path),
+            "--seed",
+            "7",
+            "--use_cpu",
+            "true",
+            *flags,
+        ]
+    )
     arguments = training.model_arguments(*parsed)
     assert arguments["model"] == "model" and "peft_config" not in arguments
     assert fake_unsloth["from_pretrained"]["max_seq_length"] == max_seq_length
@@ -335,15 +473,18 @@ def test_max_seq_length_must_leave_room_for_the_prompt():
         recipes.parse_train_args(["--config", "gsm8k-qwen3-32b-a100", "--max_seq_length", "512"])
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["--config", "gsm8k-qwen3-32b-unsloth"], True),
-    (["--config", "gsm8k-qwen3-32b-unsloth", "--dry_run"], False),
-    (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "false"], False),
-    (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth=false"], False),
-    (["--use_unsloth"], True),
-    (["--use_unsloth", "--max_steps", "1"], True),
-    ([], False),
-])
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--config", "gsm8k-qwen3-32b-unsloth"], True),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--dry_run"], False),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "false"], False),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth=false"], False),
+        (["--use_unsloth"], True),
+        (["--use_unsloth", "--max_steps", "1"], True),
+        ([], False),
+    ],
+)
 def test_wants_unsloth_reads_the_recipe_and_flags_without_trl(argv, expected):
     assert recipes.wants_unsloth(argv) is expected
 
@@ -364,6 +505,7 @@ def test_train_imports_unsloth_before_the_parser_imports_trl(monkeypatch):
 
 
 # ---- the recipe's env: applied as TRL's parser does ----------------------------------------------------
+
 
 def test_recipe_env_is_applied(tmp_path, monkeypatch):
     import os

@@ -1,4 +1,5 @@
-"""README 'Coming from rl-trl / sudoku_trl_grpo': every grpolab command it gives parses, and train commands dry-run."""
+"""README 'Coming from rl-trl / sudoku_trl_grpo': every grpolab command it gives parses, and train commands
+dry-run."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def migration_commands() -> list[list[str]]:
     commands = []
     for code in re.findall(r"`([^`]+)`", section):
         words = shlex.split(code.split(">")[0].split("(")[0])
-        rest = words[words.index("grpolab") + 1:] if "grpolab" in words else []
+        rest = words[words.index("grpolab") + 1 :] if "grpolab" in words else []
         if rest and rest[0] in GRPOLAB_COMMANDS:  # not `docker compose run grpolab bash`
             commands.append(rest)
     return commands

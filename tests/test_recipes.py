@@ -43,7 +43,7 @@ def test_every_sft_recipe_validates(path):
 
 
 def _recipe_inputs(directory: Path, path: Path) -> None:
-    """The data file and warm-up adapter a recipe names, as 'grpolab data' and 'grpolab sft' would leave them."""
+    """The data file and warm-up adapter a recipe names, as 'grpolab data' and 'grpolab sft' leave them."""
     import json
 
     from grpolab.tasks import sudoku
@@ -84,9 +84,23 @@ def test_every_sft_recipe_dry_runs_without_training(path, capsys, tmp_path, monk
 
 def test_reference_gsm8k_recipe_matches_the_reference_project():
     train_args, grpo, model = recipes.parse_train_args(["--config", "gsm8k-qwen3-32b-unsloth"])
-    assert (model.lora_r, model.lora_alpha, model.load_in_4bit, train_args.use_unsloth) == (16, 16, True, True)
-    assert (grpo.per_device_train_batch_size, grpo.gradient_accumulation_steps, grpo.num_generations) == (2, 4, 4)
-    assert (grpo.learning_rate, grpo.beta, grpo.temperature, grpo.max_completion_length) == (5e-5, 0.01, 0.7, 512)
+    assert (model.lora_r, model.lora_alpha, model.load_in_4bit, train_args.use_unsloth) == (
+        16,
+        16,
+        True,
+        True,
+    )
+    assert (grpo.per_device_train_batch_size, grpo.gradient_accumulation_steps, grpo.num_generations) == (
+        2,
+        4,
+        4,
+    )
+    assert (grpo.learning_rate, grpo.beta, grpo.temperature, grpo.max_completion_length) == (
+        5e-5,
+        0.01,
+        0.7,
+        512,
+    )
     assert grpo.optim == "adamw_8bit"
 
 
@@ -158,7 +172,9 @@ def test_bare_resume_means_latest():
 
 
 def test_single_string_stands_for_a_list(tmp_path):
-    train_args, _, model = recipes.parse_train_args(["--config", write(tmp_path, "reward_funcs: arith_correct\n")])
+    train_args, _, model = recipes.parse_train_args(
+        ["--config", write(tmp_path, "reward_funcs: arith_correct\n")]
+    )
     assert train_args.reward_funcs == ["arith_correct"]
 
 
@@ -238,8 +254,12 @@ def test_replaced_keys_are_gone_and_their_replacements_exist(trainer):
 
 @pytest.mark.parametrize(
     ("flags", "report_to"),
-    [([], ["tensorboard"]), (["--report_to", "none"], []), (["--report_to", "wandb"], ["wandb"]),
-     (["--report_to", "tensorboard, wandb"], ["tensorboard", "wandb"])],
+    [
+        ([], ["tensorboard"]),
+        (["--report_to", "none"], []),
+        (["--report_to", "wandb"], ["wandb"]),
+        (["--report_to", "tensorboard, wandb"], ["tensorboard", "wandb"]),
+    ],
 )
 def test_report_to_defaults_to_tensorboard_and_takes_a_comma_list(flags, report_to):
     assert recipes.parse_train_args(flags)[1].report_to == report_to

@@ -1,4 +1,5 @@
-"""The step-0 sampling check: one line at the first logged step, a warning when generation and training disagree."""
+"""The step-0 sampling check: one line at the first logged step, a warning when generation and training
+disagree."""
 
 from __future__ import annotations
 
@@ -8,21 +9,49 @@ import pytest
 
 from grpolab.training.callbacks import SamplingCheck
 
-VLLM = {"sampling/importance_sampling_ratio/min": 0.97, "sampling/importance_sampling_ratio/max": 1.04,
-        "sampling/sampling_logp_difference/max": 0.3}
+VLLM = {
+    "sampling/importance_sampling_ratio/min": 0.97,
+    "sampling/importance_sampling_ratio/max": 1.04,
+    "sampling/sampling_logp_difference/max": 0.3,
+}
 
 
 @pytest.mark.parametrize(
     ("logs", "off", "fragment"),
     [
-        ({**VLLM, "sampling/importance_sampling_ratio/mean": 1.002, "sampling/sampling_logp_difference/mean": 0.01},
-         False, "importance ratio mean 1.002 (min 0.970, max 1.040), |log-prob gap| mean 0.0100 max 0.3000"),
-        ({**VLLM, "sampling/importance_sampling_ratio/mean": 1.25, "sampling/sampling_logp_difference/mean": 0.01},
-         True, "generation and training disagree: check dtype"),
-        ({**VLLM, "sampling/importance_sampling_ratio/mean": 1.0, "sampling/sampling_logp_difference/mean": 0.2},
-         True, "|log-prob gap| mean 0.2000"),
+        (
+            {
+                **VLLM,
+                "sampling/importance_sampling_ratio/mean": 1.002,
+                "sampling/sampling_logp_difference/mean": 0.01,
+            },
+            False,
+            "importance ratio mean 1.002 (min 0.970, max 1.040), |log-prob gap| mean 0.0100 max 0.3000",
+        ),
+        (
+            {
+                **VLLM,
+                "sampling/importance_sampling_ratio/mean": 1.25,
+                "sampling/sampling_logp_difference/mean": 0.01,
+            },
+            True,
+            "generation and training disagree: check dtype",
+        ),
+        (
+            {
+                **VLLM,
+                "sampling/importance_sampling_ratio/mean": 1.0,
+                "sampling/sampling_logp_difference/mean": 0.2,
+            },
+            True,
+            "|log-prob gap| mean 0.2000",
+        ),
         ({"clip_ratio/region_mean": 0.0}, False, "importance ratio 1 by construction); clipped tokens 0.0%"),
-        ({"clip_ratio/region_mean": 0.2}, True, "clipped tokens 20.0%; generation and training passes disagree"),
+        (
+            {"clip_ratio/region_mean": 0.2},
+            True,
+            "clipped tokens 20.0%; generation and training passes disagree",
+        ),
         ({}, False, "TRL logged no importance ratio for this loss"),
     ],
 )

@@ -1,4 +1,5 @@
-"""grpolab.evaluation.stats: intervals and paired tests against values worked out by hand (shown in the comments)."""
+"""grpolab.evaluation.stats: intervals and paired tests against values worked out by hand (shown in the
+comments)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from grpolab.evaluation import stats
     ],
 )
 def test_wilson_interval(successes, total, low, high):
-    assert stats.wilson_interval(successes, total) == (pytest.approx(low, abs=1e-6), pytest.approx(high, abs=1e-6))
+    assert stats.wilson_interval(successes, total) == (
+        pytest.approx(low, abs=1e-6),
+        pytest.approx(high, abs=1e-6),
+    )
 
 
 @pytest.mark.parametrize(("successes", "total"), [(-1, 4), (5, 4)])

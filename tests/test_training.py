@@ -44,11 +44,26 @@ def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
     from grpolab.training.grpo import train
 
     out = tmp_path / "run"
-    argv = ["--max_steps", "2", "--output_dir", str(out), "--max_completion_length", "12", "--save_steps", "2"]
+    argv = [
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(out),
+        "--max_completion_length",
+        "12",
+        "--save_steps",
+        "2",
+    ]
     train(*recipes.parse_train_args(argv))
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2]
-    assert {"reward", "rewards/arith_correct/mean", "loss", "completions/mean_length", "seconds_per_step"} <= set(rows[0])
+    assert {
+        "reward",
+        "rewards/arith_correct/mean",
+        "loss",
+        "completions/mean_length",
+        "seconds_per_step",
+    } <= set(rows[0])
     assert (out / "reward_curve.png").stat().st_size > 10_000
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert samples and set(samples[0]["rewards"]) == {"arith_correct", "arith_brevity"}
@@ -56,13 +71,16 @@ def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
     trained = adapter_tensors(out)
     lora_b = [tensor for name, tensor in trained.items() if "lora_B" in name]
     assert lora_b and max(float(t.abs().max()) for t in lora_b) > 0
-    untrained = get_peft_model(AutoModelForCausalLM.from_pretrained(embedded_model_dir),
-                               LoraConfig.from_pretrained(str(out)))
+    untrained = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(embedded_model_dir), LoraConfig.from_pretrained(str(out))
+    )
     assert all(float(p.abs().max()) == 0 for n, p in untrained.named_parameters() if "lora_B" in n)
     # The adapter reloads with plain PEFT, and the resolved config is a re-usable recipe.
     base = AutoModelForCausalLM.from_pretrained(embedded_model_dir)
     assert isinstance(PeftModel.from_pretrained(base, str(out)), PeftModel)
-    again = recipes.parse_train_args(["--config", str(out / "config.yaml"), "--output_dir", str(tmp_path / "again")])
+    again = recipes.parse_train_args(
+        ["--config", str(out / "config.yaml"), "--output_dir", str(tmp_path / "again")]
+    )
     assert again[1].max_steps == 2
     assert checkpoints.is_complete(out / "checkpoint-2")
 
@@ -70,8 +88,13 @@ def test_two_grpo_steps_on_the_embedded_model(tmp_path, embedded_model_dir):
 def test_a_crashing_reward_stops_training_with_its_name(tmp_path, tiny_model_dir):
     from grpolab.training.grpo import train
 
-    argv = tiny_flags(tiny_model_dir, tmp_path / "run", 1) + ["--reward_funcs", "tests.test_training:broken_reward"]
-    with pytest.raises(RewardFunctionError, match="reward function 'broken_reward' raised ZeroDivisionError: our bug"):
+    argv = tiny_flags(tiny_model_dir, tmp_path / "run", 1) + [
+        "--reward_funcs",
+        "tests.test_training:broken_reward",
+    ]
+    with pytest.raises(
+        RewardFunctionError, match="reward function 'broken_reward' raised ZeroDivisionError: our bug"
+    ):
         train(*recipes.parse_train_args(argv))
 
 
@@ -105,8 +128,13 @@ def test_kill_and_resume_reaches_the_planned_steps(tmp_path, tiny_model_dir):
     command = [sys.executable, "-m", "grpolab", "train", *tiny_flags(tiny_model_dir, out, 6)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    reached = wait_for(lambda: checkpoints.latest_complete(out) is not None and
-                       checkpoints.latest_complete(out).name in {"checkpoint-2", "checkpoint-3"}, 240)
+    reached = wait_for(
+        lambda: (
+            checkpoints.latest_complete(out) is not None
+            and checkpoints.latest_complete(out).name in {"checkpoint-2", "checkpoint-3"}
+        ),
+        240,
+    )
     if process.poll() is not None:
         pytest.fail(f"training ended before it could be killed: {process.stderr.read()[-2000:]}")
     process.send_signal(signal.SIGKILL)
@@ -134,12 +162,47 @@ def test_gsm8k_trains_and_evaluates_on_the_embedded_model(tmp_path, embedded_mod
     if not data.is_file():
         pytest.skip(f"GSM8K data not found at {data}")
     out = tmp_path / "gsm8k"
-    assert main(["train", "--config", "gsm8k-smollm2-cpu", "--data_file", str(data), "--num_train", "8",
-                 "--max_steps", "1", "--max_completion_length", "16", "--output_dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                "gsm8k-smollm2-cpu",
+                "--data_file",
+                str(data),
+                "--num_train",
+                "8",
+                "--max_steps",
+                "1",
+                "--max_completion_length",
+                "16",
+                "--output_dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert {"rewards/gsm8k_correct/mean", "rewards/gsm8k_format/mean"} <= set(row)
-    assert main(["eval", "--adapter", str(out), "--data_file", str(data), "--num", "4", "--max_new_tokens", "32",
-                 "--out", str(tmp_path / "eval"), "--no_progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--adapter",
+                str(out),
+                "--data_file",
+                str(data),
+                "--num",
+                "4",
+                "--max_new_tokens",
+                "32",
+                "--out",
+                str(tmp_path / "eval"),
+                "--no_progress",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["items"] == 4
     assert set(metrics["accuracy_by_label"]) <= {"easy", "medium", "hard"}
@@ -160,7 +223,7 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
         data, offset = path.read_bytes(), 0
         while offset < len(data):
             (length,) = struct.unpack_from("<Q", data, offset)
-            event = Event.FromString(data[offset + 12: offset + 12 + length])
+            event = Event.FromString(data[offset + 12 : offset + 12 + length])
             offset += 12 + length + 4
             for value in event.summary.value:
                 if value.HasField("simple_value"):
@@ -181,9 +244,28 @@ def test_every_run_writes_tensorboard_scalars_by_default(tmp_path, tiny_model_di
 
 def test_sft_writes_tensorboard_scalars(tmp_path, tiny_model_dir):
     out = tmp_path / "sft"
-    assert main(["sft", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out),
-                 "--max_steps", "1", "--per_device_train_batch_size", "4", "--num_train", "16",
-                 "--logging_steps", "1", "--torch_threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "4",
+                "--num_train",
+                "16",
+                "--logging_steps",
+                "1",
+                "--torch_threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     scalars = read_scalars(out)
     assert [step for step, _ in scalars["train/loss"]] == [1] and scalars["train/loss"][0][1] > 0
 
@@ -199,28 +281,44 @@ def test_a_resumed_run_equals_an_unbroken_one(tmp_path, tiny_model_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     command = [sys.executable, "-m", "grpolab", "train", "--num_samples_logged", "8"]
-    result = subprocess.run([*command, *tiny_flags(tiny_model_dir, straight, steps)], env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [*command, *tiny_flags(tiny_model_dir, straight, steps)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "step-1 sampling check: transformers generation" in result.stderr
-    process = subprocess.Popen([*command, *tiny_flags(tiny_model_dir, broken, steps)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*command, *tiny_flags(tiny_model_dir, broken, steps)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for(lambda: checkpoints.latest_complete(broken) is not None, 600)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed_at = checkpoints.latest_complete(broken)
     assert killed_at is not None and killed_at.name != f"checkpoint-{steps}"
-    result = subprocess.run([*command, *tiny_flags(tiny_model_dir, broken, steps), "--resume"], env=env,
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [*command, *tiny_flags(tiny_model_dir, broken, steps), "--resume"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     expected, resumed = adapter_tensors(straight), adapter_tensors(broken)
     assert expected.keys() == resumed.keys()
     assert all(bool((expected[name] == resumed[name]).all()) for name in expected), "LoRA weights differ"
+
     # The same completions were sampled at every step after the resume: data order and sampling RNG.
     def samples(path):
         rows = [json.loads(line) for line in (path / "samples.jsonl").read_text().splitlines()]
         return {(row["step"], row["completion"]) for row in rows}
 
     resumed_steps = {step for step, _ in samples(broken)} - set(range(int(killed_at.name.split("-")[1]) + 1))
-    assert resumed_steps and {s for s in samples(straight) if s[0] in resumed_steps} == \
-        {s for s in samples(broken) if s[0] in resumed_steps}
+    assert resumed_steps and {s for s in samples(straight) if s[0] in resumed_steps} == {
+        s for s in samples(broken) if s[0] in resumed_steps
+    }

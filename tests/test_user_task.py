@@ -1,4 +1,5 @@
-"""A user's task, given as ``package.module:TASK``, works in every command: data, train, sft, eval, chat, probe.
+"""A user's task, given as ``package.module:TASK``, works in every command: data, train, sft, eval, chat,
+probe.
 
 The task module is written here, in the test's own directory, as a user would write one: it knows grpolab
 only through ``grpolab.tasks.base``. Runs on the tiny random model, so every command takes seconds.
@@ -82,28 +83,103 @@ def test_a_user_task_runs_through_every_command(user_task, tiny_model_dir, capsy
     assert {row["answer"] for row in rows} == {"5"} and {row["label"] for row in rows} == {"len-5"}
 
     run = user_task / "run"
-    flags = [*tiny_flags(tiny_model_dir, run, 1), "--task", TASK, "--data_file", str(data), "--num_train", "8"]
+    flags = [
+        *tiny_flags(tiny_model_dir, run, 1),
+        "--task",
+        TASK,
+        "--data_file",
+        str(data),
+        "--num_train",
+        "8",
+    ]
     assert main(["train", *flags]) == 0
     assert json.loads((run / "grpolab_run.json").read_text())["task"] == TASK
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/count_correct/mean" in entry for entry in logged)
 
     sft_run = user_task / "sft"
-    assert main(["sft", "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(sft_run), "--task", TASK,
-                 "--task_options", "{}", "--data_file", str(data), "--num_train", "8", "--max_steps", "1",
-                 "--per_device_train_batch_size", "2", "--report_to", "none", "--torch_threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "sft",
+                "--model_name_or_path",
+                str(tiny_model_dir),
+                "--output_dir",
+                str(sft_run),
+                "--task",
+                TASK,
+                "--task_options",
+                "{}",
+                "--data_file",
+                str(data),
+                "--num_train",
+                "8",
+                "--max_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "2",
+                "--report_to",
+                "none",
+                "--torch_threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert (sft_run / "adapter_model.safetensors").is_file()
 
     out = user_task / "eval"
-    assert main(["eval", "--model", str(tiny_model_dir), "--task", TASK, "--data_file", str(data), "--num", "4",
-                 "--max_new_tokens", "4", "--batch_size", "4", "--no_progress", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                str(tiny_model_dir),
+                "--task",
+                TASK,
+                "--data_file",
+                str(data),
+                "--num",
+                "4",
+                "--max_new_tokens",
+                "4",
+                "--batch_size",
+                "4",
+                "--no_progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["items"] == 4 and metrics["config"]["task"] == TASK
     assert list(metrics["accuracy_by_label"]) == ["len-5"]
 
     probed = user_task / "probe"
-    assert main(["probe", "--model", str(tiny_model_dir), "--task", TASK, "--data_file", str(data), "--num", "2",
-                 "--k", "2", "--max_new_tokens", "4", "--no_progress", "--out", str(probed)]) == 0
+    assert (
+        main(
+            [
+                "probe",
+                "--model",
+                str(tiny_model_dir),
+                "--task",
+                TASK,
+                "--data_file",
+                str(data),
+                "--num",
+                "2",
+                "--k",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--no_progress",
+                "--out",
+                str(probed),
+            ]
+        )
+        == 0
+    )
     result = json.loads((probed / "probe.json").read_text())
     assert result["results"]["all"]["prompts"] == 2
     assert "verdict:" in capsys.readouterr().out
@@ -112,9 +188,14 @@ def test_a_user_task_runs_through_every_command(user_task, tiny_model_dir, capsy
 @pytest.mark.slow
 def test_a_user_task_in_chat_through_a_terminal(user_task, tiny_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TERM": "dumb", "HF_HUB_OFFLINE": "1"}
-    child = pexpect.spawn(sys.executable, ["-m", "grpolab", "chat", "--model", str(tiny_model_dir), "--task", TASK,
-                                           "--max_new_tokens", "4"], env=env, encoding="utf-8", timeout=120,
-                          dimensions=(50, 400))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "grpolab", "chat", "--model", str(tiny_model_dir), "--task", TASK, "--max_new_tokens", "4"],
+        env=env,
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(50, 400),
+    )
     child.expect_exact("type a word")  # the task's own hint
     child.expect_exact(">>> ")
     child.sendline("hello")

@@ -10,7 +10,9 @@ import pytest
 from grpolab.cli import main
 from grpolab.training import recipes
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="checks the no-vLLM messages")
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is not None, reason="checks the no-vLLM messages"
+)
 
 
 def test_serve_builds_trl_server_command_on_loopback(capsys, embedded_model_dir):
@@ -27,8 +29,10 @@ def test_serve_builds_trl_server_command_on_loopback(capsys, embedded_model_dir)
 def test_serve_without_vllm_is_one_line(capsys):
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
-    assert err == ("grpolab serve: error: vLLM is not installed: pip install 'grpolab[vllm]' "
-                   "(or 'make setup-vllm' for its CPU build)\n")
+    assert err == (
+        "grpolab serve: error: vLLM is not installed: pip install 'grpolab[vllm]' "
+        "(or 'make setup-vllm' for its CPU build)\n"
+    )
 
 
 def test_serve_on_a_cpu_asks_for_float32_and_eager(capsys, monkeypatch, embedded_model_dir):
@@ -57,9 +61,32 @@ def test_serve_falls_back_to_the_api_server_module_without_vllm_metadata(monkeyp
         return object()
 
     monkeypatch.setattr(importlib.metadata, "distribution", distribution)
-    command = ["python", "-m", "vllm.entrypoints.cli.main", "serve", "/models/m", "--port", "8000", "--x", "1"]
-    expected = command if installed_as == "vllm" else [
-        "python", "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/m", "--port", "8000", "--x", "1"]
+    command = [
+        "python",
+        "-m",
+        "vllm.entrypoints.cli.main",
+        "serve",
+        "/models/m",
+        "--port",
+        "8000",
+        "--x",
+        "1",
+    ]
+    expected = (
+        command
+        if installed_as == "vllm"
+        else [
+            "python",
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            "/models/m",
+            "--port",
+            "8000",
+            "--x",
+            "1",
+        ]
+    )
     assert api_server_fallback(command) == expected
 
 
@@ -71,14 +98,24 @@ def test_vllm_server_recipe_is_wired_through_grpo_config():
 
 
 def test_training_with_vllm_but_without_it_installed_is_one_line(capsys, tmp_path):
-    assert main(["train", "--use_vllm", "true", "--vllm_mode", "colocate", "--output_dir", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err == "grpolab train: error: use_vllm needs the package 'vllm': pip install 'grpolab[vllm]'\n"
+    assert (
+        main(["train", "--use_vllm", "true", "--vllm_mode", "colocate", "--output_dir", str(tmp_path / "r")])
+        == 2
+    )
+    assert (
+        capsys.readouterr().err
+        == "grpolab train: error: use_vllm needs the package 'vllm': pip install 'grpolab[vllm]'\n"
+    )
 
 
 def test_eval_with_the_vllm_backend_but_without_vllm_is_one_line(capsys, tmp_path):
-    assert main(["eval", "--backend", "vllm", "--num", "2", "--out", str(tmp_path / "e"), "--no_progress"]) == 2
+    assert (
+        main(["eval", "--backend", "vllm", "--num", "2", "--out", str(tmp_path / "e"), "--no_progress"]) == 2
+    )
     assert capsys.readouterr().err == (
-        "grpolab eval: error: --backend vllm needs vLLM: pip install 'grpolab[vllm]', or use --backend transformers\n")
+        "grpolab eval: error: --backend vllm needs vLLM: pip install 'grpolab[vllm]', "
+        "or use --backend transformers\n"
+    )
 
 
 def test_vllm_lora_rank_comes_from_the_adapter(tmp_path):

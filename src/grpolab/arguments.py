@@ -13,7 +13,7 @@ import dataclasses
 import typing
 from typing import Any, TypeVar
 
-from grpolab.errors import UserError
+from grpolab.errors import UserError, one_line
 
 Config = TypeVar("Config")
 
@@ -23,15 +23,22 @@ def add_fields(parser: argparse.ArgumentParser, cls: type, groups: dict[str, tup
     """One ``--NAME`` flag per field of ``cls`` with help metadata; ``groups`` titles sections of the help,
     ``defaults`` override the dataclass's defaults for this command."""
     hints = typing.get_type_hints(cls)
-    sections = {name: parser.add_argument_group(title) for title, names in (groups or {}).items() for name in names}
+    sections = {
+        name: parser.add_argument_group(title) for title, names in (groups or {}).items() for name in names
+    }
     for spec in dataclasses.fields(cls):
         if "help" not in spec.metadata:
             continue
         target = sections.get(spec.name, parser)
         default = defaults.get(spec.name, _default(spec))
         kind = _scalar(hints[spec.name])
-        target.add_argument(f"--{spec.name}", type=kind, default=None if isinstance(default, dict) else default,
-                            choices=spec.metadata.get("choices"), help=spec.metadata["help"])
+        target.add_argument(
+            f"--{spec.name}",
+            type=kind,
+            default=None if isinstance(default, dict) else default,
+            choices=spec.metadata.get("choices"),
+            help=spec.metadata["help"],
+        )
 
 
 def parse_fields(cls: type[Config], argv: list[str], command: str, **defaults: Any) -> Config:
@@ -51,11 +58,6 @@ def parse_fields(cls: type[Config], argv: list[str], command: str, **defaults: A
     return config
 
 
-def one_line(error: BaseException) -> str:
-    """An exception's message on one line (a multi-line message joined by spaces)."""
-    return " ".join(str(error).split())
-
-
 def _default(spec: dataclasses.Field) -> Any:
     if spec.default is not dataclasses.MISSING:
         return spec.default
@@ -63,6 +65,6 @@ def _default(spec: dataclasses.Field) -> Any:
 
 
 def _scalar(annotation: Any) -> type:
-    """The type argparse converts a flag's text with: int, float, else str (mappings and lists arrive as text)."""
+    """The type argparse converts a flag's text with: int, float, else str (mappings, lists come as text)."""
     args = [arg for arg in typing.get_args(annotation) if arg is not type(None)] or [annotation]
     return args[0] if args[0] in (int, float) else str

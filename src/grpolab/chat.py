@@ -91,7 +91,9 @@ class ChatTask:
         if solved is None:
             parts.append("solved: unknown (give the right answer with /answer GOLD)")
         else:
-            parts.append(f"solved: {'yes' if solved else 'no'}" + (f" (answer {gold})" if support.show_gold else ""))
+            parts.append(
+                f"solved: {'yes' if solved else 'no'}" + (f" (answer {gold})" if support.show_gold else "")
+            )
         line = " | ".join(part for part in parts if part)
         return {"parsed": result.parsed, "solved": solved, "gold": gold, "line": line}
 
@@ -225,7 +227,7 @@ class ChatSession:
         return "bye"
 
     def settings_line(self) -> str:
-        return "settings: " + " ".join(f"{key}={value}" for key, value in self.settings.as_dict().items())
+        return "settings: " + " ".join(f"{key}={value}" for key, value in asdict(self.settings).items())
 
     # -------------------------------------------------------------------------------- conversation
 
@@ -237,8 +239,12 @@ class ChatSession:
             turn = Turn(user=text, prompt=text)
         else:
             question = self.task.read(text)
-            turn = Turn(user=text, prompt=self.task.user_prompt(question), question=question,
-                        gold=self.task.gold(question))
+            turn = Turn(
+                user=text,
+                prompt=self.task.user_prompt(question),
+                question=question,
+                gold=self.task.gold(question),
+            )
         self.turns.append(turn)
         return turn
 
@@ -260,7 +266,7 @@ class ChatSession:
     def messages_for_model(self) -> Messages:
         """The chat the model sees: the system message, then the turns still in context."""
         messages = [{"role": "system", "content": self.system}] if self.system else []
-        for turn in self.turns[self.first_in_context:]:
+        for turn in self.turns[self.first_in_context :]:
             messages.append({"role": "user", "content": turn.prompt})
             if turn.reply is not None:
                 messages.append({"role": "assistant", "content": turn.reply})
@@ -290,11 +296,19 @@ class ChatSession:
         return self.first_in_context - kept
 
     def to_json(self) -> dict[str, Any]:
-        turns = [{**asdict(turn), "in_context": index >= self.first_in_context}
-                 for index, turn in enumerate(self.turns)]
-        return {**self.info, "task": self.task.name if self.task else None, "settings": self.settings.as_dict(),
-                "system": self.system, "context_tokens": self.context_tokens, "turns": turns,
-                "messages": self.messages_for_model()}
+        turns = [
+            {**asdict(turn), "in_context": index >= self.first_in_context}
+            for index, turn in enumerate(self.turns)
+        ]
+        return {
+            **self.info,
+            "task": self.task.name if self.task else None,
+            "settings": asdict(self.settings),
+            "system": self.system,
+            "context_tokens": self.context_tokens,
+            "turns": turns,
+            "messages": self.messages_for_model(),
+        }
 
 
 def _turn_lines(number: int, turn: Turn) -> list[str]:

@@ -25,7 +25,8 @@ COMMANDS: dict[str, str] = {
     "serve": "Start a vLLM generation server for GRPO training in vLLM server mode.",
     "doctor": "Check the environment: versions, devices, extras, cache and embedded model.",
     "model": "Prepare or inspect a model: convert the embedded default, run a quick check.",
-    "probe": "Before training: sample GRPO groups and say whether they carry signal (train, sft, harder, easier).",
+    "probe": "Before training: sample GRPO groups and say whether they carry signal (train, sft, harder, "
+             "easier).",
 }
 
 
@@ -42,14 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: lists the commands without importing any of them."""
     parser = argparse.ArgumentParser(
         prog="grpolab",
-        description="GRPO fine-tuning for tasks with checkable answers: data, training, evaluation, chat, merge.",
-        epilog="commands:\n" + "\n".join(f"  {name:<8} {summary}" for name, summary in COMMANDS.items())
+        description="GRPO fine-tuning for tasks with checkable answers: data, training, evaluation, chat, "
+                    "merge.",
+        epilog="commands:\n"
+        + "\n".join(f"  {name:<8} {summary}" for name, summary in COMMANDS.items())
         + "\n\nRun 'grpolab COMMAND --help' for a command's options and an example.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"grpolab {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
-    parser.add_argument("command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS))
+    parser.add_argument(
+        "command", choices=list(COMMANDS), metavar="COMMAND", help="one of: " + ", ".join(COMMANDS)
+    )
     parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     return parser
 
@@ -68,8 +73,12 @@ def command_parser(name: str, argv: list[str] | None = None):
     the options of the task named there).
     """
     module = importlib.import_module(f"grpolab.commands.{name}")
-    parser = _CommandParser(prog=f"grpolab {name}", description=COMMANDS[name],
-                            epilog=getattr(module, "EXAMPLE", None), formatter_class=_Formatter)
+    parser = _CommandParser(
+        prog=f"grpolab {name}",
+        description=COMMANDS[name],
+        epilog=getattr(module, "EXAMPLE", None),
+        formatter_class=_Formatter,
+    )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
     if getattr(module, "TAKES_ARGV", False):
         module.add_arguments(parser, argv or [])
@@ -93,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     args.command, args.extra, args.argv = head.command, extra, head.rest
     args.debug = args.debug or head.debug
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # Deprecation notices inside the libraries are for us, not for the person running a command.
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    # torch's DataLoader warns that pin_memory needs an accelerator on every CPU run; nothing to act on.
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
     try:
         return int(module.run(args) or 0)

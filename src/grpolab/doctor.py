@@ -23,7 +23,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from grpolab import models, paths
-from grpolab.errors import UserError
+from grpolab.errors import UserError, first_line
+from grpolab.placement import cuda_device_bf16
 
 STATUSES = ("ok", "warn", "fail")
 GIB = 1024**3
@@ -182,7 +183,7 @@ def check_device() -> list[Check]:
         import torch
     except Exception as error:  # a broken wheel raises OSError (missing .so) as often as ImportError
         fix = "reinstall torch: pip install --force-reinstall torch"
-        return [Check("device", f"unknown: torch does not import ({_first_line(error)})", "fail", fix)]
+        return [Check("device", f"unknown: torch does not import ({first_line(error)})", "fail", fix)]
     if torch.cuda.is_available():
         return cuda_checks(torch)
     if importlib.util.find_spec("torch_npu") is not None:
@@ -198,8 +199,7 @@ def cuda_checks(torch) -> list[Check]:
     rows = [Check("device", f"{backend}, {count} GPU{'s' if count != 1 else ''}")]
     for index in range(count):
         props = torch.cuda.get_device_properties(index)
-        # Native bf16 starts with Ampere (compute capability 8.0); older GPUs emulate it slowly.
-        bf16 = bool(torch.version.hip) or props.major >= 8
+        bf16 = cuda_device_bf16(torch, index)
         value = f"{props.name}, {props.total_memory / GIB:.1f} GiB, {'bf16' if bf16 else 'no bf16'}"
         fix = "" if bf16 else "train with bf16: false (fp16: true, or fp32)"
         rows.append(Check(f"gpu {index}", value, "ok" if bf16 else "warn", fix))
@@ -211,7 +211,7 @@ def npu_checks(torch) -> list[Check]:
         import torch_npu  # noqa: F401  (registers torch.npu)
     except Exception as error:  # a mismatched CANN toolkit fails in many ways
         fix = "install the torch_npu release matching torch and the CANN toolkit"
-        return [Check("device", f"npu: torch_npu does not import ({_first_line(error)})", "warn", fix)]
+        return [Check("device", f"npu: torch_npu does not import ({first_line(error)})", "warn", fix)]
     if not torch.npu.is_available():
         fix = "check the Ascend driver and CANN toolkit (npu-smi info)"
         return [Check("device", "npu: torch_npu installed but no device", "warn", fix)]
@@ -344,7 +344,8 @@ def summary(checks: list[Check]) -> str:
     warned = sum(check.status == "warn" for check in checks)
     warnings = f"{warned} warning{'s' if warned != 1 else ''}"
     if failed:
-        return f"{failed} blocking problem{'s' if failed != 1 else ''} ({warnings}): apply the FIX of each FAIL row."
+        return (f"{failed} blocking problem{'s' if failed != 1 else ''} ({warnings}): apply the FIX of each "
+                "FAIL row.")
     if warned:
         return f"Ready to train; {warnings} above."
     return "Ready to train: all checks passed."
@@ -352,8 +353,3 @@ def summary(checks: list[Check]) -> str:
 
 def to_json(checks: list[Check]) -> str:
     return json.dumps({"ok": exit_code(checks) == 0, "checks": [asdict(check) for check in checks]}, indent=2)
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__

@@ -20,3 +20,14 @@ class UserRewardError(UserError, RewardFunctionError):
     The user's to fix, so it is one line and exit code 2; a task's built-in reward failing the same way
     is a bug of ours and stays a RewardFunctionError with its traceback.
     """
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none): for one-line errors."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def one_line(error: BaseException) -> str:
+    """An exception's whole message on one line (a multi-line message joined by spaces)."""
+    return " ".join(str(error).split())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab import paths, placement
-from grpolab.errors import UserError
+from grpolab.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def load_tokenizer(source: str, padding_side: str = "left", revision: str | None
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     except OSError as error:
-        raise UserError(f"cannot load the tokenizer of '{source}': {_first_line(error)}") from None
+        raise UserError(f"cannot load the tokenizer of '{source}': {first_line(error)}") from None
     tokenizer.padding_side = padding_side
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -181,17 +181,12 @@ def load_causal_lm(source: str, dtype: str = "float32", **kwargs):
     try:
         return AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot load model '{source}': {_first_line(error)}") from None
+        raise UserError(f"cannot load model '{source}': {first_line(error)}") from None
     except SafetensorError as error:
         raise UserError(
-            f"model file in '{source}' is damaged ({_first_line(error)}): "
+            f"model file in '{source}' is damaged ({first_line(error)}): "
             f"run 'grpolab model prepare --force' for the embedded model, or re-download it"
         ) from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__
 
 
 @dataclass
@@ -226,7 +221,7 @@ def _read_json_object(path: Path, required: str | None = None) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is damaged ({_first_line(error)}): retrain, or restore the file") from None
+        raise UserError(f"{path} is damaged ({first_line(error)}): retrain, or restore the file") from None
     if not isinstance(data, dict) or (required and required not in data):
         raise UserError(f"{path} is damaged (no {required or 'JSON object'}): retrain, or restore the file")
     return data

@@ -57,19 +57,31 @@ class Placement:
         return f"{where}, {self.dtype}" + (f", {self.quantization}" if self.quantization else "")
 
 
-def decide(hardware: Hardware, purpose: str, dtype: str | None = "auto", quantization: str | None = None,
-           device: str = "auto", full_finetune: bool = False, checkpoint_dtype: str | None = None) -> Placement:
+def decide(
+    hardware: Hardware,
+    purpose: str,
+    dtype: str | None = "auto",
+    quantization: str | None = None,
+    device: str = "auto",
+    full_finetune: bool = False,
+    checkpoint_dtype: str | None = None,
+) -> Placement:
     """Device, device_map and dtype for loading a model for ``purpose`` (train, inference or merge)."""
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
     hardware = _override(hardware, device)
     if quantization and hardware.accelerator != "cuda":
-        raise UserError(f"load_in_{quantization} needs a CUDA GPU (bitsandbytes) and none is used here; "
-                        f"{CPU_RECIPE_HINT}")
+        raise UserError(
+            f"load_in_{quantization} needs a CUDA GPU (bitsandbytes) and none is used here; {CPU_RECIPE_HINT}"
+        )
     if dtype in ("auto", None) and purpose == "merge":
         dtype = checkpoint_dtype or "float32"
-    return Placement(device=_device(hardware), device_map=_device_map(hardware, purpose, quantization),
-                     dtype=_dtype(hardware, purpose, dtype, full_finetune), quantization=quantization)
+    return Placement(
+        device=_device(hardware),
+        device_map=_device_map(hardware, purpose, quantization),
+        dtype=_dtype(hardware, purpose, dtype, full_finetune),
+        quantization=quantization,
+    )
 
 
 def _override(hardware: Hardware, device: str) -> Hardware:
@@ -79,8 +91,10 @@ def _override(hardware: Hardware, device: str) -> Hardware:
         return hardware
     if device == "cpu":
         return replace(hardware, accelerator="cpu", bf16=False)
-    raise UserError(f"--device {device}: there is no {device} device here (found: {hardware.accelerator}); "
-                    f"use --device auto or --device cpu")
+    raise UserError(
+        f"--device {device}: there is no {device} device here (found: {hardware.accelerator}); "
+        f"use --device auto or --device cpu"
+    )
 
 
 def _device(hardware: Hardware) -> str:
@@ -135,9 +149,13 @@ def detect() -> Hardware:
         accelerator = "mps"
     else:
         accelerator = "cpu"
-    return Hardware(accelerator=accelerator, bf16=native_bf16(), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-                    world_size=int(os.environ.get("WORLD_SIZE", 1)),
-                    deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true")
+    return Hardware(
+        accelerator=accelerator,
+        bf16=native_bf16(),
+        local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+        world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        deepspeed=os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true",
+    )
 
 
 def native_bf16() -> bool:
@@ -149,6 +167,12 @@ def native_bf16() -> bool:
     if npu_available():
         return bool(torch.npu.is_bf16_supported())
     return False
+
+
+def cuda_device_bf16(torch, index: int) -> bool:
+    """Whether CUDA/ROCm device ``index`` computes in bfloat16 natively: ROCm GPUs and CUDA compute capability
+    8.0 (Ampere) or newer; older GPUs emulate it, several times slower (``grpolab doctor`` per GPU)."""
+    return bool(torch.version.hip) or torch.cuda.get_device_properties(index).major >= 8
 
 
 def npu_available() -> bool:

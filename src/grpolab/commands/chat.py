@@ -37,15 +37,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model name, hub id or checkpoint directory (a merged model too); "
                         "default: the adapter's base model, else smollm2-135m-instruct")
     parser.add_argument("--adapter", help="training run directory holding a LoRA adapter")
-    parser.add_argument("--task", help="task name (arith, sudoku, gsm8k, reasoning_gym/NAME) or package.module:TASK: send each message through "
-                        "this task's prompt and show its scorer's verdict")
+    parser.add_argument(
+        "--task",
+        help="task name (arith, sudoku, gsm8k, reasoning_gym/NAME) or package.module:TASK: send each message "
+        "through "
+        "this task's prompt and show its scorer's verdict",
+    )
     parser.add_argument("--system", help="system message (default: the task's, else the chat template's)")
     defaults = GenerationSettings()
     for spec in fields(GenerationSettings):
         default = None if spec.name == "max_new_tokens" else getattr(defaults, spec.name)
         parser.add_argument(f"--{spec.name}", default=default, help=spec.metadata["help"])
-    parser.add_argument("--context", type=int, help="context window in tokens (default: the model's "
-                        "max_position_embeddings); older turns beyond it leave the prompt, with a notice")
+    parser.add_argument(
+        "--context",
+        type=int,
+        help="context window in tokens (default: the model's "
+        "max_position_embeddings); older turns beyond it leave the prompt, with a notice",
+    )
     parser.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
     parser.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
 
@@ -58,11 +66,18 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer, name = models.load_for_inference(_model_name(args), args.adapter, args.dtype)
     context = args.context or getattr(model.config, "max_position_embeddings", None)
     if context is not None and settings.max_new_tokens >= context:
-        raise UserError(f"--max_new_tokens ({settings.max_new_tokens}) must be below the context window "
-                        f"({context} tokens): lower it or raise --context")
+        raise UserError(
+            f"--max_new_tokens ({settings.max_new_tokens}) must be below the context window "
+            f"({context} tokens): lower it or raise --context"
+        )
     task = chat.get_chat_task(args.task) if args.task else None
-    session = chat.ChatSession(settings=settings, system=args.system, task=task, context_tokens=context,
-                               info={"model": name, "adapter": args.adapter})
+    session = chat.ChatSession(
+        settings=settings,
+        system=args.system,
+        task=task,
+        context_tokens=context,
+        info={"model": name, "adapter": args.adapter},
+    )
     if args.seed is not None:
         import torch
 
@@ -113,7 +128,9 @@ def _print_banner(args: argparse.Namespace, name: str, session, length_from: str
         print(session.task.hint)
     trained_on = _trained_task(args)
     if trained_on and not args.task:
-        print(f"note: this model was trained on task '{trained_on}': add --task {trained_on} to use its prompt")
+        print(
+            f"note: this model was trained on task '{trained_on}': add --task {trained_on} to use its prompt"
+        )
     print("/help lists the commands; Ctrl-D or /exit leaves")
 
 
@@ -165,8 +182,13 @@ def model_backend(model, tokenizer) -> tuple[Stream, CountTokens]:
     return stream, count_tokens
 
 
-def run_repl(session, stream: Stream, count_tokens: CountTokens,
-             read_line: Callable[[str], str] = input, out: TextIO | None = None) -> int:
+def run_repl(
+    session,
+    stream: Stream,
+    count_tokens: CountTokens,
+    read_line: Callable[[str], str] = input,
+    out: TextIO | None = None,
+) -> int:
     """Read lines until /exit, EOF or Ctrl-C at the prompt; return the exit code (0)."""
     from grpolab.chat import PROMPT
 
@@ -199,8 +221,11 @@ def respond(session, line: str, stream: Stream, count_tokens: CountTokens, out: 
         print(error, file=out)
         return
     if dropped:
-        print(f"[context: the {dropped} oldest turn(s) no longer fit the {session.context_tokens}-token "
-              f"window and were left out of the prompt; /history still shows them]", file=out)
+        print(
+            f"[context: the {dropped} oldest turn(s) no longer fit the {session.context_tokens}-token "
+            f"window and were left out of the prompt; /history still shows them]",
+            file=out,
+        )
     reply, stopped = _stream_reply(session, stream, out)
     verdict = session.finish_reply(reply, stopped)
     if stopped:

@@ -1,4 +1,5 @@
-"""grpolab eval: score a model or a trained adapter with the task's strict scorer; compare with another eval."""
+"""grpolab eval: score a model or a trained adapter with the task's strict scorer; compare with another
+eval."""
 
 from __future__ import annotations
 
@@ -21,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from grpolab.evaluation.config import SERVER_FIELDS, EvalConfig
 
     add_fields(parser, EvalConfig, groups={"--backend openai": SERVER_FIELDS})
-    parser.add_argument("--out", help="output directory (default: ADAPTER/eval-SPLIT or outputs/eval-MODEL-TASK)")
+    parser.add_argument(
+        "--out", help="output directory (default: ADAPTER/eval-SPLIT or outputs/eval-MODEL-TASK)"
+    )
     parser.add_argument("--resume", action="store_true", help="skip items already in OUT/samples.jsonl")
-    parser.add_argument("--compare", metavar="OTHER_EVAL_DIR",
-                        help="an earlier eval output directory to put side by side with this one")
+    parser.add_argument(
+        "--compare",
+        metavar="OTHER_EVAL_DIR",
+        help="an earlier eval output directory to put side by side with this one",
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
 
 

@@ -15,11 +15,19 @@ CHECK_PROMPT = "What is the capital of France?"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("prepare", "check", "path"), help="what to do")
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="embedded name, local directory or hub id")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="embedded name, local directory or hub id"
+    )
     parser.add_argument("--force", action="store_true", help="prepare: convert again even if cached")
-    parser.add_argument("--dtype", default="auto", help="check: weights dtype: auto, float32, bfloat16, float16")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "npu", "mps"),
-                        help="check: where to load the model (default: auto, the GPU when there is one)")
+    parser.add_argument(
+        "--dtype", default="auto", help="check: weights dtype: auto, float32, bfloat16, float16"
+    )
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "npu", "mps"),
+        help="check: where to load the model (default: auto, the GPU when there is one)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,6 +58,8 @@ def _check(model_name: str, dtype: str = "auto", device: str = "auto") -> int:
     loaded = time.perf_counter() - start
     chat = [{"role": "user", "content": CHECK_PROMPT}]
     reply = hf.generate_batch(model, tokenizer, [chat], hf.GenerationSettings(max_new_tokens=24))[0][0]
-    print(f"model:  {model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
-          f"loaded in {loaded:.1f} s on {place.describe()})\nprompt: {CHECK_PROMPT}\nreply:  {reply.strip()}")
+    print(
+        f"model:  {model_name} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters, "
+        f"loaded in {loaded:.1f} s on {place.describe()})\nprompt: {CHECK_PROMPT}\nreply:  {reply.strip()}"
+    )
     return 0

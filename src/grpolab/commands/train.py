@@ -45,19 +45,15 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(train_args, grpo_config, model_config)
         return 0
-    if train_args.accelerate_config and not _inside_launch():
+    from grpolab.training.distributed import inside_launch
+
+    if train_args.accelerate_config and not inside_launch():
         return _relaunch(args.argv, train_args)
     from grpolab.training.grpo import train
 
     output_dir = train(train_args, grpo_config, model_config)
     print(f"adapter saved to {output_dir}; next: grpolab eval --adapter {output_dir}")
     return 0
-
-
-def _inside_launch() -> bool:
-    from grpolab.training.distributed import inside_launch
-
-    return inside_launch()
 
 
 def _relaunch(argv: list[str], train_args) -> int:

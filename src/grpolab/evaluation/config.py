@@ -37,26 +37,41 @@ class EvalConfig:
         "task name or package.module:TASK (default: the run's task, else arith)"))
     task_options: dict[str, Any] | str | None = field(default_factory=dict, metadata=_help(
         'task options as a YAML mapping or JSON, e.g. \'{"levels": "add-50"}\''))
-    data_file: str | None = field(default=None, metadata=_help("JSONL file of items (default: the task's own data)"))
+    data_file: str | None = field(
+        default=None, metadata=_help("JSONL file of items (default: the task's own data)")
+    )
     split: str = field(default="test", metadata=_help("data split to evaluate"))
     num: int | None = field(default=None, metadata=_help("number of items (default: the task's default)"))
     seed: int = field(default=0, metadata=_help("seed for generated data and for sampling"))
-    k: int = field(default=1, metadata=_help(
-        "completions per item; k > 1 reports pass@k and needs --temperature > 0"))
+    k: int = field(
+        default=1, metadata=_help("completions per item; k > 1 reports pass@k and needs --temperature > 0")
+    )
     temperature: float = setting_field("temperature")
     top_p: float = setting_field("top_p")
     max_new_tokens: int | None = setting_field("max_new_tokens", default=None)
-    batch_size: int = field(default=32, metadata=_help(
-        "sequences generated at once; prompts per batch = batch_size // k"))
-    backend: str = field(default="transformers", metadata=_help(
-        "generation engine; vllm needs the 'vllm' extra (a GPU); openai sends the items to an "
-        "OpenAI-compatible server at --base_url", choices=BACKENDS))
+    batch_size: int = field(
+        default=32, metadata=_help("sequences generated at once; prompts per batch = batch_size // k")
+    )
+    backend: str = field(
+        default="transformers",
+        metadata=_help(
+            "generation engine; vllm needs the 'vllm' extra (a GPU); openai sends the items to an "
+            "OpenAI-compatible server at --base_url",
+            choices=BACKENDS,
+        ),
+    )
     max_new_tokens_from: str | None = None  # where max_new_tokens came from, for the record (not a flag)
-    # --backend openai only (see grpolab.generation.openai); the key itself is never stored, only its variable.
-    base_url: str | None = field(default=None, metadata=_help(
-        "the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1"))
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata=_help(
-        "environment variable holding the API key, if the server needs one (only its name is recorded)"))
+    # --backend openai only (see grpolab.generation.openai); the key itself is never stored, only its
+    # variable.
+    base_url: str | None = field(
+        default=None, metadata=_help("the server's OpenAI API root, e.g. http://127.0.0.1:8000/v1")
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata=_help(
+            "environment variable holding the API key, if the server needs one (only its name is recorded)"
+        ),
+    )
     concurrency: int = field(default=8, metadata=_help("requests in flight at once"))
     timeout: float = field(default=600.0, metadata=_help("seconds to wait for one reply"))
 
@@ -70,8 +85,12 @@ class EvalConfig:
             from grpolab.generation.openai import validate
 
             validate(self)
-        for flag, value in (("--num", self.num), ("--k", self.k), ("--max_new_tokens", self.max_new_tokens),
-                            ("--batch_size", self.batch_size)):
+        for flag, value in (
+            ("--num", self.num),
+            ("--k", self.k),
+            ("--max_new_tokens", self.max_new_tokens),
+            ("--batch_size", self.batch_size),
+        ):
             if value is not None and value < 1:
                 raise UserError(f"{flag} must be 1 or more, got {value}")
         if self.temperature < 0:
@@ -81,11 +100,14 @@ class EvalConfig:
         except ValueError as error:
             raise UserError(str(error)) from None
         if self.k > 1 and self.temperature == 0:
-            raise UserError(f"--k {self.k} needs sampling: add --temperature 0.7 (greedy gives K equal answers)")
+            raise UserError(
+                f"--k {self.k} needs sampling: add --temperature 0.7 (greedy gives K equal answers)"
+            )
 
     def settings(self) -> GenerationSettings:
-        return GenerationSettings(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                                  top_p=self.top_p)
+        return GenerationSettings(
+            max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_p=self.top_p
+        )
 
     @property
     def name(self) -> str:

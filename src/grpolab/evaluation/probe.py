@@ -6,7 +6,7 @@ samples G completions for each of N prompts, as training would (same prompt, sam
 scores each with the task's strict scorer and with the reward training would use (the weighted sum of the
 task's reward functions, as TRL sums them), and reports per label and overall:
 
-- pass@1 and pass@G, with the unbiased estimator of ``evaluation.metrics.pass_at_k`` (n = G samples per prompt);
+- pass@1 and pass@G, with the unbiased estimator of ``metrics.pass_at_k`` (n = G samples per prompt);
 - the mean reward, and the spread: the mean over groups of the within-group standard deviation (with
   Bessel's correction, as TRL's ``nanstd``);
 - the zero-spread share: groups whose G rewards are all equal, and so carry no signal;
@@ -43,6 +43,7 @@ from typing import Any
 
 from grpolab.errors import UserError
 from grpolab.evaluation.metrics import pass_at_k
+from grpolab.evaluation.report import markdown_table
 from grpolab.generation.settings import setting_field
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
@@ -60,29 +61,49 @@ RESULT, REPORT, SAMPLES = "probe.json", "probe.md", "samples.jsonl"
 class ProbeConfig:
     """What to probe; ``model``/``task`` left as None come from the adapter's run directory."""
 
-    model: str | None = field(default=None, metadata={"help": "model name or path (default: the adapter's base "
-                                                              "model, else smollm2-135m-instruct)"})
-    adapter: str | None = field(default=None, metadata={
-        "help": "a training run directory (or any PEFT LoRA adapter directory)"})
-    task: str | None = field(default=None, metadata={
-        "help": "task name or package.module:TASK (default: the run's task, else arith)"})
-    task_options: dict[str, Any] | str | None = field(default_factory=dict, metadata={
-        "help": 'task options as a YAML mapping or JSON, e.g. \'{"blanks": "4,8"}\''})
-    data_file: str | None = field(default=None, metadata={"help": "JSONL file of items (default: the task's own data)"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "model name or path (default: the adapter's base model, else smollm2-135m-instruct)"
+        },
+    )
+    adapter: str | None = field(
+        default=None, metadata={"help": "a training run directory (or any PEFT LoRA adapter directory)"}
+    )
+    task: str | None = field(
+        default=None,
+        metadata={"help": "task name or package.module:TASK (default: the run's task, else arith)"},
+    )
+    task_options: dict[str, Any] | str | None = field(
+        default_factory=dict,
+        metadata={"help": 'task options as a YAML mapping or JSON, e.g. \'{"blanks": "4,8"}\''},
+    )
+    data_file: str | None = field(
+        default=None, metadata={"help": "JSONL file of items (default: the task's own data)"}
+    )
     split: str = field(default="train", metadata={"help": "data split to sample prompts from"})
     num: int = field(default=16, metadata={"help": "number of prompts"})
     k: int = field(default=8, metadata={"help": "completions per prompt: the GRPO group size G"})
-    temperature: float = setting_field("temperature", default=1.0,
-                                       help="sampling temperature, as in training (TRL's default is 1.0)")
+    temperature: float = setting_field(
+        "temperature", default=1.0, help="sampling temperature, as in training (TRL's default is 1.0)"
+    )
     top_p: float = setting_field("top_p")
-    max_new_tokens: int = setting_field("max_new_tokens", default=256, help="longest completion, in tokens: use "
-                                        "the recipe's max_completion_length")
+    max_new_tokens: int = setting_field(
+        "max_new_tokens",
+        default=256,
+        help="longest completion, in tokens: use the recipe's max_completion_length",
+    )
     batch_size: int = field(default=32, metadata={"help": "sequences generated at once"})
     seed: int = field(default=0, metadata={"help": "seed for generated data and for sampling"})
-    reward_funcs: list[str] | str | None = field(default=None, metadata={
-        "help": "comma-separated reward functions (default: the task's)"})
-    reward_weights: list[float] | str | None = field(default=None, metadata={
-        "help": "comma-separated weights, one per reward function (default: the task's, or 1 each)"})
+    reward_funcs: list[str] | str | None = field(
+        default=None, metadata={"help": "comma-separated reward functions (default: the task's)"}
+    )
+    reward_weights: list[float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "comma-separated weights, one per reward function (default: the task's, or 1 each)"
+        },
+    )
 
     def __post_init__(self) -> None:
         from grpolab.tasks.base import parse_task_options
@@ -90,16 +111,23 @@ class ProbeConfig:
         self.task_options = parse_task_options(self.task_options)
         self.reward_funcs = _names(self.reward_funcs)
         self.reward_weights = _weights(self.reward_weights)
-        for flag, value in (("--num", self.num), ("--max_new_tokens", self.max_new_tokens),
-                            ("--batch_size", self.batch_size)):
+        for flag, value in (
+            ("--num", self.num),
+            ("--max_new_tokens", self.max_new_tokens),
+            ("--batch_size", self.batch_size),
+        ):
             if value < 1:
                 raise UserError(f"{flag} must be 1 or more, got {value}")
         if self.k < 2:
-            raise UserError(f"--k {self.k} is a group of one, which never has a spread: use GRPO's group "
-                            "size (num_generations), 2 or more, e.g. --k 8")
+            raise UserError(
+                f"--k {self.k} is a group of one, which never has a spread: use GRPO's group "
+                "size (num_generations), 2 or more, e.g. --k 8"
+            )
         if self.temperature <= 0:
-            raise UserError(f"--temperature {self.temperature} makes the {self.k} completions of a prompt "
-                            "equal, so every group would show no signal: sample as training does, e.g. 1.0")
+            raise UserError(
+                f"--temperature {self.temperature} makes the {self.k} completions of a prompt "
+                "equal, so every group would show no signal: sample as training does, e.g. 1.0"
+            )
         if not 0 < self.top_p <= 1:
             raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
 
@@ -116,7 +144,9 @@ def _weights(value: list[float] | str | None) -> list[float] | None:
     try:
         return [float(weight) for weight in value.split(",")]
     except ValueError:
-        raise UserError(f"--reward_weights must be numbers separated by commas, like 1,0.2; got {value!r}") from None
+        raise UserError(
+            f"--reward_weights must be numbers separated by commas, like 1,0.2; got {value!r}"
+        ) from None
 
 
 # ------------------------------------------------------------------------------------------ arithmetic
@@ -155,8 +185,9 @@ def predicted_zero_spread(groups: Sequence[Sequence[float]], group_size: int) ->
     return sum(predicted_all_equal(rewards, group_size) for rewards in groups) / len(groups)
 
 
-def summarize(groups: Sequence[Mapping[str, Any]],
-              group_sizes: Sequence[int] = GROUP_SIZES) -> dict[str, Any]:
+def summarize(
+    groups: Sequence[Mapping[str, Any]], group_sizes: Sequence[int] = GROUP_SIZES
+) -> dict[str, Any]:
     """Probe metrics for groups: mappings holding equal-length lists ``rewards``, ``solved``, ``format_ok``.
 
     A reward of None (every reward function skipped that completion) is left out of its group, as TRL
@@ -207,15 +238,20 @@ def verdict(metrics: Mapping[str, Any], can_warm_up: bool = True) -> tuple[str, 
         return TRAIN, f"{no_signal} (pass@1 = {pass_1:.2f}, pass@{k} = {pass_k:.2f})"
     if metrics["zero_spread_all_solved"] > metrics["zero_spread_none_solved"]:
         return HARDER, f"{no_signal}, {metrics['zero_spread_all_solved']:.0%} of groups all solved"
-    return EASIER, (f"{no_signal}, {metrics['zero_spread_none_solved']:.0%} of groups with no solve "
-                    f"(pass@{k} = {pass_k:.2f})")
+    return EASIER, (
+        f"{no_signal}, {metrics['zero_spread_none_solved']:.0%} of groups with no solve "
+        f"(pass@{k} = {pass_k:.2f})"
+    )
 
 
 def verdict_line(results: Mapping[str, Mapping[str, Any]], can_warm_up: bool = True) -> str:
     """The one line ``verdict: ADVICE: NUMBERS``, naming the labels worth training on when some are."""
     advice, reason = verdict(results["all"], can_warm_up)
-    trainable = [label for label, metrics in results.items()
-                 if label != "all" and verdict(metrics, can_warm_up)[0] == TRAIN]
+    trainable = [
+        label
+        for label, metrics in results.items()
+        if label != "all" and verdict(metrics, can_warm_up)[0] == TRAIN
+    ]
     if trainable and advice != TRAIN:
         reason += f"; label(s) worth training on: {', '.join(trainable)}"
     elif trainable and len(trainable) < len(results) - 1:
@@ -224,9 +260,12 @@ def verdict_line(results: Mapping[str, Mapping[str, Any]], can_warm_up: bool = T
 
 
 # -------------------------------------------------------------------------------------------- rewards
-def combined_rewards(functions: Sequence[Callable[..., list]], weights: Sequence[float] | None,
-                     row: Mapping[str, Any], texts: Sequence[str]
-                     ) -> tuple[list[float | None], dict[str, list]]:
+def combined_rewards(
+    functions: Sequence[Callable[..., list]],
+    weights: Sequence[float] | None,
+    row: Mapping[str, Any],
+    texts: Sequence[str],
+) -> tuple[list[float | None], dict[str, list]]:
     """Training's reward for each completion of one prompt: the weighted sum of the reward functions.
 
     Called as TRL calls them: conversational completions for a chat prompt, and every data column but the
@@ -238,8 +277,10 @@ def combined_rewards(functions: Sequence[Callable[..., list]], weights: Sequence
     completions = [[{"role": "assistant", "content": t}] for t in texts] if conversational else list(texts)
     columns = {key: [value] * count for key, value in row.items() if key != "prompt"}
     weights = list(weights) if weights is not None else [1.0] * len(functions)
-    per_function = {function.__name__: function(prompts=[row["prompt"]] * count, completions=completions,
-                                                **columns) for function in functions}
+    per_function = {
+        function.__name__: function(prompts=[row["prompt"]] * count, completions=completions, **columns)
+        for function in functions
+    }
     totals: list[float | None] = []
     for index in range(count):
         pairs = zip(weights, per_function.values(), strict=True)
@@ -254,8 +295,11 @@ def resolve(config: ProbeConfig) -> ProbeConfig:
     from grpolab.evaluation.config import EvalConfig
     from grpolab.evaluation.runner import resolve_run
 
-    resolved = resolve_run(EvalConfig(model=config.model, adapter=config.adapter, task=config.task,
-                                      task_options=config.task_options))
+    resolved = resolve_run(
+        EvalConfig(
+            model=config.model, adapter=config.adapter, task=config.task, task_options=config.task_options
+        )
+    )
     return replace(config, model=resolved.model, task=resolved.task, task_options=resolved.task_options)
 
 
@@ -266,8 +310,9 @@ def default_out(config: ProbeConfig, task_name: str) -> Path:
     return Path("outputs") / f"probe-{Path(str(config.model).rstrip('/')).name}-{task_name}"
 
 
-def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path,
-                  progress: bool = True) -> list[dict[str, Any]]:
+def sample_groups(
+    model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path, progress: bool = True
+) -> list[dict[str, Any]]:
     """Generate ``k`` completions per prompt, score them, and return one group record per prompt."""
     from tqdm.auto import tqdm
 
@@ -277,8 +322,9 @@ def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards,
     from grpolab.generation.settings import GenerationSettings
 
     functions, weights = rewards
-    settings = GenerationSettings(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                  top_p=config.top_p)
+    settings = GenerationSettings(
+        max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p
+    )
     prompts = [dataset[index]["prompt"] for index in range(len(dataset))]
     groups = []
     with tqdm(total=len(prompts), unit="prompt", desc="probe", disable=not progress) as bar:
@@ -290,15 +336,22 @@ def sample_groups(model, tokenizer, task, dataset, config: ProbeConfig, rewards,
             for sample, record in enumerate(records):
                 record.update(reward=totals[sample], rewards={n: v[sample] for n, v in per_function.items()})
             append_samples(samples_path, records)
-            groups.append({"index": index, "label": records[0]["label"], "rewards": totals,
-                           "solved": [r["solved"] for r in records],
-                           "format_ok": [r["format_ok"] for r in records]})
+            groups.append(
+                {
+                    "index": index,
+                    "label": records[0]["label"],
+                    "rewards": totals,
+                    "solved": [r["solved"] for r in records],
+                    "format_ok": [r["format_ok"] for r in records],
+                }
+            )
             bar.update(1)
     return sorted(groups, key=lambda group: group["index"])
 
 
-def probe(config: ProbeConfig, out: str | Path | None = None,
-          progress: bool = True) -> tuple[Path, dict[str, Any]]:
+def probe(
+    config: ProbeConfig, out: str | Path | None = None, progress: bool = True
+) -> tuple[Path, dict[str, Any]]:
     """Run the probe end to end; returns the output directory and its result (as written to probe.json)."""
     import time
 
@@ -313,8 +366,9 @@ def probe(config: ProbeConfig, out: str | Path | None = None,
     rewards = select_rewards(task, config.reward_funcs, config.reward_weights)
     dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
     if len(dataset) == 0:
-        raise UserError(f"task {task.name} gave no items for split '{config.split}': "
-                        "check --split and --data_file")
+        raise UserError(
+            f"task {task.name} gave no items for split '{config.split}': check --split and --data_file"
+        )
     out = Path(out) if out else default_out(config, task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / SAMPLES).unlink(missing_ok=True)
@@ -324,46 +378,59 @@ def probe(config: ProbeConfig, out: str | Path | None = None,
     groups = sample_groups(model, tokenizer, task, dataset, config, rewards, out / SAMPLES, progress)
     results, can_warm_up = by_label(groups), task.reference is not None
     functions, weights = rewards
-    result = {"config": asdict(config), "reward_funcs": [function.__name__ for function in functions],
-              "reward_weights": weights or [1.0] * len(functions),
-              "seconds": round(time.perf_counter() - start, 1),
-              "results": results, "label_advice": label_advice(results, can_warm_up),
-              "verdict": verdict_line(results, can_warm_up)}
+    result = {
+        "config": asdict(config),
+        "reward_funcs": [function.__name__ for function in functions],
+        "reward_weights": weights or [1.0] * len(functions),
+        "seconds": round(time.perf_counter() - start, 1),
+        "results": results,
+        "label_advice": label_advice(results, can_warm_up),
+        "verdict": verdict_line(results, can_warm_up),
+    }
     write_results(out, result)
     return out, result
 
 
 # -------------------------------------------------------------------------------------------- output
-_COLUMNS = (("prompts", "prompts", "{:.0f}"), ("pass@1", "pass@1", "{:.3f}"), ("pass@G", None, "{:.3f}"),
-            ("format", "format_rate", "{:.0%}"), ("reward", "reward_mean", "{:.3f}"),
-            ("spread", "reward_std", "{:.3f}"), ("no signal", "zero_spread", "{:.0%}"))
+_COLUMNS = (
+    ("prompts", "prompts", "{:.0f}"),
+    ("pass@1", "pass@1", "{:.3f}"),
+    ("pass@G", None, "{:.3f}"),
+    ("format", "format_rate", "{:.0%}"),
+    ("reward", "reward_mean", "{:.3f}"),
+    ("spread", "reward_std", "{:.3f}"),
+    ("no signal", "zero_spread", "{:.0%}"),
+)
 
 
 def table(results: Mapping[str, Mapping[str, Any]]) -> str:
     """A markdown table, one row per label: the metrics at G, then the predicted no-signal share per G."""
     k = next(iter(results.values()))["k"]
     sizes = list(next(iter(results.values()))["predicted_zero_spread"])
-    header = ["label", *(title.replace("G", str(k)) for title, _, _ in _COLUMNS),
-              *(f"predicted @{size}" for size in sizes)]
-    rows = [[label, *(form.format(metrics[key or f"pass@{k}"]) for _, key, form in _COLUMNS),
-             *(f"{metrics['predicted_zero_spread'][size]:.0%}" for size in sizes)]
-            for label, metrics in results.items()]
-    widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
-    rule = [":" + "-" * (widths[0] + 1), *("-" * (width + 1) + ":" for width in widths[1:])]
-    return "\n".join([_table_line(header, widths), "|" + "|".join(rule) + "|",
-                      *(_table_line(row, widths) for row in rows)])
-
-
-def _table_line(cells: Sequence[str], widths: Sequence[int]) -> str:
-    """First column left-aligned, the others right-aligned, so the table also reads in a terminal."""
-    padded = [cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]
-    return "| " + " | ".join(padded) + " |"
+    header = [
+        "label",
+        *(title.replace("G", str(k)) for title, _, _ in _COLUMNS),
+        *(f"predicted @{size}" for size in sizes),
+    ]
+    rows = [
+        [
+            label,
+            *(form.format(metrics[key or f"pass@{k}"]) for _, key, form in _COLUMNS),
+            *(f"{metrics['predicted_zero_spread'][size]:.0%}" for size in sizes),
+        ]
+        for label, metrics in results.items()
+    ]
+    return markdown_table(header, rows)
 
 
 def label_advice(results: Mapping[str, Mapping[str, Any]], can_warm_up: bool = True) -> list[str]:
     """One line per label (none when there is only one label): the verdict's rules applied to that label."""
-    return [f"{label}: {advice} ({reason})" for label, metrics in results.items() if label != "all"
-            for advice, reason in [verdict(metrics, can_warm_up)]]
+    return [
+        f"{label}: {advice} ({reason})"
+        for label, metrics in results.items()
+        if label != "all"
+        for advice, reason in [verdict(metrics, can_warm_up)]
+    ]
 
 
 def write_results(out: Path, result: Mapping[str, Any]) -> None:
@@ -373,15 +440,17 @@ def write_results(out: Path, result: Mapping[str, Any]) -> None:
     adapter = f" + adapter `{config['adapter']}`" if config["adapter"] else ""
     advice = "".join(f"- {line}\n" for line in result["label_advice"])
     advice = f"Per label:\n\n{advice}\n" if advice else ""
-    text = (f"# Learnability probe: {config['task']}\n\nmodel `{config['model']}`{adapter}, split "
-            f"`{config['split']}`: {config['num']} prompts x {config['k']} completions, temperature "
-            f"{config['temperature']}, max_new_tokens {config['max_new_tokens']}; rewards "
-            f"{', '.join(result['reward_funcs'])} (weights {result['reward_weights']}); "
-            f"{result['seconds']} s.\n\n"
-            "\"no signal\": share of groups whose rewards are all equal (TRL's frac_reward_zero_std); "
-            "\"predicted @g\": that share expected with g completions per prompt.\n\n"
-            f"{table(result['results'])}\n\n{advice}"
-            f"{result['verdict']}\n")
+    text = (
+        f"# Learnability probe: {config['task']}\n\nmodel `{config['model']}`{adapter}, split "
+        f"`{config['split']}`: {config['num']} prompts x {config['k']} completions, temperature "
+        f"{config['temperature']}, max_new_tokens {config['max_new_tokens']}; rewards "
+        f"{', '.join(result['reward_funcs'])} (weights {result['reward_weights']}); "
+        f"{result['seconds']} s.\n\n"
+        '"no signal": share of groups whose rewards are all equal (TRL\'s frac_reward_zero_std); '
+        '"predicted @g": that share expected with g completions per prompt.\n\n'
+        f"{table(result['results'])}\n\n{advice}"
+        f"{result['verdict']}\n"
+    )
     _write_atomic(out / REPORT, text)
 
 

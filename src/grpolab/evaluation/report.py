@@ -140,7 +140,7 @@ def result_table(runs: Mapping[str, Mapping[str, Any]], paired: Mapping[str, Any
         rows.append(row)
     if paired is not None and len(names) == 2:
         rows.append(_paired_row(paired))
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
 def _paired_row(paired: Mapping[str, Any]) -> list[str]:
@@ -156,7 +156,7 @@ def p_text(p_value: float) -> str:
     return f"{p_value:.1e}" if p_value < 0.001 else f"{p_value:.3f}"
 
 
-def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A markdown table padded to align in a terminal too: first column left, the others right."""
     widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
     rule = [":" + "-" * (widths[0] + 1), *("-" * (width + 1) + ":" for width in widths[1:])]

@@ -136,17 +136,13 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
         run_items_vllm(task, dataset, todo, config, out / SAMPLES)
     elif todo:
         model, tokenizer, _ = load_for_inference(config.model, config.adapter)
-        _seed(config.seed)
+        from transformers import set_seed
+
+        set_seed(config.seed)
         run_items(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
     records = [r for r in read_samples(out / SAMPLES) if r["index"] < len(dataset)]
     metrics = {"name": config.name, **summarize(records), "config": asdict(config)}
     write_results(out, metrics)
     return out, metrics
-
-
-def _seed(seed: int) -> None:
-    from transformers import set_seed
-
-    set_seed(seed)
 
 

@@ -15,13 +15,20 @@ from grpolab.generation.settings import GenerationSettings
 
 def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]):
     """Left-padded input ids and attention mask for a batch of chats, ending in the assistant turn."""
-    texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
+    texts = [
+        tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats
+    ]
     tokenizer.padding_side = "left"
     return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
 
 
-def generate_batch(model, tokenizer, chats: Sequence[list[dict[str, str]]], settings: GenerationSettings,
-                   num_return_sequences: int = 1) -> list[list[str]]:
+def generate_batch(
+    model,
+    tokenizer,
+    chats: Sequence[list[dict[str, str]]],
+    settings: GenerationSettings,
+    num_return_sequences: int = 1,
+) -> list[list[str]]:
     """Completions for each chat: a list of ``num_return_sequences`` strings per chat."""
     import torch
 
@@ -33,13 +40,14 @@ def generate_batch(model, tokenizer, chats: Sequence[list[dict[str, str]]], sett
             num_return_sequences=num_return_sequences,
             pad_token_id=tokenizer.pad_token_id,
         )
-    new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch * num_return_sequences, new)
+    new_tokens = output[:, batch["input_ids"].shape[1] :]  # (batch * num_return_sequences, new)
     texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-    return [texts[i:i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
+    return [texts[i : i + num_return_sequences] for i in range(0, len(texts), num_return_sequences)]
 
 
-def stream_chat(model, tokenizer, messages: list[dict[str, str]], settings: GenerationSettings,
-                stop=None) -> Iterator[str]:
+def stream_chat(
+    model, tokenizer, messages: list[dict[str, str]], settings: GenerationSettings, stop=None
+) -> Iterator[str]:
     """Yield the reply to one chat as text pieces, while the model generates them.
 
     Generation runs in a worker thread so that the caller's thread stays free to print and to take
@@ -59,8 +67,13 @@ def stream_chat(model, tokenizer, messages: list[dict[str, str]], settings: Gene
 
     streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     batch = encode_chats(tokenizer, [messages]).to(model.device)
-    kwargs = {**batch, **settings.to_kwargs(), "streamer": streamer, "pad_token_id": tokenizer.pad_token_id,
-              "stopping_criteria": StoppingCriteriaList([_StopOnEvent()])}
+    kwargs = {
+        **batch,
+        **settings.to_kwargs(),
+        "streamer": streamer,
+        "pad_token_id": tokenizer.pad_token_id,
+        "stopping_criteria": StoppingCriteriaList([_StopOnEvent()]),
+    }
     errors: list[BaseException] = []
     worker = threading.Thread(target=_generate_into, args=(model, kwargs, streamer, errors), daemon=True)
     worker.start()

@@ -339,7 +339,7 @@ def generate_stream(client: ChatClient, model: str, chats: Sequence[Sequence[Map
 
 def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
                      progress: bool = True) -> None:
-    """As evaluation.runner.run_items, with the server generating; each item is appended when its reply is in."""
+    """As ``runner.run_items``, with the server generating; each item is appended when its reply is in."""
     from tqdm.auto import tqdm
 
     from grpolab.evaluation.runner import score_item
@@ -348,12 +348,22 @@ def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, 
     client = client_for(config)
     check_model(client, config.model)
     chats = [dataset[index]["prompt"] for index in indices]
-    stream = generate_stream(client, config.model, chats, config.settings(), config.k, config.seed,
-                             config.concurrency)
+    stream = generate_stream(
+        client, config.model, chats, config.settings(), config.k, config.seed, config.concurrency
+    )
     with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
         for position, choices in stream:
             index = indices[position]
-            append_samples(samples_path, score_item(
-                task, dataset[index], index, [c.text for c in choices], [c.tokens for c in choices],
-                config.max_new_tokens, [c.truncated for c in choices]))
+            append_samples(
+                samples_path,
+                score_item(
+                    task,
+                    dataset[index],
+                    index,
+                    [c.text for c in choices],
+                    [c.tokens for c in choices],
+                    config.max_new_tokens,
+                    [c.truncated for c in choices],
+                ),
+            )
             bar.update(1)

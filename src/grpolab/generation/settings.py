@@ -11,7 +11,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,6 @@ class GenerationSettings:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
 
 SETTINGS = {spec.name: spec for spec in fields(GenerationSettings)}
 # name: (what a value must be, in words; the rule). The one place a setting's limits are written: flags,
@@ -91,11 +88,14 @@ def setting_field(name: str, **changes: Any) -> Any:
     """A field for another config (eval's, probe's) that takes setting ``name``: its default and help, unless
     ``changes`` give a default or help of its own; its rule (``RULES``) stays the setting's."""
     spec = SETTINGS[name]
-    return field(default=changes.get("default", spec.default), metadata={"help": changes.get("help", spec.metadata["help"])})
+    return field(
+        default=changes.get("default", spec.default),
+        metadata={"help": changes.get("help", spec.metadata["help"])},
+    )
 
 
 def check_settings(config: Any, names: Sequence[str]) -> None:
-    """ValueError naming the flag when one of ``config``'s generation settings breaks its rule (None: unset)."""
+    """ValueError naming the flag when a generation setting of ``config`` breaks its rule (None: unset)."""
     for name in names:
         value = getattr(config, name)
         if value is not None and not _allowed(name, value):

@@ -1,4 +1,5 @@
-"""Evaluation through vLLM (``grpolab eval --backend vllm``), with a LoRA adapter served by vLLM's LoRA support.
+"""Evaluation through vLLM (``grpolab eval --backend vllm``), with a LoRA adapter served by vLLM's LoRA
+support.
 
 Not exercised in CI: vLLM is not installed there (its CPU build pins an older transformers); the path up to
 the vLLM call is tested, and the package check gives one line naming the extra.
@@ -17,7 +18,9 @@ from grpolab.generation.settings import GenerationSettings
 
 def require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
-        raise UserError("--backend vllm needs vLLM: pip install 'grpolab[vllm]', or use --backend transformers")
+        raise UserError(
+            "--backend vllm needs vLLM: pip install 'grpolab[vllm]', or use --backend transformers"
+        )
 
 
 def lora_rank(adapter: str) -> int:
@@ -40,21 +43,38 @@ def sampling_params(settings: GenerationSettings, k: int, seed: int):
     from vllm import SamplingParams
 
     greedy = not settings.do_sample
-    return SamplingParams(n=k, temperature=0.0 if greedy else settings.temperature,
-                          top_p=1.0 if greedy else settings.top_p, max_tokens=settings.max_new_tokens, seed=seed)
+    return SamplingParams(
+        n=k,
+        temperature=0.0 if greedy else settings.temperature,
+        top_p=1.0 if greedy else settings.top_p,
+        max_tokens=settings.max_new_tokens,
+        seed=seed,
+    )
 
 
-def generate_stream(model_source: str, adapter: str | None, chats: Sequence[list[dict[str, str]]],
-                    settings: GenerationSettings, k: int, seed: int
-                    ) -> Iterator[tuple[int, list[str], list[int]]]:
-    """(chat index, completions, lengths in tokens), the same shape as grpolab.generation.continuous_batching.generate_stream."""
+def generate_stream(
+    model_source: str,
+    adapter: str | None,
+    chats: Sequence[list[dict[str, str]]],
+    settings: GenerationSettings,
+    k: int,
+    seed: int,
+) -> Iterator[tuple[int, list[str], list[int]]]:
+    """(chat index, completions, lengths in tokens), as ``continuous_batching.generate_stream`` has it."""
     require_vllm()
     from vllm import LLM
     from vllm.lora.request import LoRARequest
 
-    engine = LLM(model=model_source, seed=seed, enable_lora=adapter is not None,
-                 max_lora_rank=lora_rank(adapter) if adapter else 16, **engine_options())
+    engine = LLM(
+        model=model_source,
+        seed=seed,
+        enable_lora=adapter is not None,
+        max_lora_rank=lora_rank(adapter) if adapter else 16,
+        **engine_options(),
+    )
     request = LoRARequest("adapter", 1, str(adapter)) if adapter else None
-    outputs = engine.chat(list(chats), sampling_params(settings, k, seed), lora_request=request, use_tqdm=True)
+    outputs = engine.chat(
+        list(chats), sampling_params(settings, k, seed), lora_request=request, use_tqdm=True
+    )
     for index, output in enumerate(outputs):
         yield index, [o.text for o in output.outputs], [len(o.token_ids) for o in output.outputs]

@@ -16,8 +16,18 @@ TASKS: dict[str, str] = {
     "gsm8k": "grpolab.tasks.gsm8k",
 }
 
-__all__ = ["TASKS", "ChatInputError", "ChatSupport", "Option", "Task", "Verdict", "completion_text", "get_task",
-           "import_object", "TASK_HELP"]
+__all__ = [
+    "TASKS",
+    "ChatInputError",
+    "ChatSupport",
+    "Option",
+    "Task",
+    "Verdict",
+    "completion_text",
+    "get_task",
+    "import_object",
+    "TASK_HELP",
+]
 
 TASK_HELP = f"{', '.join(TASKS)}, reasoning_gym/NAME or package.module:TASK"
 
@@ -28,8 +38,10 @@ def import_object(path: str, what: str):
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:
-        raise UserError(f"cannot import {what} '{path}': {error}; check the name and that the module is "
-                        "importable from here (PYTHONPATH)") from None
+        raise UserError(
+            f"cannot import {what} '{path}': {error}; check the name and that the module is "
+            "importable from here (PYTHONPATH)"
+        ) from None
     except Exception as error:  # user code that fails while it is imported: the user's to fix
         raise UserError(f"importing {what} '{path}' failed: {type(error).__name__}: {error}") from error
 
@@ -42,7 +54,9 @@ def get_task(name: str) -> Task:
     if name == "reasoning_gym" or name.startswith("reasoning_gym/"):
         from grpolab.tasks import gym
 
-        return gym.make_task(name.removeprefix(gym.PREFIX)) if name.startswith(gym.PREFIX) else gym.any_dataset()
+        return (
+            gym.make_task(name.removeprefix(gym.PREFIX)) if name.startswith(gym.PREFIX) else gym.any_dataset()
+        )
     if ":" in name:
         task = import_object(name, "task")
         if not isinstance(task, Task):

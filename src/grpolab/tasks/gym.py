@@ -42,7 +42,9 @@ def _gym():
     try:
         import reasoning_gym
     except ImportError:
-        raise UserError("reasoning-gym tasks need the reasoning-gym package: pip install 'grpolab[gym]'") from None
+        raise UserError(
+            "reasoning-gym tasks need the reasoning-gym package: pip install 'grpolab[gym]'"
+        ) from None
     return reasoning_gym
 
 
@@ -58,7 +60,11 @@ def check_name(name: str) -> None:
     names = dataset_names()
     if name not in names:
         close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
-        hint = f"did you mean {', '.join(PREFIX + c for c in close)}?" if close else f"{len(names)} datasets exist"
+        hint = (
+            f"did you mean {', '.join(PREFIX + c for c in close)}?"
+            if close
+            else f"{len(names)} datasets exist"
+        )
         raise UserError(f"reasoning-gym has no dataset '{name}': {hint} (see reasoning_gym.factory.DATASETS)")
 
 
@@ -72,7 +78,9 @@ def generator(name: str, config_json: str):
         from reasoning_gym.factory import DATASETS
 
         fields = ", ".join(DATASETS[name][1].__dataclass_fields__)
-        raise UserError(f"bad task_options for reasoning_gym/{name} ({error}); its fields are: {fields}") from None
+        raise UserError(
+            f"bad task_options for reasoning_gym/{name} ({error}); its fields are: {fields}"
+        ) from None
     except (AssertionError, ValueError) as error:  # the config's own validate()
         raise UserError(f"bad task_options for reasoning_gym/{name}: {error}") from None
 
@@ -95,11 +103,20 @@ def make_prompt(question: str) -> list[dict[str, str]]:
 
 
 def _row(name: str, config_json: str, index: int, item: Mapping[str, Any]) -> dict[str, Any]:
-    return {"prompt": make_prompt(item["question"]), "question": item["question"], "answer": str(item["answer"]),
-            "label": name, "rg_dataset": name, "rg_config": config_json, "rg_index": index}
+    return {
+        "prompt": make_prompt(item["question"]),
+        "question": item["question"],
+        "answer": str(item["answer"]),
+        "label": name,
+        "rg_dataset": name,
+        "rg_config": config_json,
+        "rg_index": index,
+    }
 
 
-def generate_rows(name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any]) -> list[dict]:
+def generate_rows(
+    name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any]
+) -> list[dict]:
     """One split's rows; test rows whose question is also a train question are left out."""
     config_json = _config_json(name, split, num, seed, options)
     items = generator(name, config_json)
@@ -112,17 +129,29 @@ def generate_rows(name: str, split: str, num: int | None, seed: int, options: Ma
 
 
 def make_task(name: str) -> Task:
-    """The grpolab Task for reasoning-gym dataset ``name`` (a UserError when the package or name is missing)."""
+    """The grpolab Task for reasoning-gym dataset ``name`` (a UserError when package or name is missing)."""
     check_name(name)
 
-    def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
-             **options: Any):
+    def load(
+        split: str = "train",
+        data_file: str | None = None,
+        num: int | None = None,
+        seed: int = 0,
+        **options: Any,
+    ):
         import datasets
 
         if data_file:
-            rows = [row for row in read_rows(data_file, required=_ROW_KEYS)[0] if row.get("split", split) == split]
-            rows = [{**_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row), "answer": str(row["answer"])}
-                    for row in rows[:num]]
+            rows = [
+                row for row in read_rows(data_file, required=_ROW_KEYS)[0] if row.get("split", split) == split
+            ]
+            rows = [
+                {
+                    **_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row),
+                    "answer": str(row["answer"]),
+                }
+                for row in rows[:num]
+            ]
         else:
             rows = generate_rows(name, split, num, seed, options)
         return datasets.Dataset.from_list(rows)
@@ -142,18 +171,25 @@ def make_task(name: str) -> Task:
         options=_options(name),
         generate=generate,
         reference=lambda row: f"<answer>{row['answer']}</answer>",
-        chat=ChatSupport(hint="type a question; give its answer with /answer TEXT to have the reply judged "
-                         "(by exact match: reasoning-gym's scorer needs a generated item)"),
+        chat=ChatSupport(
+            hint="type a question; give its answer with /answer TEXT to have the reply judged "
+            "(by exact match: reasoning-gym's scorer needs a generated item)"
+        ),
     )
 
 
 def _options(name: str) -> dict[str, Option]:
     from reasoning_gym.factory import DATASETS
 
-    fields = {field: Option(f"a field of reasoning-gym's {DATASETS[name][1].__name__}")
-              for field in DATASETS[name][1].__dataclass_fields__}
-    return {**fields, "size": Option("items to generate (grpolab's --num overrides it)"),
-            "seed": Option("generator seed (default: grpolab's --seed); the test split adds TEST_SEED_OFFSET")}
+    fields = {
+        field: Option(f"a field of reasoning-gym's {DATASETS[name][1].__name__}")
+        for field in DATASETS[name][1].__dataclass_fields__
+    }
+    return {
+        **fields,
+        "size": Option("items to generate (grpolab's --num overrides it)"),
+        "seed": Option("generator seed (default: grpolab's --seed); the test split adds TEST_SEED_OFFSET"),
+    }
 
 
 def score(text: str, row: Mapping[str, Any]) -> Verdict:
@@ -162,9 +198,12 @@ def score(text: str, row: Mapping[str, Any]) -> Verdict:
 
     answer = extract_answer(text)
     if "rg_index" not in row:  # a question typed in chat: no generated item to hand the scorer
-        return Verdict(solved=answer is not None and answer == str(row["answer"]).strip(), parsed=answer,
-                       partial=float(answer is not None and answer == str(row["answer"]).strip()),
-                       format_ok=answer is not None)
+        return Verdict(
+            solved=answer is not None and answer == str(row["answer"]).strip(),
+            parsed=answer,
+            partial=float(answer is not None and answer == str(row["answer"]).strip()),
+            format_ok=answer is not None,
+        )
     value = float(generator(row["rg_dataset"], row["rg_config"]).score_answer(answer, entry(row)))
     return Verdict(solved=value == 1.0, parsed=answer, partial=value, format_ok=answer is not None)
 
@@ -188,7 +227,7 @@ REWARDS = {reward.__name__: reward for reward in (gym_score, gym_format)}
 
 
 class _AnyDataset(Task):
-    """``grpolab data reasoning_gym --dataset NAME``: generates any dataset, its config from the other options."""
+    """``grpolab data reasoning_gym --dataset NAME``: any dataset, its config from the other options."""
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         if not options.get("dataset"):
@@ -196,18 +235,27 @@ class _AnyDataset(Task):
 
 
 def _no_load(*args: Any, **kwargs: Any) -> Any:
-    raise UserError("name a reasoning-gym dataset: --task reasoning_gym/NAME, e.g. reasoning_gym/leg_counting")
+    raise UserError(
+        "name a reasoning-gym dataset: --task reasoning_gym/NAME, e.g. reasoning_gym/leg_counting"
+    )
 
 
 def any_dataset() -> Task:
     """A generator for every reasoning-gym dataset at once (``grpolab data``); training takes one by name."""
 
-    def generate(num: int, seed: int = 0, split: str = "train", dataset: str = "", **config: Any) -> list[dict]:
+    def generate(
+        num: int, seed: int = 0, split: str = "train", dataset: str = "", **config: Any
+    ) -> list[dict]:
         return make_task(dataset).generate(num, seed, split, **config)
 
     return _AnyDataset(
-        name="reasoning_gym", load=_no_load, prompt=make_prompt, score=score, rewards=REWARDS,
-        default_rewards=("gym_score", "gym_format"), default_weights=(1.0, 0.2),
+        name="reasoning_gym",
+        load=_no_load,
+        prompt=make_prompt,
+        score=score,
+        rewards=REWARDS,
+        default_rewards=("gym_score", "gym_format"),
+        default_weights=(1.0, 0.2),
         options={"dataset": Option("a reasoning-gym dataset name, e.g. leg_counting", required=True)},
         generate=generate,
     )

@@ -15,10 +15,15 @@ logger = logging.getLogger(__name__)
 CHECK_PATH = "check the path given with --data_file"
 
 
-def read_rows(path: str | Path, required: Sequence[str] = ("question", "answer"),
-              problem: Callable[[dict[str, Any]], str | None] | None = None, skip_bad_rows: bool | None = None,
-              missing_hint: str = CHECK_PATH) -> tuple[list[dict[str, Any]], int]:
-    """The rows of a JSONL file, and how many bad rows were skipped (UTF-8, a byte-order mark allowed; blank lines ignored).
+def read_rows(
+    path: str | Path,
+    required: Sequence[str] = ("question", "answer"),
+    problem: Callable[[dict[str, Any]], str | None] | None = None,
+    skip_bad_rows: bool | None = None,
+    missing_hint: str = CHECK_PATH,
+) -> tuple[list[dict[str, Any]], int]:
+    """The rows of a JSONL file and how many bad rows were skipped (UTF-8, a byte-order mark allowed; blank
+    lines ignored).
 
     A line that is not a JSON object, lacks a ``required`` key or has a ``problem`` (a task's check, which
     returns why a row is unusable, or None) is a UserError naming ``path:line``; with ``skip_bad_rows``
@@ -49,8 +54,9 @@ def read_rows(path: str | Path, required: Sequence[str] = ("question", "answer")
     return rows, skipped
 
 
-def _decode(line: bytes, required: Sequence[str],
-            problem: Callable[[dict[str, Any]], str | None] | None) -> tuple[Any, str | None]:
+def _decode(
+    line: bytes, required: Sequence[str], problem: Callable[[dict[str, Any]], str | None] | None
+) -> tuple[Any, str | None]:
     """(record, None) for a usable line, else (None, why not)."""
     try:
         record = json.loads(line.decode("utf-8-sig"))
@@ -62,6 +68,9 @@ def _decode(line: bytes, required: Sequence[str],
         return None, f"expected a JSON object, got {type(record).__name__}"
     missing = [key for key in required if key not in record]
     if missing:
-        return None, f"missing key {', '.join(repr(key) for key in missing)} (each row needs {', '.join(required)})"
+        return (
+            None,
+            f"missing key {', '.join(repr(key) for key in missing)} (each row needs {', '.join(required)})",
+        )
     why = problem(record) if problem else None
     return (None, why) if why else (record, None)

@@ -8,8 +8,6 @@ training forward pass and the KV cache of generation. It is a guide, not a guara
 from __future__ import annotations
 
 import json
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,8 +46,15 @@ def _local_config(model_name: str) -> dict | None:
     if model_name.lower() in models.EMBEDDED:
         directory = models.cache_dir(models.EMBEDDED[model_name.lower()])
         if not (directory / "config.json").is_file():
-            return {"hidden_size": 576, "num_hidden_layers": 30, "intermediate_size": 1536, "num_attention_heads": 9,
-                    "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
+            return {
+                "hidden_size": 576,
+                "num_hidden_layers": 30,
+                "intermediate_size": 1536,
+                "num_attention_heads": 9,
+                "num_key_value_heads": 3,
+                "vocab_size": 49152,
+                "tie_word_embeddings": True,
+            }
     else:
         directory = Path(model_name).expanduser()
     path = directory / "config.json"
@@ -70,8 +75,15 @@ def _shape_from_config(config: dict) -> Shape:
 def lora_parameters(shape: Shape, rank: int, targets) -> float:
     """r * (in + out) for each targeted projection in every layer ('all-linear' = all seven)."""
     h, i, kv = shape.hidden, shape.intermediate, shape.kv_heads_dim
-    sizes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-             "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+    sizes = {
+        "q_proj": (h, h),
+        "k_proj": (h, kv),
+        "v_proj": (h, kv),
+        "o_proj": (h, h),
+        "gate_proj": (h, i),
+        "up_proj": (h, i),
+        "down_proj": (i, h),
+    }
     names = sizes if targets in (None, "all-linear", ["all-linear"]) else [t for t in targets if t in sizes]
     return shape.layers * sum(rank * (sizes[name][0] + sizes[name][1]) for name in names)
 
@@ -97,23 +109,36 @@ def plan_lines(train_args, grpo_config, model_config) -> list[str]:
     generations = grpo_config.num_generations
     per_step = grpo_config.per_device_train_batch_size * grpo_config.gradient_accumulation_steps
     world = max(1, grpo_config.world_size)
-    quant = "4-bit NF4 (bitsandbytes)" if model_config.load_in_4bit else "8-bit" if model_config.load_in_8bit else "none"
+    quant = "none"
+    if model_config.load_in_4bit or model_config.load_in_8bit:
+        quant = "4-bit NF4 (bitsandbytes)" if model_config.load_in_4bit else "8-bit"
+    epochs = f"{grpo_config.num_train_epochs:g} epoch(s)"
+    steps = grpo_config.max_steps if grpo_config.max_steps > 0 else epochs
     lines = [
         f"model            {name}" + (" (via Unsloth)" if train_args.use_unsloth else ""),
-        f"task             {train_args.task}  rewards: {', '.join(train_args.reward_funcs or ['task defaults'])}",
+        f"task             {train_args.task}  rewards: "
+        f"{', '.join(train_args.reward_funcs or ['task defaults'])}",
         f"quantisation     {quant}",
-        f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha} on {model_config.lora_target_modules or 'default modules'}"
-        if model_config.use_peft else f"LoRA             continue the adapter in {train_args.init_adapter}"
-        if train_args.init_adapter else "LoRA             off (full fine-tuning)",
-        f"batch            {grpo_config.per_device_train_batch_size}/device x {grpo_config.gradient_accumulation_steps} accumulation x {world} process(es)"
+        f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha} on "
+        f"{model_config.lora_target_modules or 'default modules'}"
+        if model_config.use_peft
+        else f"LoRA             continue the adapter in {train_args.init_adapter}"
+        if train_args.init_adapter
+        else "LoRA             off (full fine-tuning)",
+        f"batch            {grpo_config.per_device_train_batch_size}/device x "
+        f"{grpo_config.gradient_accumulation_steps} accumulation x {world} process(es)"
         f" = {per_step * world} completions per optimiser step",
-        f"groups           {generations} completions per prompt -> {per_step * world // generations} prompts per step",
-        f"steps            {grpo_config.max_steps if grpo_config.max_steps > 0 else f'{grpo_config.num_train_epochs:g} epoch(s)'}",
-        f"generation       max {grpo_config.max_completion_length} new tokens, temperature {grpo_config.temperature}"
+        f"groups           {generations} completions per prompt -> {per_step * world // generations} prompts "
+        f"per step",
+        f"steps            {steps}",
+        f"generation       max {grpo_config.max_completion_length} new tokens, temperature "
+        f"{grpo_config.temperature}"
         + (f", vLLM {grpo_config.vllm_mode}" if grpo_config.use_vllm else ", transformers generate"),
-        f"context          max_seq_length {context_length(train_args, grpo_config)} tokens (prompt + completion"
+        f"context          max_seq_length {context_length(train_args, grpo_config)} tokens (prompt + "
+        f"completion"
         + ("; Unsloth's limit)" if train_args.use_unsloth else "; sizes the memory estimate)"),
-        f"loss             {grpo_config.loss_type}, beta {grpo_config.beta}, lr {grpo_config.learning_rate:g}",
+        f"loss             {grpo_config.loss_type}, beta {grpo_config.beta}, "
+        f"lr {grpo_config.learning_rate:g}",
         f"output           {grpo_config.output_dir}",
     ]
     lines.append(memory_line(shape, train_args, grpo_config, model_config))
@@ -124,18 +149,29 @@ def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> s
     if shape is None:
         return "memory           unknown (model shape not known offline; give a local path to estimate)"
     weights = shape.parameters * bytes_per_weight(model_config, grpo_config)
-    trainable = lora_parameters(shape, model_config.lora_r, model_config.lora_target_modules) if model_config.use_peft else shape.parameters
-    optimizer = trainable * (4 + (2 if "8bit" in str(grpo_config.optim) else 8))  # weights' grads + AdamW moments
+    trainable = (
+        lora_parameters(shape, model_config.lora_r, model_config.lora_target_modules)
+        if model_config.use_peft
+        else shape.parameters
+    )
+    optimizer = trainable * (
+        4 + (2 if "8bit" in str(grpo_config.optim) else 8)
+    )  # weights' grads + AdamW moments
     tokens = grpo_config.per_device_train_batch_size * context_length(train_args, grpo_config)
     act_bytes = 2 if grpo_config.bf16 else 4
     per_layer = tokens * shape.hidden * act_bytes * (2 if grpo_config.activation_checkpointing else 16)
-    activations = per_layer * (1 if grpo_config.activation_checkpointing else shape.layers) + tokens * shape.vocab * 4
+    activations = (
+        per_layer * (1 if grpo_config.activation_checkpointing else shape.layers) + tokens * shape.vocab * 4
+    )
     kv_cache = 2 * shape.layers * tokens * shape.kv_heads_dim * act_bytes
     total = weights + optimizer + activations + kv_cache
     reference = weights if grpo_config.beta > 0 and not model_config.use_peft else 0
-    return (f"memory (rough)   {_gib(total + reference)} per device: weights {_gib(weights)}, "
-            f"trainable {trainable / 1e6:.1f}M params + optimizer {_gib(optimizer)}, activations {_gib(activations)}, "
-            f"KV cache {_gib(kv_cache)}")
+    return (
+        f"memory (rough)   {_gib(total + reference)} per device: weights {_gib(weights)}, "
+        f"trainable {trainable / 1e6:.1f}M params + optimizer {_gib(optimizer)}, activations "
+        f"{_gib(activations)}, "
+        f"KV cache {_gib(kv_cache)}"
+    )
 
 
 def sft_plan_lines(train_args, sft_config, model_config) -> list[str]:
@@ -144,7 +180,8 @@ def sft_plan_lines(train_args, sft_config, model_config) -> list[str]:
     return [
         f"model            {model_config.model_name_or_path}",
         f"task             {train_args.task} (supervised warm-up on reference replies)",
-        f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha}" if model_config.use_peft
+        f"LoRA             r={model_config.lora_r} alpha={model_config.lora_alpha}"
+        if model_config.use_peft
         else "LoRA             off (full fine-tuning)",
         f"batch            {sft_config.per_device_train_batch_size}/device x "
         f"{sft_config.gradient_accumulation_steps} accumulation = {per_step} replies per optimiser step",
@@ -161,10 +198,3 @@ def print_plan(train_args, trainer_config, model_config, command: str = "train")
     lines = plan_lines if command == "train" else sft_plan_lines
     print("\n".join([*lines(train_args, trainer_config, model_config), *checked]))
     print("dry run: task, rewards, data, output folder and configs checked; no weights were loaded")
-
-
-def size_from_name(name: str) -> float | None:
-    match = re.search(r"(\d+(?:\.\d+)?)([bm])\b", name.lower())
-    if not match:
-        return None
-    return float(match.group(1)) * (1e9 if match.group(2) == "b" else 1e6) if not math.isnan(float(match.group(1))) else None

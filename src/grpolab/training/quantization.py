@@ -56,7 +56,11 @@ def load_unsloth(source: str, model_config, trainer_config, max_seq_length: int)
     if targets in (None, "all-linear", ["all-linear"]):
         targets = UNSLOTH_LORA_TARGETS
     return FastLanguageModel.get_peft_model(
-        model, r=model_config.lora_r, lora_alpha=model_config.lora_alpha, lora_dropout=model_config.lora_dropout,
-        target_modules=targets, random_state=trainer_config.seed,
+        model,
+        r=model_config.lora_r,
+        lora_alpha=model_config.lora_alpha,
+        lora_dropout=model_config.lora_dropout,
+        target_modules=targets,
+        random_state=trainer_config.seed,
         use_gradient_checkpointing="unsloth" if trainer_config.activation_checkpointing else False,
     )

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from grpolab.errors import UserError
+from grpolab.errors import UserError, one_line
 from grpolab.training.args import TrainArgs
 
 DEFAULT_RECIPE = "default.yaml"
@@ -185,7 +185,7 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     try:
         train_args, grpo_config, model_config = parser.parse_args_into_dataclasses(args=argv)
     except ValueError as error:  # dataclass __post_init__ checks: batch arithmetic, loss type, ...
-        raise UserError(_with_fix(_one_line(error))) from None
+        raise UserError(_with_fix(one_line(error))) from None
     completion = getattr(grpo_config, "max_completion_length", None)
     if train_args.max_seq_length and completion and train_args.max_seq_length <= completion:
         raise UserError(f"max_seq_length ({train_args.max_seq_length}) must exceed max_completion_length "
@@ -290,7 +290,3 @@ _FIXES = {
 def _with_fix(message: str) -> str:
     fix = next((fix for fragment, fix in _FIXES.items() if fragment in message), None)
     return f"{message.rstrip('.')}: {fix}" if fix else message
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())

@@ -42,9 +42,14 @@ def select_rewards(task: Task, names: Sequence[str] | None, weights: Sequence[fl
     if weights is None and not names_given(names, task):
         weights = list(task.default_weights)
     if weights is not None and len(weights) != len(names):
-        raise UserError(f"reward_weights has {len(weights)} values but there are {len(names)} reward functions ({', '.join(names)})")
-    functions = [guard(resolve_reward(name, task), recorder, timeout, user_code=name not in task.rewards)
-                 for name in names]
+        raise UserError(
+            f"reward_weights has {len(weights)} values but there are {len(names)} reward functions "
+            f"({', '.join(names)})"
+        )
+    functions = [
+        guard(resolve_reward(name, task), recorder, timeout, user_code=name not in task.rewards)
+        for name in names
+    ]
     return functions, (list(weights) if weights is not None else None)
 
 
@@ -71,8 +76,10 @@ class SampleRecorder:
 
         rows = []
         for index, completion in enumerate(self.completions[:limit]):
-            row = {"completion": completion_text(completion),
-                   "rewards": {name: values[index] for name, values in self.rewards.items()}}
+            row = {
+                "completion": completion_text(completion),
+                "rewards": {name: values[index] for name, values in self.rewards.items()},
+            }
             if index < len(self.answers):
                 row["answer"] = self.answers[index]
             rows.append(row)
@@ -85,8 +92,12 @@ class RewardTimeout(BaseException):
     ``except Exception`` in the function cannot swallow it."""
 
 
-def guard(function: Callable[..., list[float]], recorder: SampleRecorder | None = None, timeout: float = 0.0,
-          user_code: bool = False) -> Callable[..., list[float]]:
+def guard(
+    function: Callable[..., list[float]],
+    recorder: SampleRecorder | None = None,
+    timeout: float = 0.0,
+    user_code: bool = False,
+) -> Callable[..., list[float]]:
     """Wrap a reward function so bad output fails loudly with its name; keeps ``__name__`` for logging.
 
     ``timeout`` (seconds, 0 = none) limits each call; ``user_code`` makes failures one-line user errors.
@@ -100,7 +111,8 @@ def guard(function: Callable[..., list[float]], recorder: SampleRecorder | None 
             values = call_with_timeout(function, timeout, prompts=prompts, completions=completions, **kwargs)
         except RewardTimeout:
             raise error_type(
-                f"reward function '{name}' ran longer than reward_timeout ({timeout:g} s) on {len(completions)} "
+                f"reward function '{name}' ran longer than reward_timeout ({timeout:g} s) on "
+                f"{len(completions)} "
                 "completions; make it faster or raise --reward_timeout (0 turns the limit off)"
             ) from None
         except Exception as error:
@@ -163,11 +175,15 @@ def _call_in_thread(function: Callable[..., Any], timeout: float, kwargs: dict) 
 
 def check_values(name: str, values, expected: int, error_type: type[Exception] = RewardFunctionError) -> None:
     if not isinstance(values, (list, tuple)):
-        raise error_type(f"reward function '{name}' returned {type(values).__name__}, expected a list of floats")
+        raise error_type(
+            f"reward function '{name}' returned {type(values).__name__}, expected a list of floats"
+        )
     if len(values) != expected:
         raise error_type(f"reward function '{name}' returned {len(values)} values for {expected} completions")
     for value in values:
         if value is None:
             continue  # TRL's convention: None means "not applicable to this sample"
         if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
-            raise error_type(f"reward function '{name}' returned {value!r}; rewards must be finite numbers or None")
+            raise error_type(
+                f"reward function '{name}' returned {value!r}; rewards must be finite numbers or None"
+            )
