@@ -19,7 +19,7 @@ make it harder | make it easier: the numbers'. Writes probe.json, probe.md and s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from grpolab.arguments import add_fields
-    from grpolab.evaluation.probe import ProbeConfig
+    from grpolab.evaluation.config import ProbeConfig
 
     add_fields(parser, ProbeConfig)
     parser.add_argument("--out", help="output directory (default: ADAPTER/probe or outputs/probe-MODEL-TASK)")
@@ -29,8 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from grpolab.arguments import parse_fields
     from grpolab.evaluation import probe
+    from grpolab.evaluation.config import ProbeConfig
 
-    config = parse_fields(probe.ProbeConfig, args.argv, "probe")
+    config = parse_fields(ProbeConfig, args.argv, "probe")
     out, result = probe.probe(config, args.out, progress=not args.no_progress)
     print(probe.table(result["results"]))
     if result["label_advice"]:

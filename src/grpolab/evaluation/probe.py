@@ -37,14 +37,14 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
+from grpolab.evaluation.config import ProbeConfig
 from grpolab.evaluation.metrics import pass_at_k
 from grpolab.evaluation.report import markdown_table
-from grpolab.generation.settings import setting_field
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
@@ -55,98 +55,6 @@ _DECIMALS = 6  # rewards equal to 6 decimals are equal: float sums of weights (0
 
 TRAIN, WARM_UP, HARDER, EASIER = "train", "warm up with grpolab sft first", "make it harder", "make it easier"
 RESULT, REPORT, SAMPLES = "probe.json", "probe.md", "samples.jsonl"
-
-
-@dataclass
-class ProbeConfig:
-    """What to probe; ``model``/``task`` left as None come from the adapter's run directory."""
-
-    model: str | None = field(
-        default=None,
-        metadata={
-            "help": "model name or path (default: the adapter's base model, else smollm2-135m-instruct)"
-        },
-    )
-    adapter: str | None = field(
-        default=None, metadata={"help": "a training run directory (or any PEFT LoRA adapter directory)"}
-    )
-    task: str | None = field(
-        default=None,
-        metadata={"help": "task name or package.module:TASK (default: the run's task, else arith)"},
-    )
-    task_options: dict[str, Any] | str | None = field(
-        default_factory=dict,
-        metadata={"help": 'task options as a YAML mapping or JSON, e.g. \'{"blanks": "4,8"}\''},
-    )
-    data_file: str | None = field(
-        default=None, metadata={"help": "JSONL file of items (default: the task's own data)"}
-    )
-    split: str = field(default="train", metadata={"help": "data split to sample prompts from"})
-    num: int = field(default=16, metadata={"help": "number of prompts"})
-    k: int = field(default=8, metadata={"help": "completions per prompt: the GRPO group size G"})
-    temperature: float = setting_field(
-        "temperature", default=1.0, help="sampling temperature, as in training (TRL's default is 1.0)"
-    )
-    top_p: float = setting_field("top_p")
-    max_new_tokens: int = setting_field(
-        "max_new_tokens",
-        default=256,
-        help="longest completion, in tokens: use the recipe's max_completion_length",
-    )
-    batch_size: int = field(default=32, metadata={"help": "sequences generated at once"})
-    seed: int = field(default=0, metadata={"help": "seed for generated data and for sampling"})
-    reward_funcs: list[str] | str | None = field(
-        default=None, metadata={"help": "comma-separated reward functions (default: the task's)"}
-    )
-    reward_weights: list[float] | str | None = field(
-        default=None,
-        metadata={
-            "help": "comma-separated weights, one per reward function (default: the task's, or 1 each)"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        from grpolab.tasks.base import parse_task_options
-
-        self.task_options = parse_task_options(self.task_options)
-        self.reward_funcs = _names(self.reward_funcs)
-        self.reward_weights = _weights(self.reward_weights)
-        for flag, value in (
-            ("--num", self.num),
-            ("--max_new_tokens", self.max_new_tokens),
-            ("--batch_size", self.batch_size),
-        ):
-            if value < 1:
-                raise UserError(f"{flag} must be 1 or more, got {value}")
-        if self.k < 2:
-            raise UserError(
-                f"--k {self.k} is a group of one, which never has a spread: use GRPO's group "
-                "size (num_generations), 2 or more, e.g. --k 8"
-            )
-        if self.temperature <= 0:
-            raise UserError(
-                f"--temperature {self.temperature} makes the {self.k} completions of a prompt "
-                "equal, so every group would show no signal: sample as training does, e.g. 1.0"
-            )
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
-
-
-def _names(value: list[str] | str | None) -> list[str] | None:
-    if isinstance(value, str):
-        value = value.split(",")
-    return [name.strip() for name in value if name.strip()] or None if value else None
-
-
-def _weights(value: list[float] | str | None) -> list[float] | None:
-    if not isinstance(value, str):
-        return value
-    try:
-        return [float(weight) for weight in value.split(",")]
-    except ValueError:
-        raise UserError(
-            f"--reward_weights must be numbers separated by commas, like 1,0.2; got {value!r}"
-        ) from None
 
 
 # ------------------------------------------------------------------------------------------ arithmetic
