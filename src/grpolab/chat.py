@@ -28,6 +28,26 @@ from grpolab.tasks.base import ChatInputError
 Messages = list[dict[str, str]]
 PROMPT = ">>> "
 
+
+@dataclass
+class ChatArgs:
+    """``grpolab chat``'s own flags (the generation settings are ``GenerationSettings``'s fields)."""
+
+    model: str | None = field(default=None, metadata={"help": (
+        "model name, hub id or checkpoint directory (a merged model too); default: the adapter's base model, "
+        "else smollm2-135m-instruct")})
+    adapter: str | None = field(default=None, metadata={
+        "help": "training run directory holding a LoRA adapter"})
+    task: str | None = field(default=None, metadata={"help": (
+        f"task ({TASK_HELP}): send each message through this task's prompt and show its scorer's verdict")})
+    system: str | None = field(default=None, metadata={
+        "help": "system message (default: the task's, else the chat template's)"})
+    context: int | None = field(default=None, metadata={"help": (
+        "context window in tokens (default: the model's max_position_embeddings); older turns beyond it "
+        "leave the prompt, with a notice")})
+    dtype: str = field(default="auto", metadata={"help": "weights dtype: auto, float32, bfloat16, float16"})
+    seed: int | None = field(default=None, metadata={"help": "random seed, for repeatable sampling"})
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "/help": ("", "show this help"),
     "/set": ("[NAME VALUE]", "change a generation setting, e.g. /set temperature 0.3; alone: show them"),
@@ -155,6 +175,8 @@ class ChatSession:
 
     def _command_help(self, argument: str) -> str:
         lines = [f"  {name} {usage}".ljust(24) + summary for name, (usage, summary) in COMMANDS.items()]
+        lines.append("settings for /set:")
+        lines += [f"  {name}".ljust(24) + spec.metadata["help"] for name, spec in SETTINGS.items()]
         if self.task is not None:
             lines.append(f"task {self.task.name}: {self.task.hint}")
         return "\n".join(lines)

@@ -34,28 +34,14 @@ CountTokens = Callable[[Messages], int]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", help="model name, hub id or checkpoint directory (a merged model too); "
-                        "default: the adapter's base model, else smollm2-135m-instruct")
-    parser.add_argument("--adapter", help="training run directory holding a LoRA adapter")
-    parser.add_argument(
-        "--task",
-        help="task name (arith, sudoku, gsm8k, reasoning_gym/NAME) or package.module:TASK: send each message "
-        "through "
-        "this task's prompt and show its scorer's verdict",
-    )
-    parser.add_argument("--system", help="system message (default: the task's, else the chat template's)")
-    defaults = GenerationSettings()
+    from grpolab.arguments import add_fields
+    from grpolab.chat import ChatArgs
+
+    add_fields(parser, ChatArgs)
+    # Taken as text and read by the rules /set uses, so a flag and /set answer a bad value alike.
     for spec in fields(GenerationSettings):
-        default = None if spec.name == "max_new_tokens" else getattr(defaults, spec.name)
+        default = None if spec.name == "max_new_tokens" else spec.default  # None: the run's length
         parser.add_argument(f"--{spec.name}", default=default, help=spec.metadata["help"])
-    parser.add_argument(
-        "--context",
-        type=int,
-        help="context window in tokens (default: the model's "
-        "max_position_embeddings); older turns beyond it leave the prompt, with a notice",
-    )
-    parser.add_argument("--dtype", default="auto", help="weights dtype: auto, float32, bfloat16, float16")
-    parser.add_argument("--seed", type=int, help="random seed, for repeatable sampling")
 
 
 def run(args: argparse.Namespace) -> int:
