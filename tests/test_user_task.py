@@ -83,15 +83,9 @@ def test_a_user_task_runs_through_every_command(user_task, tiny_model_dir, capsy
     assert {row["answer"] for row in rows} == {"5"} and {row["label"] for row in rows} == {"len-5"}
 
     run = user_task / "run"
-    flags = [
-        *tiny_flags(tiny_model_dir, run, 1),
-        "--task",
-        TASK,
-        "--data_file",
-        str(data),
-        "--num_train",
-        "8",
-    ]
+    # --task_options {}: the default recipe's task_options are arith's
+    flags = [*tiny_flags(tiny_model_dir, run, 1), "--task", TASK, "--task_options", "{}",
+             "--data_file", str(data), "--num_train", "8"]
     assert main(["train", *flags]) == 0
     assert json.loads((run / "grpolab_run.json").read_text())["task"] == TASK
     logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
