@@ -203,7 +203,7 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
 
 
 def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, monkeypatch):
-    """Without SDPA the decoder hands transformers the 2-D mask instead of building SDPA's 4-D one."""
+    """The decoder's padding mask and position ids hold with eager attention as well as with SDPA."""
     from grpolab.batching import generate_stream
     from grpolab.generation import GenerationSettings
 
@@ -214,24 +214,6 @@ def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, 
     results = {chat: (texts[0], lengths[0]) for chat, texts, lengths
                in generate_stream(model, tokenizer, CHATS, GenerationSettings(6), batch_size=3)}
     assert [results[i] for i in range(len(CHATS))] == list(zip(expected_texts, map(len, expected_tokens), strict=True))
-
-
-def test_cache_layer_writes_in_place_and_grows_past_its_room():
-    import torch
-
-    from grpolab.batching import _cache
-
-    keys, values = torch.randn(2, 1, 3, 4), torch.randn(2, 1, 3, 4)
-    cache = _cache([(keys, values)], room=1)
-    steps = [(torch.randn(2, 1, 1, 4), torch.randn(2, 1, 1, 4)) for _ in range(3)]
-    for step, (new_keys, new_values) in enumerate(steps):
-        cache.update(new_keys, new_values, 0)
-        assert cache.get_seq_length() == 4 + step
-    layer = cache.layers[0]
-    assert torch.equal(layer.keys, torch.cat([keys, *(k for k, _ in steps)], dim=2))
-    assert torch.equal(layer.values, torch.cat([values, *(v for _, v in steps)], dim=2))
-    # Room for 3 + 1; the second step reallocated 5 + 1, and the third wrote into that buffer in place.
-    assert layer.key_buffer.shape[2] == 6 and layer.keys.data_ptr() == layer.key_buffer.data_ptr()
 
 
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):

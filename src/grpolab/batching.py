@@ -18,7 +18,6 @@ uses transformers' own logits processors, in ``generate()``'s order.
 
 from __future__ import annotations
 
-import functools
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,7 @@ class _Batch:
     """Rows decoding together. Tensors are row-aligned; the cache holds ``mask.shape[1]`` positions."""
 
     rows: list[int]  # sequence ids
-    cache: Any  # transformers Cache of roomy layers: (rows, kv_heads, length, head_dim) per layer
+    cache: Any  # transformers DynamicCache: (rows, kv_heads, length, head_dim) per layer
     mask: Any  # (rows, length), 1 where the cache holds a real token
     positions: Any  # (rows,) position id of the next token to feed
     logits: Any  # (rows, vocab) scores for the next token
@@ -72,7 +71,6 @@ class _Decoder:
         self.stop = set(stop_token_ids(model, tokenizer))
         self.generated: list[list[int]] = [[] for _ in prompts]
         self.processors = _processors(settings)
-        self.sdpa = getattr(model.config, "_attn_implementation", None) == "sdpa"
         shortest = min(len(prompt) for prompt in prompts)
         # Every row keeps at least one token of its own to prefill: its logits give the first new token.
         self.prefix_length = min(len(os.path.commonprefix([list(p) for p in prompts])), shortest - 1)
@@ -115,6 +113,7 @@ class _Decoder:
     def _prefill(self, sequences: list[int]) -> _Batch:
         """Prefill the part of each prompt after the shared prefix; rows are left-padded after the prefix."""
         import torch
+        from transformers import DynamicCache
 
         device, rows = self.model.device, len(sequences)
         suffixes = [self.prompts[s][self.prefix_length:] for s in sequences]
@@ -123,9 +122,9 @@ class _Decoder:
         mask = torch.tensor([[1] * self.prefix_length + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
                             device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.prefix_length:]  # (rows, width)
-        room = width + self.settings.max_new_tokens
-        layers = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self.prefix_cache or []]
-        cache = _cache(layers or [(None, None)] * self.model.config.num_hidden_layers, room)
+        copies = [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
+                  for k, v in self.prefix_cache or []]
+        cache = DynamicCache(copies) if copies else DynamicCache()
         logits = self._forward(ids, mask, positions, cache)
         return _Batch(list(sequences), cache, mask, mask.sum(-1), logits)
 
@@ -161,12 +160,7 @@ class _Decoder:
         import torch
 
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.mask[:, :1])], dim=1)
-        attend = batch.mask
-        if self.sdpa:
-            # One new token sees every cached one: SDPA's mask is the padding mask, (rows, 1, 1, length), what
-            # transformers would build from ``batch.mask`` each step through many more ops.
-            attend = batch.mask[:, None, None, :].bool()
-        batch.logits = self._forward(batch.tokens[:, None], attend, batch.positions[:, None], batch.cache)
+        batch.logits = self._forward(batch.tokens[:, None], batch.mask, batch.positions[:, None], batch.cache)
         batch.positions = batch.positions + 1
 
 
@@ -212,8 +206,7 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
     mask = batch.mask[index]
     first = int(mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
     layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in batch.cache.layers]
-    room = batch.cache.layers[0].room
-    return _Batch([batch.rows[row] for row in keep], _cache(layers, room), mask[:, first:], batch.positions[index],
+    return _Batch([batch.rows[row] for row in keep], _cache(layers), mask[:, first:], batch.positions[index],
                   batch.logits[index], batch.tokens[index])
 
 
@@ -230,64 +223,11 @@ def _merge(old: _Batch, new: _Batch) -> _Batch:
 
     layers = [(torch.cat([widen(a.keys, 2), widen(b.keys, 2)]), torch.cat([widen(a.values, 2), widen(b.values, 2)]))
               for a, b in zip(old.cache.layers, new.cache.layers, strict=True)]
-    room = max(old.cache.layers[0].room, new.cache.layers[0].room)
-    return _Batch(old.rows + new.rows, _cache(layers, room), torch.cat([widen(old.mask, 1), widen(new.mask, 1)]),
+    return _Batch(old.rows + new.rows, _cache(layers), torch.cat([widen(old.mask, 1), widen(new.mask, 1)]),
                   torch.cat([old.positions, new.positions]), torch.cat([old.logits, new.logits]))
 
 
-def _cache(layers, room: int):
-    """A key/value cache holding ``layers`` (keys, values) with ``room`` free positions after them."""
-    from transformers import Cache
+def _cache(layers):
+    from transformers import DynamicCache
 
-    layer_class = _roomy_layer_class()
-    return Cache(layers=[layer_class(keys, values, room) for keys, values in layers])
-
-
-@functools.cache
-def _roomy_layer_class():
-    """transformers' DynamicLayer, writing each step's keys and values into room kept free at the end.
-
-    DynamicLayer concatenates: every step copies the whole cache of every layer, which is as much memory
-    traffic as reading the weights once the batch is wide. Here a step writes one column in place, and the
-    layer's ``keys``/``values`` are views of the filled part. Room runs out only past the rows'
-    ``max_new_tokens``; then the buffer is reallocated with as much room again.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    class RoomyLayer(DynamicLayer):
-        def __init__(self, keys, values, room: int):
-            super().__init__()
-            self.room = room
-            if keys is not None:
-                self._allocate(keys, values)
-
-        def _allocate(self, keys, values) -> None:
-            rows, heads, length, dim = keys.shape
-            self.key_buffer = keys.new_empty(rows, heads, length + self.room, dim)
-            self.value_buffer = values.new_empty(rows, values.shape[1], length + self.room, values.shape[3])
-            self.key_buffer[:, :, :length] = keys
-            self.value_buffer[:, :, :length] = values
-            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
-            self._set_length(length)
-
-        def _set_length(self, length: int) -> None:
-            self.length = length
-            self.keys, self.values = self.key_buffer[:, :, :length], self.value_buffer[:, :, :length]
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self._allocate(key_states, value_states)
-                return self.keys, self.values
-            end = self.length + key_states.shape[-2]
-            if end > self.key_buffer.shape[2]:
-                import torch
-
-                self._allocate(torch.cat([self.keys, key_states], dim=-2),
-                               torch.cat([self.values, value_states], dim=-2))
-                return self.keys, self.values
-            self.key_buffer[:, :, self.length:end] = key_states
-            self.value_buffer[:, :, self.length:end] = value_states
-            self._set_length(end)
-            return self.keys, self.values
-
-    return RoomyLayer
+    return DynamicCache(layers)
