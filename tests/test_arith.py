@@ -28,6 +28,9 @@ ROW = {"question": "7 + 12", "answer": "19", "label": "add-20"}
         ("", None, False, False),
         ("nineteen", None, False, False),
         ("１９", None, False, False),  # full-width digits are not ASCII digits: unparseable
+        ("\u0661\u0669", None, False, False),  # Arabic-Indic digits neither
+        ("\u221219", "-19", False, False),  # U+2212 minus sign, as in gsm8k
+        ("\uff0d19", "-19", False, False),  # full-width hyphen-minus
         ("19" + " word" * 20_000, "19", True, True),  # 100 kB
     ],
 )

@@ -38,7 +38,9 @@ DEFAULT_LEVELS = ("add-20",)
 
 # An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
 # \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
-_INTEGER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|-?[0-9]+")
+# The minus may be "-", U+2212 or U+FF0D: the same rule as the gsm8k and sudoku graders.
+_INTEGER = re.compile(r"[-\u2212\uff0d]?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[-\u2212\uff0d]?[0-9]+")
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # Longest integer read as a number. Arith results have at most 5 digits; a longer run of digits is not
 # an answer, and int() refuses strings over 4,300 digits (a 100 kB reply of digits raised ValueError).
 _MAX_DIGITS = 30
@@ -99,7 +101,7 @@ def build_prompt(question: str) -> list[dict[str, str]]:
 
 def _integer(token: str) -> int | None:
     """The value of one ``_INTEGER`` match, or None when it has more than ``_MAX_DIGITS`` digits."""
-    digits = token.replace(",", "")
+    digits = token.replace(",", "").translate(_MINUS_SIGNS)
     return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
 
 
