@@ -22,7 +22,7 @@ Scoring (one grader for rewards, eval and chat):
 * Unparseable text (no number where one is looked for) scores 0 by design, never by a caught error.
 * Numbers are written in ASCII digits (``١٨`` or full-width ``１８`` are not numbers, as in arith and
   sudoku); the minus may be ``-``, ``−`` (U+2212) or ``－`` (U+FF0D). Only the last
-  ``MAX_GRADED_CHARS`` characters of a completion are read.
+  ``MAX_GRADED_CHARS`` (10,000) characters of a completion are read, as in arith.
 * Beside these, eval reports lm-evaluation-harness's two GSM8K filters (``CHECKS``: "strict-match" and
   "flexible-extract", its regexes and exact-match rules copied) so a grpolab number can sit next to a
   published one; the task option ``fewshot`` builds the harness's 5-shot or 8-shot chain-of-thought prompt.
@@ -46,7 +46,7 @@ from typing import Any
 import datasets
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import Task, Verdict, completion_text
+from grpolab.tasks.base import MAX_GRADED_CHARS, Task, Verdict, completion_text
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +74,6 @@ LENGTH_MAX_CHARS = 2500
 # "0.3333..." written to 500 places still equals 1/3 within tolerance.
 MAX_INTEGER_DIGITS = 30
 MAX_DECIMAL_PLACES = 30
-# Only a completion's last MAX_GRADED_CHARS characters are graded. Every rule reads the *last* marker or
-# number, so this changes nothing for a completion that ends with its answer, and it bounds a score()
-# call to a few ms whatever the input (100 kB of "A: x" lines took 190 ms, each line a marker to try).
-# 10,000 characters are about 2,500 tokens, four times the length at which gsm8k_length_penalty is -1.
-MAX_GRADED_CHARS = 10_000
 
 # ---------------------------------------------------------------------------------------------------
 # Numbers
