@@ -267,6 +267,15 @@ def _read_json_object(path: Path, required: str | None = None) -> dict:
     return data
 
 
+def check_adapter_weights(adapter_dir: str | Path) -> None:
+    """Refuse an adapter whose weights file is damaged (truncated, overwritten) before any model loads."""
+    from grpolab.checkpoints import damaged_weights
+
+    damage = damaged_weights(Path(adapter_dir))
+    if damage:
+        raise UserError(f"{damage}: retrain, or restore the file")
+
+
 def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
     """Refuse an adapter trained on another base model than the one given."""
     expected = read_run_info(adapter_dir).base_model
@@ -305,6 +314,7 @@ def load_for_inference(model: str | None = None, adapter: str | None = None, dty
         base = read_run_info(adapter).base_model
         if model:
             check_adapter_base(adapter, model)
+        check_adapter_weights(adapter)
         model = model or base
     if not model:
         raise UserError(f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')")
