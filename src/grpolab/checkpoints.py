@@ -97,7 +97,7 @@ def check_same_run(output_dir: Path, identity: dict) -> None:
 
 
 # What a run writes into its folder before its first checkpoint, and nothing else.
-_RUN_FILES = ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "config.yaml", RUN_INFO)
+_RUN_FILES = ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "loss_curve.png", "config.yaml", RUN_INFO)
 
 
 def clear_unsaved_run(output_dir: Path) -> list[str]:

@@ -19,13 +19,22 @@ beta, loss_type, max_completion_length, lora_r, load_in_4bit, use_vllm, report_t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML recipe (path or name of a packaged recipe); default: default.yaml")
-    parser.add_argument("--help_trl", action="store_true", help="list every TRL GRPOConfig/ModelConfig flag")
-    for name in field_names(TrainArgs):
+    add_run_arguments(parser, "default.yaml", "GRPOConfig", field_names(TrainArgs))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_recipe: str, trainer_config: str,
+                      names: list[str], helps: dict[str, str] | None = None) -> None:
+    """--config, --help_trl and grpolab's own TrainArgs ``names`` (shared with sft); TRL's fields pass
+    through to the recipe parser."""
+    parser.add_argument("--config",
+                        help=f"YAML recipe (path or name of a packaged recipe); default: {default_recipe}")
+    parser.add_argument("--help_trl", action="store_true",
+                        help=f"list every TRL {trainer_config}/ModelConfig flag")
+    for name in names:
         spec = TrainArgs.__dataclass_fields__[name]
         optional_value = name == "resume" or spec.type in ("bool", bool)  # '--dry_run' alone means true
-        parser.add_argument(f"--{name}", help=spec.metadata.get("help"), default=argparse.SUPPRESS,
-                            nargs="?" if optional_value else None)
+        parser.add_argument(f"--{name}", help=(helps or {}).get(name, spec.metadata.get("help")),
+                            default=argparse.SUPPRESS, nargs="?" if optional_value else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(train_args, grpo_config, model_config)
         return 0
-    if train_args.accelerate_config and not _inside_launch():
-        return _relaunch(args.argv, train_args)
+    if train_args.accelerate_config and not inside_launch():
+        return relaunch(args.argv, train_args, "train")
     from grpolab.training import train
 
     output_dir = train(train_args, grpo_config, model_config)
@@ -54,18 +63,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inside_launch() -> bool:
+def inside_launch() -> bool:
     from grpolab.launch import inside_launch
 
     return inside_launch()
 
 
-def _relaunch(argv: list[str], train_args) -> int:
+def relaunch(argv: list[str], train_args, command: str) -> int:
+    """Run this same command again under ``accelerate launch`` (one process per device)."""
     import subprocess
 
     from grpolab import launch
 
     launch.check_backend(train_args.accelerate_config)
-    command = launch.launch_command(argv, train_args.accelerate_config, train_args.num_processes)
+    command = launch.launch_command(argv, train_args.accelerate_config, train_args.num_processes,
+                                    command)
     print("launching:", " ".join(command[2:]))
     return subprocess.call(command, env=launch.launch_env(train_args.accelerate_config))
