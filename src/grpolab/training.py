@@ -113,7 +113,7 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
     from grpolab.callbacks import ProgressLine, RunLogger, SamplingCheck
-    from grpolab.fast_grpo import trainer_class
+    from grpolab.fast_grpo import generation_path, trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -128,6 +128,7 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
     trainer = trainer_type(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
                            callbacks=[logger_callback, SamplingCheck(), *callbacks])
+    trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
     use_progress_line(trainer, ProgressLine())
     return trainer
 
