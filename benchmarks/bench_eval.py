@@ -2,10 +2,11 @@
 
 Both modes run greedy with the same max_new_tokens on the same items, in one process, alternating
 (batched, one-at-a-time, batched, ...) so that load from other processes falls on both alike. Prints
-items/s of each mode (the best round, the least disturbed), their ratio, and how often the two modes
-produce the same completion. Batched is what ``grpolab eval`` runs (``batching.generate_stream``:
-continuous batching with a shared-prefix cache, see that module); one-at-a-time calls ``generate()``
-with one unpadded prompt (``generation.generate_batch`` with a single chat).
+items/s of each mode (the best round, the least disturbed), how often the two modes produce the same
+completion, and as its last line their ratio. Batched is what ``grpolab eval`` runs
+(``batching.generate_stream``: continuous batching with a shared-prefix cache, see that module);
+one-at-a-time calls ``generate()`` with one unpadded prompt (``generation.generate_batch`` with a single
+chat).
 
     python benchmarks/bench_eval.py --num 32 --max_new_tokens 64 --rounds 2 --threads 1
 """
@@ -81,8 +82,8 @@ def report(args, prompts, seconds, outputs) -> None:
           f"batch_size {args.batch_size}, {args.threads} thread(s), best of {args.rounds} rounds")
     print(f"batched        {rate['batched']:7.2f} items/s")
     print(f"one-at-a-time  {rate['one-at-a-time']:7.2f} items/s")
-    print(f"speed-up       {rate['batched'] / rate['one-at-a-time']:7.2f}x")
     print(f"same output    {same}/{len(prompts)} ({100 * same / len(prompts):.0f}%)")
+    print(f"batched eval speed-up vs one at a time: {rate['batched'] / rate['one-at-a-time']:.2f}x")
 
 
 if __name__ == "__main__":

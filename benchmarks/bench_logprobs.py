@@ -65,7 +65,7 @@ def run_path(trainer, path: str, inputs) -> tuple[float, float, float]:
         )
     else:
         trainer.__dict__.pop("_get_per_token_logps_and_entropies", None)
-        trainer.share_prompts = path == "shared"
+        trainer.logprob_mode = path
     trainer.model.zero_grad()
     start = time.perf_counter()
     loss = trainer._compute_loss(trainer.model, inputs)

@@ -28,7 +28,12 @@ ROW = {"question": "7 + 12", "answer": "19", "label": "add-20"}
         ("", None, False, False),
         ("nineteen", None, False, False),
         ("１９", None, False, False),  # full-width digits are not ASCII digits: unparseable
-        ("19" + " word" * 20_000, "19", True, True),  # 100 kB
+        ("\u0661\u0669", None, False, False),  # Arabic-Indic digits neither
+        ("\u221219", "-19", False, False),  # U+2212 minus sign, as in gsm8k
+        ("\uff0d19", "-19", False, False),  # full-width hyphen-minus
+        ("19" + " word" * 20_000, None, False, False),  # 100 kB: only the last 10,000 characters are read
+        (" word" * 20_000 + " 19", "19", True, True),
+        ("19" + " word" * 1_999, "19", True, True),  # 19 ends 9,997 characters before the end: read
     ],
 )
 def test_score_table(completion, parsed, solved, lenient):

@@ -30,6 +30,11 @@ ARITH_ROW = '{"question": "7 + 12", "answer": "19"}\n'
 RUN_INFO = json.dumps({"base_model": "smollm2-135m-instruct", "task": "arith", "identity": {"task": "arith"}})
 OTHER_BASE = json.dumps({"base_model": "some/other-model", "task": "arith"})
 ADAPTER_CONFIG = json.dumps({"base_model_name_or_path": "smollm2-135m-instruct", "peft_type": "LORA"})
+# A weights file cut short: its header promises 16 bytes of tensor data, 8 follow.
+_HEADER = b'{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}'
+TRUNCATED_WEIGHTS = len(_HEADER).to_bytes(8, "little") + _HEADER + bytes(8)
+DAMAGED_ADAPTER = {"a/grpolab_run.json": RUN_INFO, "a/adapter_config.json": ADAPTER_CONFIG,
+                   "a/adapter_model.safetensors": TRUNCATED_WEIGHTS}
 
 
 # Reward functions of a user's own, imported by the subprocess as tests.test_bad_input:NAME.
@@ -119,6 +124,12 @@ CASES = [
          files={"run/grpolab_run.json": RUN_INFO, "run/metrics.jsonl": '{"step": 1}\n'}),
     case("resume-corrupt-checkpoint", "train --output_dir run --resume run/checkpoint-2 --dry_run",
          "run/checkpoint-2 is incomplete", files={"run/checkpoint-2/trainer_state.json": '{"global_'}),
+    case("resume-damaged-weights", "train --output_dir run --resume --dry_run",
+         "--resume: run/checkpoint-2/adapter_model.safetensors is damaged (Error while deserializing header",
+         files={"run/metrics.jsonl": '{"step": 2}\n', "run/checkpoint-2/trainer_state.json": '{"global_step": 2}',
+                "run/checkpoint-2/adapter_model.safetensors": TRUNCATED_WEIGHTS}),
+    case("init-adapter-damaged-weights", "train --init_adapter a --dry_run",
+         "a/adapter_model.safetensors is damaged (Error while deserializing header", files=DAMAGED_ADAPTER),
     case("init-adapter-missing", "train --init_adapter nowhere --dry_run", "adapter directory nowhere does not exist"),
     case("init-adapter-other-base", "train --init_adapter a --dry_run", "was trained on 'some/other-model'",
          files={"a/grpolab_run.json": OTHER_BASE}),
@@ -138,6 +149,8 @@ CASES = [
          files={"a/adapter_config.json": "{bad"}),
     case("eval-adapter-other-base", "eval --adapter a --model smollm2-135m-instruct",
          "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
+    case("eval-adapter-damaged-weights", "eval --adapter a --num 2", "a/adapter_model.safetensors is damaged",
+         files=DAMAGED_ADAPTER),
     case("eval-k-greedy", "eval --k 2", "--k 2 needs sampling"),
     case("eval-compare-missing", "eval --compare nowhere", "nowhere is not an eval output directory"),
     case("eval-task-unknown", "eval --task nosuch", "unknown task 'nosuch'"),
@@ -145,9 +158,19 @@ CASES = [
     case("chat-top-p", "chat --top_p 2", "--top_p must be a number above 0 and at most 1"),
     case("chat-max-new-tokens", "chat --max_new_tokens 0", "--max_new_tokens must be a whole number"),
     case("chat-adapter-missing", "chat --adapter nowhere", "adapter directory nowhere does not exist"),
+    case("chat-adapter-other-base", "chat --adapter a --model smollm2-135m-instruct",
+         "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
+    case("chat-adapter-damaged-weights", "chat --adapter a", "a/adapter_model.safetensors is damaged",
+         files=DAMAGED_ADAPTER),
     case("merge-no-out", "merge --adapter a", "the following arguments are required: --out"),
     case("merge-adapter-corrupt", "merge --adapter a --out m", "a/grpolab_run.json is damaged",
          files={"a/grpolab_run.json": "[]"}),
+    case("merge-adapter-other-base", "merge --adapter a --model smollm2-135m-instruct --out m",
+         "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
+    case("merge-adapter-damaged-weights", "merge --adapter a --out m", "a/adapter_model.safetensors is damaged",
+         files=DAMAGED_ADAPTER),
+    case("data-arith-test-count", "data arith --num_test 500 --out a.jsonl",
+         "arith has only 110 distinct test rows with these settings, not 500: pass --num_test 110 or less"),
     case("data-blanks", "data sudoku --blanks 13", "bad blanks value '13'"),
     case("data-out-unwritable", "data arith --num 5 --out file/x.jsonl", "cannot write file/x.jsonl",
          files={"file": "mine"}),

@@ -95,7 +95,33 @@ def test_arith(main, tmp_path):
 
 def test_a_task_that_runs_out_of_distinct_rows_is_an_error(main, tmp_path, capsys, monkeypatch):
     assert main("tests.test_data_command:FEW", "--num", 3, "--out", tmp_path / "few.jsonl") == 2
-    assert "few made only 2 of 3 distinct train rows" in capsys.readouterr().err
+    assert "few has only 2 distinct train rows with these settings, not 3: pass --num 2 or less" in (
+        capsys.readouterr().err)
+
+
+def test_arith_defaults_write_every_distinct_test_row(main, tmp_path, capsys):
+    out = tmp_path / "a.jsonl"
+    assert main("arith", "--out", out) == 0  # 1,000 asked; add-20 holds 110 distinct test sums
+    rows = _rows(out)
+    assert [row["split"] for row in rows] == ["train"] * 1000 + ["test"] * 110
+    assert len({row["question"] for row in rows if row["split"] == "test"}) == 110
+    assert capsys.readouterr().out.splitlines()[0] == f"wrote 1110 rows to {out}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--num_test", "500"], "arith has only 110 distinct test rows with these settings, not 500: "
+                                "pass --num_test 110 or less, or choose harder settings"),
+        (["--split", "test"], "arith has only 110 distinct test rows with these settings, not 1000: "
+                              "pass --num 110 or less, or choose harder settings"),
+    ],
+)
+def test_arith_impossible_test_count_is_one_line(main, tmp_path, capsys, argv, message):
+    out = tmp_path / "a.jsonl"
+    assert main("arith", *argv, "--out", out) == 2
+    assert capsys.readouterr().err == f"grpolab data: error: {message}\n"
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(

@@ -260,6 +260,20 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
     assert [results[i][1][0] for i in range(len(CHATS))] == expected_lengths
 
 
+def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, monkeypatch):
+    """The decoder's padding mask and position ids hold with eager attention as well as with SDPA."""
+    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.generation.settings import GenerationSettings
+
+    model, tokenizer = eval_tiny_model
+    monkeypatch.setattr(model.config, "_attn_implementation_internal", "eager")
+    assert model.config._attn_implementation == "eager"
+    expected_texts, expected_tokens = _one_at_a_time(model, tokenizer, CHATS, 6)
+    results = {chat: (texts[0], lengths[0]) for chat, texts, lengths
+               in generate_stream(model, tokenizer, CHATS, GenerationSettings(6), batch_size=3)}
+    assert [results[i] for i in range(len(CHATS))] == list(zip(expected_texts, map(len, expected_tokens), strict=True))
+
+
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
     from grpolab.generation.continuous_batching import generate_stream
     from grpolab.generation.settings import GenerationSettings

@@ -10,8 +10,11 @@ import torch
 from grpolab.errors import UserError
 from grpolab.training import recipes
 from grpolab.training.fast_grpo import (
+    FastGRPOTrainer,
     PlainLogprobGRPOTrainer,
     SharedPromptGRPOTrainer,
+    generation_path,
+    mergeable_lora_layers,
     selective_logprobs,
     trainer_class,
 )
@@ -30,19 +33,27 @@ def test_selective_logprobs_match_log_softmax(entropy_grad):
     assert selective_logprobs(logits, targets, False, False)[1] is None
 
 
-@pytest.mark.parametrize(("choice", "device", "expected"), [
-    ("auto", "cpu", SharedPromptGRPOTrainer), ("auto", "cuda", "GRPOTrainer"),
-    ("plain", "cuda", PlainLogprobGRPOTrainer), ("shared", "cuda", SharedPromptGRPOTrainer),
-    ("fused", "cpu", "GRPOTrainer"),
+@pytest.mark.parametrize(("choice", "device", "expected", "mode"), [
+    ("auto", "cpu", SharedPromptGRPOTrainer, "shared"), ("auto", "cuda", FastGRPOTrainer, "fused"),
+    ("plain", "cuda", PlainLogprobGRPOTrainer, "plain"), ("shared", "cuda", SharedPromptGRPOTrainer, "shared"),
+    ("fused", "cpu", FastGRPOTrainer, "fused"),
 ])
-def test_trainer_class_follows_the_recipe_key(choice, device, expected):
+def test_trainer_class_follows_the_recipe_key(choice, device, expected, mode):
     chosen = trainer_class(choice, device)
-    assert chosen is expected if isinstance(expected, type) else chosen.__name__ == expected
+    assert chosen is expected and chosen.logprob_mode == mode
 
 
-def test_an_unknown_logprobs_value_is_refused():
-    with pytest.raises(UserError, match="--logprobs"):
-        recipes.parse_train_args(["--logprobs", "fast"])
+@pytest.mark.parametrize(("choice", "device", "expected"), [
+    ("auto", "cpu", "shared"), ("auto", "cuda", "trl"), ("merged", "cuda", "merged"), ("trl", "cpu", "trl"),
+])
+def test_generation_path_follows_the_recipe_key(choice, device, expected):
+    assert generation_path(choice, device) == expected
+
+
+@pytest.mark.parametrize("flag", ["--logprobs", "--generation"])
+def test_an_unknown_path_value_is_refused(flag):
+    with pytest.raises(UserError, match=flag):
+        recipes.parse_train_args([flag, "fast"])
 
 
 @pytest.fixture(scope="module", params=["shared", "plain"])
@@ -54,8 +65,10 @@ def trainer(request, tiny_model_dir, tmp_path_factory):
             "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "6",
             "--temperature", "0.7", "--plot", "false", "--logprobs", request.param]
     built = build_trainer(*recipes.parse_train_args(argv))
-    assert isinstance(built, PlainLogprobGRPOTrainer)
+    assert isinstance(built, FastGRPOTrainer) and built.logprob_mode == request.param
     assert built.share_prompts is (request.param == "shared")
+    assert built.generation_mode == "shared"  # the CPU default
+    built.generation_mode = "trl"  # each test picks its own
     # The tiny model's LoRA B starts at zero; a random adapter makes the gradients depend on it.
     torch.manual_seed(1)
     with torch.no_grad():
@@ -150,3 +163,90 @@ def test_plain_loss_and_gradients_match_trl(trainer, entropy_coef, monkeypatch):
     assert grads.keys() == trl_grads.keys() and len(grads) > 0
     for name in grads:
         torch.testing.assert_close(grads[name], trl_grads[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def _prompts(trainer) -> list[list[int]]:
+    """A GRPO generation batch: 2 prompts of different lengths (so one is left-padded), 4 copies each."""
+    vocab = trainer.model.config.vocab_size
+    generator = torch.Generator().manual_seed(4)
+    first, second = (torch.randint(0, vocab, (n,), generator=generator).tolist() for n in (9, 6))
+    return [first] * 4 + [second] * 4
+
+
+def _generate(trainer, mode, prompts, seed=5):
+    trainer.generation_mode = mode
+    torch.manual_seed(seed)
+    try:
+        completions, _ = trainer._generate_single_turn(prompts, None, {}, 4)
+    finally:
+        trainer.generation_mode = "trl"
+    return completions
+
+
+@pytest.mark.parametrize("do_sample", [True, False])
+def test_fast_generation_samples_what_trl_samples(trainer, monkeypatch, do_sample):
+    """Same seed, same completions: the logits agree and the random draws come in the same order."""
+    from grpolab.training import fast_grpo
+
+    monkeypatch.setattr(trainer.generation_config, "do_sample", do_sample)
+    monkeypatch.setattr(trainer.generation_config, "min_new_tokens", 6)  # the tiny model ends at random
+    prefills = []
+    original = fast_grpo.distinct_prompt_cache
+
+    def spy(model, input_ids, attention_mask):
+        cache = original(model, input_ids, attention_mask)
+        prefills.append((input_ids.shape, cache.get_seq_length()))
+        return cache
+
+    monkeypatch.setattr(fast_grpo, "distinct_prompt_cache", spy)
+    base = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    grad_flags = {name: param.requires_grad for name, param in trainer.model.named_parameters()}
+    prompts = _prompts(trainer)
+    stock = _generate(trainer, "trl", prompts)
+    assert len(stock) == 8 and all(len(ids) == 6 for ids in stock)
+    assert stock[0] != stock[1] if do_sample else stock[0] == stock[1]
+    assert _generate(trainer, "merged", prompts) == stock
+    assert prefills == []
+    assert _generate(trainer, "shared", prompts) == stock
+    # 8 rows of 9 prompt tokens (the 6-token prompt left-padded); the cache holds all but the last
+    assert prefills == [(torch.Size([8, 9]), 8)]
+    # the frozen base weights are bit for bit what they were, the adapters trainable and active again
+    for name, param in trainer.model.named_parameters():
+        assert torch.equal(param, base[name]), name
+        assert param.requires_grad is grad_flags[name], name
+    layers = mergeable_lora_layers(trainer.model)
+    assert layers and not any(layer.disable_adapters for layer in layers)
+    assert "generate" not in vars(trainer.model)
+
+
+def test_merged_generation_differs_from_the_base_model(trainer):
+    """The adapters do count while merged: with LoRA B zeroed the greedy completions change."""
+    prompts = _prompts(trainer)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer.generation_config, "do_sample", False)
+        patch.setattr(trainer.generation_config, "min_new_tokens", 6)
+        merged = _generate(trainer, "shared", prompts)
+        saved = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if "lora_B" in n}
+        with torch.no_grad():
+            for name, param in trainer.model.named_parameters():
+                if "lora_B" in name:
+                    param.zero_()
+        try:
+            base_only = _generate(trainer, "shared", prompts)
+        finally:
+            with torch.no_grad():
+                for name, param in trainer.model.named_parameters():
+                    if name in saved:
+                        param.copy_(saved[name])
+    assert merged != base_only
+
+
+def test_lora_dropout_generates_as_trl_does(trainer):
+    layers = mergeable_lora_layers(trainer.model)
+    assert layers is not None and len(layers) == 14  # 2 layers x 7 linear modules
+    identity = layers[0].lora_dropout["default"]
+    layers[0].lora_dropout["default"] = torch.nn.Dropout(0.1)
+    try:
+        assert mergeable_lora_layers(trainer.model) is None
+    finally:
+        layers[0].lora_dropout["default"] = identity

@@ -99,3 +99,30 @@ def test_score_time_grows_linearly(fuzz, task_name, unit):
     # and 100x when quadratic; the 1 ms floor keeps timer resolution out of the ratio, and a quadratic
     # scorer under that floor would still score 100 kB in under 40 ms.
     assert long_time < 40 * max(short_time, 0.001), (short_time, long_time)
+
+
+# One rule for every grader: numbers are ASCII digits; "-", U+2212 and U+FF0D are all minus signs.
+NON_ASCII_ZEROS = {"arabic-indic": 0x0660, "devanagari": 0x0966, "full-width": 0xFF10}
+
+
+@pytest.mark.parametrize("task_name", TASKS)
+@pytest.mark.parametrize("script", NON_ASCII_ZEROS)
+def test_every_grader_reads_ascii_digits_only(fuzz, task_name, script):
+    task = get_task(task_name)
+    row = fuzz.completions(task_name, 1, seed=0).__next__()[1]
+    reference = task.reference(row) if task.reference else str(row["answer"])
+    translated = reference.translate({ord(str(d)): NON_ASCII_ZEROS[script] + d for d in range(10)})
+    assert translated != reference
+    assert task.score(reference, row).solved is True
+    verdict = task.score(translated, row)
+    assert verdict.solved is False and not verdict.lenient  # sudoku has no lenient reading (None)
+
+
+@pytest.mark.parametrize("task_name", ("arith", "gsm8k"))
+@pytest.mark.parametrize("minus", ("-", "\u2212", "\uff0d"))
+def test_every_grader_reads_each_minus_sign(task_name, minus):
+    task = get_task(task_name)
+    row = {"question": "3 - 10", "answer": "-7"}
+    assert task.score(f"The answer is {minus}7", row).lenient is True
+    assert task.score(f"<answer>{minus}7</answer>", row).solved is True
+    assert task.score(f"<answer>{minus}7</answer>", {**row, "answer": "7"}).solved is False

@@ -17,6 +17,7 @@ from grpolab.tasks import get_task, gsm8k
 from grpolab.tasks.gsm8k import (
     LENGTH_FREE_CHARS,
     LENGTH_MAX_CHARS,
+    MAX_GRADED_CHARS,
     TASK,
     answers_match,
     canonical,
@@ -154,6 +155,9 @@ SCORE_TABLE = [
     ("<answer>12,345,6789</answer>", "12345", False, False, True, "12"),
     ("#### \u221218", "-18", True, True, False, "-18"),  # unicode minus after ####, as in other markers
     ("#### \uff0d18", "-18", True, True, False, "-18"),  # full-width hyphen-minus
+    ("<answer>\u0661\u0668</answer>", "18", False, False, False, None),  # ASCII digits only, as arith
+    ("#### \uff11\uff18", "18", False, False, False, None),  # full-width digits are not a number
+    ("She had 18 or \u0967\u096f.", "18", False, True, False, "18"),  # Devanagari 19 is text
 ]
 
 
@@ -194,6 +198,13 @@ def test_score_is_fast_on_100kb(text):
     start = time.perf_counter()
     score(text, {"answer": "18"})
     assert time.perf_counter() - start < 2.0  # linear scans take ~0.1 s; a quadratic one takes minutes
+
+
+def test_only_the_last_graded_chars_are_read():
+    filler = "x" * MAX_GRADED_CHARS
+    assert score("A: x\n" * (LONG // 5) + "<answer>18</answer>", {"answer": "18"}).solved
+    assert score("<answer>18</answer>" + filler[:-20], {"answer": "18"}).solved
+    assert score("<answer>18</answer>" + filler, {"answer": "18"}).parsed is None
 
 
 def test_long_reasoning_still_finds_the_answer():

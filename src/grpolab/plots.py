@@ -1,4 +1,4 @@
-"""Pictures people would rather see than read: the reward curve and accuracy by label."""
+"""Pictures people would rather see than read: the reward and loss curves, and accuracy by label."""
 
 from __future__ import annotations
 
@@ -62,6 +62,35 @@ def reward_curve(metrics_path: Path, out: Path, title: str = "GRPO training") ->
     bottom.set_ylabel("completion tokens")
     bottom.set_xlabel("step")
     bottom.grid(alpha=0.3)
+    _save(fig, out)
+    plt.close(fig)
+
+
+def loss_curve(metrics_path: Path, out: Path, title: str = "SFT training") -> None:
+    """SFT's loss and, when TRL logs it, mean token accuracy against the training step, from metrics.jsonl."""
+    rows = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    rows = [row for row in rows if row.get("loss") is not None]
+    if not rows:
+        return
+    plt = _pyplot()
+    has_accuracy = any(row.get("mean_token_accuracy") is not None for row in rows)
+    fig, axes = plt.subplots(2 if has_accuracy else 1, 1, figsize=(7, 6 if has_accuracy else 4), sharex=True,
+                             squeeze=False)
+    steps = [row["step"] for row in rows]
+    top = axes[0][0]
+    top.plot(steps, [row["loss"] for row in rows], color="black", marker="." if len(rows) < 20 else None)
+    top.set_ylabel("training loss (reply tokens)")
+    top.set_title(title)
+    top.grid(alpha=0.3)
+    if has_accuracy:
+        bottom = axes[1][0]
+        bottom.plot(steps, [row.get("mean_token_accuracy") for row in rows], color="tab:blue",
+                    marker="." if len(rows) < 20 else None)
+        bottom.set_ylabel("token accuracy")
+        bottom.set_ylim(0, 1)
+        bottom.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("step")
+    axes[-1][0].xaxis.get_major_locator().set_params(integer=True)
     _save(fig, out)
     plt.close(fig)
 

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("task", metavar="TASK", type=generating_task,
                         help=f"a task with a generator: {TASK_HELP} (reasoning_gym takes --dataset NAME)")
     parser.add_argument("--num", type=int, default=1000, help="rows per split")
-    parser.add_argument("--num_test", type=int, default=None, help="test rows (default: --num)")
+    parser.add_argument("--num_test", type=int, default=None,
+                        help="test rows (default: --num, or every distinct test row when the settings hold fewer)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rows")
     parser.add_argument("--split", choices=(*SPLITS, "both"), default="both", help="which split(s) to write")
     parser.add_argument("--out", type=Path, help="JSONL file to write (default: data/TASK.jsonl)")
@@ -95,12 +96,15 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 
 def _split_rows(task, options: dict[str, Any], args: argparse.Namespace, split: str) -> Rows:
-    num = _split_num(args, split)
-    rows = task.generate(num, args.seed, split, **options)
-    if len(rows) < num:
+    asked = _split_num(args, split)
+    rows = task.generate(asked, args.seed, split, **options)
+    # Test rows are distinct, and small settings hold few (110 add-20 sums): by default take them all.
+    takes_what_exists = split == "test" and args.num_test is None and args.split == "both"
+    if len(rows) < asked and not takes_what_exists:
+        flag = "--num_test" if split == "test" and args.num_test is not None else "--num"
         raise UserError(
-            f"{task.name} made only {len(rows)} of {num} distinct {split} rows with these "
-            "settings: ask for fewer rows or choose harder settings"
+            f"{task.name} has only {len(rows)} distinct {split} rows with these settings, not {asked}: "
+            f"pass {flag} {len(rows)} or less, or choose harder settings"
         )
     return [{**row, "split": split} for row in rows]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from grpolab.training.args import TrainArgs, field_names
+from grpolab.training.distributed import inside_launch
 
 ACCEPTS_EXTRA = True
 EXAMPLE = """examples:
@@ -19,13 +20,22 @@ beta, loss_type, max_completion_length, lora_r, load_in_4bit, use_vllm, report_t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="YAML recipe (path or name of a packaged recipe); default: default.yaml")
-    parser.add_argument("--help_trl", action="store_true", help="list every TRL GRPOConfig/ModelConfig flag")
-    for name in field_names(TrainArgs):
+    add_run_arguments(parser, "default.yaml", "GRPOConfig", field_names(TrainArgs))
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_recipe: str, trainer_config: str,
+                      names: list[str], helps: dict[str, str] | None = None) -> None:
+    """--config, --help_trl and grpolab's own TrainArgs ``names`` (shared with sft); TRL's fields pass
+    through to the recipe parser."""
+    parser.add_argument("--config",
+                        help=f"YAML recipe (path or name of a packaged recipe); default: {default_recipe}")
+    parser.add_argument("--help_trl", action="store_true",
+                        help=f"list every TRL {trainer_config}/ModelConfig flag")
+    for name in names:
         spec = TrainArgs.__dataclass_fields__[name]
         optional_value = name == "resume" or spec.type in ("bool", bool)  # '--dry_run' alone means true
-        parser.add_argument(f"--{name}", help=spec.metadata.get("help"), default=argparse.SUPPRESS,
-                            nargs="?" if optional_value else None)
+        parser.add_argument(f"--{name}", help=(helps or {}).get(name, spec.metadata.get("help")),
+                            default=argparse.SUPPRESS, nargs="?" if optional_value else None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,10 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(train_args, grpo_config, model_config)
         return 0
-    from grpolab.training.distributed import inside_launch
-
     if train_args.accelerate_config and not inside_launch():
-        return _relaunch(args.argv, train_args)
+        return relaunch(args.argv, train_args, "train")
     from grpolab.training.grpo import train
 
     output_dir = train(train_args, grpo_config, model_config)
@@ -56,12 +64,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch(argv: list[str], train_args) -> int:
+def relaunch(argv: list[str], train_args, command: str) -> int:
+    """Run this same command again under ``accelerate launch`` (one process per device)."""
     import subprocess
 
     from grpolab.training import distributed
 
     distributed.check_backend(train_args.accelerate_config)
-    command = distributed.launch_command(argv, train_args.accelerate_config, train_args.num_processes)
+    command = distributed.launch_command(argv, train_args.accelerate_config, train_args.num_processes,
+                                         command)
     print("launching:", " ".join(command[2:]))
     return subprocess.call(command, env=distributed.launch_env(train_args.accelerate_config))

@@ -48,6 +48,7 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
     info = models.read_run_info(config.adapter)
     if config.model:
         models.check_adapter_base(config.adapter, config.model)
+    models.check_adapter_weights(config.adapter)
     task = config.task or info.task or DEFAULT_TASK
     options = {**info.task_options, **config.task_options} if task == info.task else config.task_options
     return replace(config, model=config.model or info.base_model, task=task, task_options=options)

@@ -7,7 +7,9 @@ is ever trained on.
 What counts as the answer: the **last integer in the reply**. Small instruction models answer
 "7 + 12 = 19." or "The answer is 19", so the last number is what a reader takes as the answer; a reply
 that adds numbers after the result is judged on the last one, which is the point of the strict check.
-``lenient`` is true when the right number appears anywhere in the reply.
+``lenient`` is true when the right number appears anywhere in the reply. Only the last 10,000 characters
+of a reply are read (``MAX_GRADED_CHARS``, shared with gsm8k); numbers are ASCII digits, and "-", U+2212
+and U+FF0D are minus signs, in every task's grader.
 """
 
 from __future__ import annotations
@@ -19,7 +21,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import ChatInputError, ChatSupport, Option, Task, Verdict, check_num, verdicts
+from grpolab.tasks.base import (
+    MAX_GRADED_CHARS,
+    ChatInputError,
+    ChatSupport,
+    Option,
+    Task,
+    Verdict,
+    check_num,
+    verdicts,
+)
 from grpolab.tasks.jsonl import read_rows
 
 # Measured on SmolLM2-135M-Instruct (add-20, 100 test items, greedy): this wording gets 46% strict,
@@ -40,7 +51,9 @@ DEFAULT_LEVELS = ("add-20",)
 
 # An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
 # \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
-_INTEGER = re.compile(r"-?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|-?[0-9]+")
+# The minus may be "-", U+2212 or U+FF0D: the same rule as the gsm8k and sudoku graders.
+_INTEGER = re.compile(r"[-\u2212\uff0d]?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[-\u2212\uff0d]?[0-9]+")
+_MINUS_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # Longest integer read as a number. Arith results have at most 5 digits; a longer run of digits is not
 # an answer, and int() refuses strings over 4,300 digits (a 100 kB reply of digits raised ValueError).
 _MAX_DIGITS = 30
@@ -110,7 +123,7 @@ def make_prompt(question: str) -> list[dict[str, str]]:
 
 def _integer(token: str) -> int | None:
     """The value of one ``_INTEGER`` match, or None when it has more than ``_MAX_DIGITS`` digits."""
-    digits = token.replace(",", "")
+    digits = token.replace(",", "").translate(_MINUS_SIGNS)
     return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
 
 
@@ -121,7 +134,7 @@ def extract_answer(text: str) -> int | None:
 
 
 def score(completion: str, row: Mapping[str, Any]) -> Verdict:
-    matches = _INTEGER.findall(completion)
+    matches = _INTEGER.findall(completion[-MAX_GRADED_CHARS:])  # the last 10,000 characters, as in gsm8k
     value = _integer(matches[-1]) if matches else None
     gold = int(row["answer"])
     solved = value == gold

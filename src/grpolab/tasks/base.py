@@ -39,6 +39,12 @@ class Verdict:
 # columns as TRL passes them (one list per column, as long as completions). One signature for every task.
 RewardFunction = Callable[..., list[float]]
 
+# Graders of numbers (arith, gsm8k) read only a completion's last MAX_GRADED_CHARS characters. They look
+# for the *last* answer marker or number, so this changes nothing for a reply that ends with its answer,
+# and it bounds a score() call to a few ms whatever the input (100 kB of "A: x" lines took 190 ms in the
+# GSM8K grader, each line a marker to try). 10,000 characters are about 2,500 tokens.
+MAX_GRADED_CHARS = 10_000
+
 
 class ChatInputError(ValueError):
     """What the user typed cannot be sent (a malformed puzzle, a message too long): one line to show."""

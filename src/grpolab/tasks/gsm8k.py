@@ -20,6 +20,9 @@ Scoring (one grader for rewards, eval and chat):
 * ``format_ok``: a closed answer tag whose content holds a number. ``partial`` is 1.0 when solved, else
   0.0: a wrong final number earns nothing, because GSM8K gives no checkable intermediate steps.
 * Unparseable text (no number where one is looked for) scores 0 by design, never by a caught error.
+* Numbers are written in ASCII digits (``١٨`` or full-width ``１８`` are not numbers, as in arith and
+  sudoku); the minus may be ``-``, ``−`` (U+2212) or ``－`` (U+FF0D). Only the last
+  ``MAX_GRADED_CHARS`` (10,000) characters of a completion are read, as in arith.
 * Beside these, eval reports lm-evaluation-harness's two GSM8K filters (``gsm8k_harness.CHECKS``:
   "strict-match" and "flexible-extract", its regexes and exact-match rules copied) so a grpolab number can
   sit next to a published one; the task option ``fewshot`` builds the harness's 5-shot or 8-shot
@@ -42,6 +45,7 @@ from typing import Any
 import datasets
 
 from grpolab.tasks.base import (
+    MAX_GRADED_CHARS,
     ChatInputError,
     ChatSupport,
     Option,
@@ -84,9 +88,9 @@ MAX_DECIMAL_PLACES = 30
 
 # LaTeX and unicode spellings rewritten to plain text before numbers are read. Each pattern is linear:
 # no nested quantifiers over overlapping alternatives.
-_LATEX_FRACTION_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.,]+)\s*\}\s*\{\s*(-?[\d.,]+)\s*\}")
-_LATEX_FRACTION_SHORT_RE = re.compile(r"\\[dt]?frac(\d)(\d)")  # \frac34
-_LATEX_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))")  # 1{,}000 and 1\,000
+_LATEX_FRACTION_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[0-9.,]+)\s*\}\s*\{\s*(-?[0-9.,]+)\s*\}")
+_LATEX_FRACTION_SHORT_RE = re.compile(r"\\[dt]?frac([0-9])([0-9])")  # \frac34
+_LATEX_THOUSANDS_RE = re.compile(r"(?<=[0-9])(?:\{,\}|\\,)(?=[0-9]{3}(?![0-9]))")  # 1{,}000 and 1\,000
 _LATEX_NOISE_RE = re.compile(r"\\[$%!,;: ]")  # escaped dollar and percent, LaTeX spaces
 _UNICODE_SPELLINGS = str.maketrans(
     {"\u2212": "-", "\uff0d": "-", "\uff04": "$", "\u00a0": " ", "\u202f": " "}
@@ -98,11 +102,14 @@ _UNICODE_SPELLINGS = str.maketrans(
 # Thousands groups must end the digit run: "1,2345" is 1 and 2345, never 1,234. Grouping is tried only
 # from a run's first digit (not after "digit,") and its groups are atomic (a lookahead then a
 # backreference: possessive "++" needs Python 3.11), so a malformed run of n groups is scanned once, not
-# once per group (which was quadratic: 100 kB of "1,111,...,11" took 20 s).
+# once per group (which was quadratic: 100 kB of "1,111,...,11" took 20 s). Digits are ASCII [0-9]
+# only, never \d (which also matches Arabic-Indic, full-width and other scripts' digits): the rule of
+# every task's grader. The minus may be "-", U+2212 or U+FF0D (``_clean`` rewrites the last two).
 _NUMBER_RE = re.compile(
-    r"(?:(?<![\w)\]}])(?P<sign>-))?(?:[$€£]\s?)?(?<![\d.])(?=\.?\d)"
-    r"(?P<int>(?<!\d,)\d{1,3}(?=(?P<groups>(?:,\d{3})+))(?P=groups)(?!\d|,\d)|\d+)?(?P<dec>\.\d+)?"
-    r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?))?"
+    r"(?:(?<![\w)\]}])(?P<sign>-))?(?:[$€£]\s?)?(?<![0-9.])(?=\.?[0-9])"
+    r"(?P<int>(?<![0-9],)[0-9]{1,3}(?=(?P<groups>(?:,[0-9]{3})+))(?P=groups)(?![0-9]|,[0-9])|[0-9]+)?"
+    r"(?P<dec>\.[0-9]+)?"
+    r"(?:\s?/\s?(?P<den>[0-9]+(?:\.[0-9]+)?))?"
 )
 
 
@@ -185,7 +192,7 @@ _OPEN_ANSWER_TAG_RE = re.compile(r"<answer>((?:(?!</?answer>).)*)\Z", re.IGNOREC
 # Two levels of nested braces cover \boxed{\frac{3}{4}} and \boxed{\text{\$18}}.
 _BOXED_RE = re.compile(r"\\boxed\s*\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
 # "#### 18" as in the GSM8K references; "#### Step 2" (a markdown heading) is not an answer.
-_HASH_RE = re.compile(r"####[ \t]*([-\u2212\uff0d$€£\uff04\\.\d][^\n]*)")  # any minus _clean reads
+_HASH_RE = re.compile(r"####[ \t]*([-\u2212\uff0d$€£\uff04\\.0-9][^\n]*)")  # any minus _clean reads
 # "A: 18" or "Answer: 18" or "Final answer: 18" at the start of a line, or "the answer is 18" anywhere.
 _ANSWER_PHRASE_RE = re.compile(
     r"(?:^[ \t*#>]*(?:final\s+)?(?:a|answer)[ \t*]*[:\uff1a]|\banswer\s+is\b[ \t*:]*)([^\n]*)",
@@ -215,7 +222,7 @@ def _last_stated(pattern: re.Pattern[str], text: str) -> Fraction | None:
 # (a number spans a space only after a currency sign or around "/"). Reading a text from one gives the
 # same numbers after it as reading the whole text does, so the last number can be looked for in a
 # growing tail instead of converting all of a 100 kB text's 50,000 numbers.
-_BARRIER_RE = re.compile(r"[^\W\ddtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=\d)\s(?=\d)")
+_BARRIER_RE = re.compile(r"[^\W0-9dtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=[0-9])\s(?=[0-9])")
 _TAIL_CHARS = 2048
 
 
@@ -267,6 +274,7 @@ def _canonical_or_none(value: Fraction | None) -> str | None:
 
 def score(text: str, row: Mapping[str, Any]) -> Verdict:
     """Grade one completion against ``row["answer"]`` (see the module docstring for the rules)."""
+    text = text[-MAX_GRADED_CHARS:]
     gold = gold_answer(row["answer"])
     strict = _canonical_or_none(strict_value(text))
     lenient = _canonical_or_none(lenient_value(text))

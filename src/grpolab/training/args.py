@@ -54,6 +54,12 @@ class TrainArgs:
                           "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
                           "memory) or 'auto' (shared on CPU, fused elsewhere)"},
     )
+    generation: str = field(
+        default="auto",
+        metadata={"help": "how TRL's generate runs: 'merged' (LoRA folded into a copy of the weights while "
+                          "generating), 'shared' (as merged, each group's prompt prefilled once), 'trl' "
+                          "(unchanged) or 'auto' (shared on CPU, trl elsewhere)"},
+    )
     plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
     num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
     reward_timeout: float = field(
@@ -72,6 +78,8 @@ class TrainArgs:
             raise ValueError(f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds")
         if self.logprobs not in ("auto", "shared", "plain", "fused"):
             raise ValueError(f"--logprobs ({self.logprobs}) must be auto, shared, plain or fused")
+        if self.generation not in ("auto", "shared", "merged", "trl"):
+            raise ValueError(f"--generation ({self.generation}) must be auto, shared, merged or trl")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 1:

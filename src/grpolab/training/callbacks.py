@@ -1,4 +1,4 @@
-"""Trainer callbacks: metrics.jsonl, sample completions, the reward-curve PNG and a progress bar.
+"""Trainer callbacks: metrics.jsonl, sample completions, the training-curve PNG and a progress bar.
 
 Only the main process writes, so multi-process runs log once.
 """
@@ -18,18 +18,24 @@ from grpolab.training.rewards import SampleRecorder
 
 logger = logging.getLogger(__name__)
 
-# Keys of TRL's GRPO logs worth a column in the progress line, in display order.
-_PROGRESS_KEYS = (("reward", "reward"), ("completions/mean_length", "len"), ("kl", "kl"), ("loss", "loss"))
+# Keys of TRL's GRPO and SFT logs worth a column in the progress line, in display order.
+_PROGRESS_KEYS = (("reward", "reward"), ("completions/mean_length", "len"), ("kl", "kl"), ("loss", "loss"),
+                  ("mean_token_accuracy", "acc"))
 
 
 class RunLogger(TrainerCallback):
+    """Appends each log to metrics.jsonl and redraws ``curve_file``: GRPO's reward curve, or with
+    ``curve=plots.loss_curve`` SFT's loss and token accuracy."""
+
     def __init__(self, output_dir: str, recorder: SampleRecorder | None = None, samples_per_log: int = 4,
-                 plot: bool = True, title: str = "GRPO training") -> None:
+                 plot: bool = True, title: str = "GRPO training", curve=plots.reward_curve,
+                 curve_file: str = "reward_curve.png") -> None:
         self.dir = Path(output_dir)
         self.recorder = recorder
         self.samples_per_log = samples_per_log
         self.plot = plot
         self.title = title
+        self.curve, self.curve_file = curve, curve_file
         self.last_time: float | None = None
         self.last_step = 0
 
@@ -54,7 +60,7 @@ class RunLogger(TrainerCallback):
             handle.write(json.dumps(row) + "\n")
         self._write_samples(state.global_step)
         if self.plot:
-            plots.reward_curve(self.metrics_path, self.dir / "reward_curve.png", self.title)
+            self.curve(self.metrics_path, self.dir / self.curve_file, self.title)
 
     def _write_samples(self, step: int) -> None:
         if self.recorder is None or self.samples_per_log <= 0:
@@ -119,16 +125,18 @@ class SamplingCheck(TrainerCallback):
 
 
 class ProgressLine(TrainerCallback):
-    """A tqdm bar with ETA whose postfix shows the latest reward, instead of printing raw log dicts."""
+    """A tqdm bar with ETA whose postfix shows the latest reward (GRPO) or loss and token accuracy (SFT),
+    instead of printing raw log dicts."""
 
-    def __init__(self) -> None:
+    def __init__(self, desc: str = "train") -> None:
+        self.desc = desc
         self.bar = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step",
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
                             dynamic_ncols=True)
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -30,6 +30,23 @@ def is_complete(checkpoint: Path) -> bool:
     return True
 
 
+def damaged_weights(directory: Path) -> str | None:
+    """Why a ``*.safetensors`` file of ``directory`` cannot be loaded (file and reason), or None.
+
+    Reads each file's header only (``safe_open`` checks that it is whole and that every tensor's bytes lie
+    inside the file), so a truncated or overwritten file is caught before a model is built around it.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as weights:
+                weights.keys()
+        except Exception as error:  # safetensors raises its own SafetensorError and OSError subclasses
+            return f"{path} is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
+
+
 def latest_complete(output_dir: Path) -> Path | None:
     candidates = []
     for child in output_dir.glob("checkpoint-*"):
@@ -49,13 +66,22 @@ def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
             return None  # stopped before its first checkpoint: nothing to continue, so start from step 0
         if found is None:
             raise UserError(f"--resume: no complete checkpoint in {output_dir}; train without --resume to start fresh")
-        return str(found)
+        return _whole(found)
     path = Path(resume)
     if not path.is_dir():
         raise UserError(f"--resume: {resume} is not a checkpoint directory")
     if not is_complete(path):
         raise UserError(f"--resume: {resume} is incomplete (no readable trainer_state.json); pick an earlier checkpoint")
-    return str(path)
+    return _whole(path)
+
+
+def _whole(checkpoint: Path) -> str:
+    """``checkpoint`` as a path, after checking that its weights load."""
+    damage = damaged_weights(checkpoint)
+    if damage:
+        raise UserError(f"--resume: {damage}: resume from an earlier checkpoint with --resume "
+                        f"{checkpoint.parent}/checkpoint-N, or train again in a new --output_dir")
+    return str(checkpoint)
 
 
 def check_same_run(output_dir: Path, identity: dict) -> None:
@@ -71,7 +97,7 @@ def check_same_run(output_dir: Path, identity: dict) -> None:
 
 
 # What a run writes into its folder before its first checkpoint, and nothing else.
-_RUN_FILES = ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "config.yaml", RUN_INFO)
+_RUN_FILES = ("metrics.jsonl", "samples.jsonl", "reward_curve.png", "loss_curve.png", "config.yaml", RUN_INFO)
 
 
 def clear_unsaved_run(output_dir: Path) -> list[str]:

@@ -51,13 +51,16 @@ def check_backend(name: str) -> None:
                             "NPUs (torch_npu); on CPU use --accelerate_config cpu2")
 
 
-def launch_command(argv: list[str], config: str, num_processes: int | None) -> list[str]:
-    """The accelerate command that runs this same training in several processes."""
+def launch_command(argv: list[str], config: str, num_processes: int | None,
+                   command: str = "train") -> list[str]:
+    """The accelerate command that runs this same training (``grpolab train`` or ``sft``) in several
+    processes."""
     rest = strip_launch_flags(argv)
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config_path(config))]
+    launch = [sys.executable, "-m", "accelerate.commands.launch",
+              "--config_file", str(accelerate_config_path(config))]
     if num_processes:
-        command += ["--num_processes", str(num_processes)]
-    return command + ["-m", "grpolab", "train", *rest]
+        launch += ["--num_processes", str(num_processes)]
+    return launch + ["-m", "grpolab", command, *rest]
 
 
 def strip_launch_flags(argv: list[str]) -> list[str]:

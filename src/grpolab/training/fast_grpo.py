@@ -22,10 +22,27 @@ prompt for every one of them (the default recipe: 16 x 45 prompt tokens for 16 x
 tokens). The prompt's key/value cache is indexed out to its completions, which keeps the gradient exact.
 It falls back to one forward per sequence under several processes (DDP expects one forward per backward)
 and under activation checkpointing (no cache).
+
+Generation (``--generation``, the CPU default ``shared``) keeps TRL's ``_generate_single_turn`` and its
+``model.generate`` call, and changes only how the same logits are computed:
+
+- ``merged``: each LoRA layer's ``B @ A * scaling`` is added to a copy of its base weight for the length of
+  the call, and the adapter layers are bypassed, so a decoding step runs one matmul per linear layer instead
+  of three (the LoRA side is 30 layers x 7 small matmuls per token, overhead-bound on a CPU). The original
+  base weights are put back afterwards (never merged in place and subtracted, which would let float
+  rounding drift the frozen weights step after step). Only plain LoRA on float weights without dropout
+  qualifies (dropout would sample a different model); anything else generates as TRL does.
+- ``shared``: as ``merged``, and the prompt of each group (``num_generations`` copies of it in the batch)
+  is prefilled once: the distinct prompts but their last token run through the model, the key/value cache
+  is indexed out to the rows, and ``generate`` goes on from it (it prefills only what the cache lacks).
+  Positions are numbered as ``generate`` numbers them (attention-mask cumsum), so the logits are the same
+  up to float rounding, and the random numbers are drawn in the same order: with a fixed seed the sampled
+  completions equal TRL's (tested).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -35,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 # TrainArgs.logprobs values: "auto" picks "shared" on the CPU and TRL's "fused" head elsewhere.
 LOGPROB_PATHS = ("auto", "shared", "plain", "fused")
+# TrainArgs.generation values: "auto" picks "shared" on the CPU and TRL's own generation elsewhere.
+GENERATION_PATHS = ("auto", "shared", "merged", "trl")
 
 
 def logprob_path(choice: str, device_type: str) -> str:
@@ -42,6 +61,14 @@ def logprob_path(choice: str, device_type: str) -> str:
         raise ValueError(f"--logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {choice!r}")
     if choice == "auto":
         return "shared" if device_type == "cpu" else "fused"
+    return choice
+
+
+def generation_path(choice: str, device_type: str) -> str:
+    if choice not in GENERATION_PATHS:
+        raise ValueError(f"--generation must be one of {', '.join(GENERATION_PATHS)}, not {choice!r}")
+    if choice == "auto":
+        return "shared" if device_type == "cpu" else "trl"
     return choice
 
 
@@ -64,19 +91,39 @@ def selective_logprobs(logits: torch.Tensor, targets: torch.Tensor, compute_entr
     return logps, entropy
 
 
-class PlainLogprobGRPOTrainer(GRPOTrainer):
-    """TRL's GRPOTrainer whose per-token log-probs skip the fused LM head (see the module docstring).
+class FastGRPOTrainer(GRPOTrainer):
+    """TRL's GRPOTrainer with this module's CPU paths (see the module docstring).
 
-    With ``share_prompts`` the prompt of each group runs once and its key/value cache is indexed out to
-    the group's completions (``num_generations`` rows share one prompt), instead of once per completion.
+    ``logprob_mode`` ("fused" = TRL's, "plain", "shared") and ``generation_mode`` ("trl", "merged",
+    "shared") pick them; a case a path does not cover goes to TRL's method.
     """
 
-    share_prompts = False
+    logprob_mode = "fused"
+    generation_mode = "trl"
+
+    @property
+    def share_prompts(self) -> bool:
+        return self.logprob_mode == "shared"
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        model = self.accelerator.unwrap_model(self.model_wrapped)
+        layers = None
+        if (self.generation_mode != "trl" and images is None and not multimodal_fields and not self.use_vllm
+                and not self.use_transformers_continuous_batching and self.accelerator.num_processes == 1):
+            layers = mergeable_lora_layers(model)
+        if layers is None:
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
+        share = self.generation_mode == "shared" and self.generation_config.cache_implementation is None
+        with merged_lora(layers), shared_prefill(model) if share else contextlib.nullcontext():
+            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
+                                                 has_tool_images)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
                                            batch_size=None, compute_entropy=False, compute_aux_loss=False,
                                            **multimodal):
-        if compute_aux_loss or any(value is not None for value in multimodal.values()):
+        if (self.logprob_mode == "fused" or compute_aux_loss
+                or any(value is not None for value in multimodal.values())):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
                 compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
@@ -136,14 +183,107 @@ def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, a
     return torch.cat([prompt.logits[rows], completion.logits[:, :-1]], dim=1)
 
 
-class SharedPromptGRPOTrainer(PlainLogprobGRPOTrainer):
+class PlainLogprobGRPOTrainer(FastGRPOTrainer):
+    """Log-probs of the completion positions only (``--logprobs plain``)."""
+
+    logprob_mode = "plain"
+
+
+class SharedPromptGRPOTrainer(FastGRPOTrainer):
     """Plain log-probs with each group's prompt run once (``--logprobs shared``)."""
 
-    share_prompts = True
+    logprob_mode = "shared"
+
+
+def mergeable_lora_layers(model) -> list | None:
+    """The model's LoRA layers when generation may fold them into the base weights, else None.
+
+    Plain LoRA on ``nn.Linear`` float weights, no dropout (it would sample another model), no DoRA or other
+    variant, no bias, nothing merged or disabled already: then ``W x + s B A x`` is ``(W + s B A) x``.
+    """
+    from peft.tuners.lora import Linear, LoraLayer
+
+    layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
+    for layer in layers:
+        if (type(layer) is not Linear or layer.merged or layer.disable_adapters
+                or not isinstance(layer.get_base_layer(), torch.nn.Linear)
+                or not layer.get_base_layer().weight.is_floating_point()):
+            return None
+        for name in layer.active_adapters:
+            if name in layer.lora_A and (name in layer.lora_variant or layer.lora_bias.get(name)
+                                         or not isinstance(layer.lora_dropout[name], torch.nn.Identity)):
+                return None
+    return layers or None
+
+
+@contextlib.contextmanager
+def merged_lora(layers):
+    """Each layer's active adapters added to a copy of its base weight, the adapters bypassed; the original
+    base weights (the same tensors, untouched) and the adapters come back on exit."""
+    saved = []
+    try:
+        with torch.no_grad():
+            for layer in layers:
+                weight = layer.get_base_layer().weight
+                merged = weight.data.clone()
+                for name in layer.active_adapters:
+                    if name in layer.lora_A:
+                        merged += layer.get_delta_weight(name)
+                saved.append((layer, weight, weight.data))
+                weight.data = merged
+                layer._disable_adapters = True  # peft's switch; enable_adapters() would reset requires_grad
+        yield
+    finally:
+        for layer, weight, original in saved:
+            weight.data = original
+            layer._disable_adapters = False
+
+
+@contextlib.contextmanager
+def shared_prefill(model):
+    """``model.generate`` that first prefills each distinct prompt once (see the module docstring)."""
+    original = model.generate
+
+    def generate(input_ids=None, attention_mask=None, generation_config=None, **kwargs):
+        cache = None
+        if input_ids is not None and attention_mask is not None and not kwargs:
+            cache = distinct_prompt_cache(model, input_ids, attention_mask)
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        return original(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
+                         **kwargs)
+
+    model.generate = generate
+    try:
+        yield
+    finally:
+        del model.generate
+
+
+def distinct_prompt_cache(model, input_ids, attention_mask):
+    """The key/value cache of every row's prompt but its last token, computed once per distinct prompt
+    and indexed out to the rows [b]; None when no two rows share a prompt.
+
+    input_ids and attention_mask [b, P] are left-padded, as TRL pads them for ``generate``, which then
+    prefills only the last token. Positions as ``generate`` numbers them: cumsum of the mask, minus 1.
+    """
+    from transformers import DynamicCache
+
+    length = input_ids.size(1)
+    distinct, rows = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0, return_inverse=True)
+    if len(distinct) == len(input_ids) or length < 2:
+        return None
+    ids, mask = distinct[:, :length - 1], distinct[:, length:2 * length - 1]  # [u, P - 1]
+    position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+    cache = DynamicCache(config=model.config)
+    model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
+          logits_to_keep=1)
+    cache.batch_select_indices(rows)
+    return cache
 
 
 def trainer_class(choice: str, device_type: str) -> type[GRPOTrainer]:
     """The trainer for ``TrainArgs.logprobs`` on this device."""
     path = logprob_path(choice, device_type)
     logger.info("per-token log-probs: %s", path)
-    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": GRPOTrainer}[path]
+    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": FastGRPOTrainer}[path]

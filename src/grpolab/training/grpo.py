@@ -71,6 +71,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
         from peft import PeftModel
 
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
+        models.check_adapter_weights(train_args.init_adapter)
         base = models.load_causal_lm(source, quantization_config=quantization, **init_kwargs)
         model = PeftModel.from_pretrained(base, train_args.init_adapter, is_trainable=True)
         return {"model": model, "processing_class": tokenizer}
@@ -108,7 +109,7 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
     from grpolab.training.callbacks import ProgressLine, RunLogger, SamplingCheck
-    from grpolab.training.fast_grpo import trainer_class
+    from grpolab.training.fast_grpo import generation_path, trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)
@@ -123,11 +124,12 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
     trainer = trainer_type(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
                            callbacks=[logger_callback, SamplingCheck(), *callbacks])
-    _use_progress_line(trainer, ProgressLine())
+    trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
+    use_progress_line(trainer, ProgressLine())
     return trainer
 
 
-def _use_progress_line(trainer, progress) -> None:
+def use_progress_line(trainer, progress) -> None:
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     trainer.remove_callback(ProgressCallback)
@@ -170,16 +172,22 @@ def _yaml_safe(value):
 
 def train(train_args: TrainArgs, grpo_config, model_config) -> Path:
     """Train and save the adapter; returns the run directory."""
-    output_dir = Path(grpo_config.output_dir)
+    return run_trainer(train_args, grpo_config, model_config, build_trainer)
+
+
+def run_trainer(train_args: TrainArgs, trainer_config, model_config, build) -> Path:
+    """What GRPO and SFT runs share: check the run directory (refuse a run without --resume), threads, build
+    the trainer with ``build(train_args, trainer_config, model_config)``, train (resuming), save."""
+    output_dir = Path(trainer_config.output_dir)
     resume_from = prepare_output_dir(output_dir, train_args, model_config)
     if train_args.torch_threads:
         import torch
 
         torch.set_num_threads(train_args.torch_threads)
     with checkpoints.fresh_run(output_dir, resume_from):
-        trainer = build_trainer(train_args, grpo_config, model_config)
+        trainer = build(train_args, trainer_config, model_config)
         if trainer.is_world_process_zero():
-            save_run_info(output_dir, train_args, grpo_config, model_config)
+            save_run_info(output_dir, train_args, trainer_config, model_config)
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(str(output_dir))
         if trainer.is_world_process_zero():

@@ -1,0 +1,169 @@
+"""grpolab sft end to end: metrics, loss curve, progress line, refusal of a used run directory, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from grpolab.cli import main
+from grpolab.training import checkpoints
+
+
+def sft_flags(model_dir: Path, output_dir: Path, steps: int, task: str = "arith") -> list[str]:
+    return ["--model_name_or_path", str(model_dir), "--output_dir", str(output_dir), "--task", task,
+            "--task_options", "{}", "--max_steps", str(steps), "--per_device_train_batch_size", "2",
+            "--num_train", "16", "--max_length", "128", "--logging_steps", "1", "--save_steps", "1",
+            "--torch_threads", "1", "--report_to", "none"]
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def adapter_tensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+@pytest.mark.slow
+def test_two_sft_steps_on_the_embedded_model(tmp_path, embedded_model_dir, capfd):
+    run = tmp_path / "sft"
+    flags = sft_flags(embedded_model_dir, run, steps=2)
+    assert main(["sft", *flags]) == 0
+    out, err = capfd.readouterr()
+    rows = metric_rows(run)
+    assert [row["step"] for row in rows] == [1, 2]
+    assert all(0 < row["loss"] < 10 and 0 <= row["mean_token_accuracy"] <= 1 for row in rows)
+    assert rows[1]["seconds_per_step"] > 0
+    assert (run / "loss_curve.png").stat().st_size > 10_000
+    # The progress line, not transformers' raw log dicts.
+    assert "sft: 100%" in err and "2/2" in err and f"loss={rows[-1]['loss']:.3g}" in err
+    assert "{'loss'" not in out + err
+    assert f"warm-up adapter saved to {run}" in out
+    assert (run / "adapter_model.safetensors").is_file() and (run / "config.yaml").is_file()
+    # The same command again refuses the finished run, in one line, and leaves it as it was.
+    assert main(["sft", *flags]) == 2
+    err = capfd.readouterr().err
+    assert err.strip() == (f"grpolab sft: error: {run} already holds a run: add --resume to continue it, "
+                           "or choose another --output_dir")
+    assert [row["step"] for row in metric_rows(run)] == [1, 2]
+
+
+def test_sft_resume_continues_to_the_same_weights(tmp_path, tiny_model_dir):
+    """Stop at step 2 (max_steps), resume to step 4: the steps continue, and the LoRA weights equal a run
+    of 4 steps never stopped (exact: one thread, constant learning rate, restored optimizer and sampler)."""
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    assert main(["sft", *sft_flags(tiny_model_dir, straight, steps=4)]) == 0
+    assert main(["sft", *sft_flags(tiny_model_dir, stopped, steps=2)]) == 0
+    assert checkpoints.latest_complete(stopped).name == "checkpoint-2"
+    assert main(["sft", *sft_flags(tiny_model_dir, stopped, steps=4)]) == 2  # no --resume: refused
+    assert main(["sft", *sft_flags(tiny_model_dir, stopped, steps=4), "--resume"]) == 0
+    assert checkpoints.latest_complete(stopped).name == "checkpoint-4"
+    state = json.loads((stopped / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert [row["step"] for row in metric_rows(stopped)] == [1, 2, 3, 4]
+    assert [row["loss"] for row in metric_rows(stopped)] == [row["loss"] for row in metric_rows(straight)]
+    expected, resumed = adapter_tensors(straight), adapter_tensors(stopped)
+    assert expected.keys() == resumed.keys()
+    assert all(bool((expected[name] == resumed[name]).all()) for name in expected), "LoRA weights differ"
+
+
+def test_sft_refuses_grpo_settings(capsys):
+    assert main(["sft", "--reward_funcs", "arith_correct", "--dry_run"]) == 2
+    assert capsys.readouterr().err.strip() == ("grpolab sft: error: --reward_funcs is a GRPO setting "
+                                               "(grpolab train); grpolab sft trains on the task's reference "
+                                               "replies: remove it")
+
+
+def test_sft_help_names_its_own_recipe_and_config(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["sft", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    assert "default: sft-sudoku-smollm2.yaml" in text and "TRL SFTConfig/ModelConfig" in text
+    assert "GRPOConfig" not in text and "default.yaml" not in text.replace("sft-sudoku-smollm2.yaml", "")
+    assert "--reward_funcs" not in text and "loss_curve.png" in text
+
+
+def test_sft_relaunches_under_accelerate(monkeypatch, capsys):
+    import subprocess
+
+    launched = []
+    monkeypatch.setattr(subprocess, "call", lambda command, env: launched.append((command, env)) or 0)
+    assert main(["sft", "--accelerate_config", "cpu2", "--num_processes", "2", "--max_steps", "1"]) == 0
+    [(command, env)] = launched
+    assert command[command.index("--config_file") + 1].endswith("accelerate/cpu2.yaml")
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-5:] == ["-m", "grpolab", "sft", "--max_steps", "1"]
+    assert env["ACCELERATE_USE_CPU"] == "true"
+    assert "launching:" in capsys.readouterr().out
+
+
+def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from grpolab.training import recipes
+    from grpolab.training.sft import reference_dataset
+
+    train_args, _, _ = recipes.parse_train_args(["--task", "arith", "--task_options", "{}", "--num_train", "8"],
+                                                SFTConfig, "sft-sudoku-smollm2.yaml", "sft")
+    config = SFTConfig(output_dir=str(output_dir), per_device_train_batch_size=4, max_length=128, report_to="none",
+                       bf16=False, use_cpu=True, seed=0)
+    torch.manual_seed(0)  # the same LoRA A matrices in both trainers
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights="gaussian",
+                      task_type="CAUSAL_LM")
+    trainer = trainer_type(model=str(model_dir), args=config, train_dataset=reference_dataset(train_args, 0),
+                           peft_config=lora)
+    for name, parameter in trainer.model.named_parameters():  # LoRA B starts at 0; make the LoRA path count
+        if "lora_B" in name:
+            parameter.data = torch.linspace(-0.05, 0.05, parameter.numel()).view_as(parameter)
+    return trainer
+
+
+@pytest.mark.parametrize("num_items_in_batch", [None, 37])
+def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_dir, num_items_in_batch):
+    """The CPU override against TRL's fused head on the same batch: loss within 1e-6, LoRA gradients within
+    1e-5 (relative), entropy and token accuracy within 1e-5 (fp32; the two sum the vocabulary in other orders)."""
+    import torch
+    from trl import SFTTrainer
+
+    from grpolab.training import sft
+
+    figures = {}
+    for name, trainer_type in (("trl", SFTTrainer), ("plain", sft.PlainHeadSFTTrainer)):
+        trainer = sft_trainer(trainer_type, tiny_model_dir, tmp_path / name)
+        forward = trainer.model.get_base_model().forward
+        assert (getattr(forward.__func__, "func", None) is sft._plain_head_forward) == (name == "plain")
+        batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+        assert (batch["labels"] == -100).float().mean() > 0.3  # the prompt is masked: the case that matters
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items_in_batch)
+        loss.backward()
+        grads = {key: p.grad.clone() for key, p in trainer.model.named_parameters() if p.grad is not None}
+        metrics = {key: values[-1] for key, values in trainer._metrics["train"].items() if key != "num_tokens"}
+        figures[name] = (float(loss.detach()), grads, metrics)
+    (trl_loss, trl_grads, trl_metrics), (plain_loss, plain_grads, plain_metrics) = figures["trl"], figures["plain"]
+    assert trl_loss > 1 and abs(plain_loss - trl_loss) <= 1e-6
+    assert trl_grads.keys() == plain_grads.keys() and len(trl_grads) > 0
+    for key in trl_grads:
+        torch.testing.assert_close(plain_grads[key], trl_grads[key], rtol=1e-5, atol=1e-7)
+    assert trl_metrics.keys() == plain_metrics.keys() == {"entropy", "mean_token_accuracy"}
+    assert plain_metrics == pytest.approx(trl_metrics, abs=1e-5)
+
+
+def test_cpu_sft_uses_the_plain_head_and_fused_elsewhere():
+    from trl import SFTTrainer
+
+    from grpolab.errors import UserError
+    from grpolab.training.sft import PlainHeadSFTTrainer, trainer_class
+
+    assert trainer_class("auto", "cpu") is PlainHeadSFTTrainer
+    assert trainer_class("auto", "cuda") is SFTTrainer
+    assert trainer_class("fused", "cpu") is SFTTrainer and trainer_class("plain", "cuda") is PlainHeadSFTTrainer
+    with pytest.raises(UserError, match="--logprobs shared is GRPO's"):
+        trainer_class("shared", "cpu")
