@@ -18,7 +18,9 @@ import time
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--num", type=int, default=32, help="arith test items")
     parser.add_argument("--batch_size", type=int, default=32)
@@ -71,15 +73,19 @@ def main() -> None:
             else:
                 elapsed, outputs[mode] = timed(one_at_a_time, model, tokenizer, prompts, settings)
             seconds[mode].append(elapsed)
-            print(f"round {round_number + 1} {mode:<14} {len(prompts) / elapsed:7.2f} items/s ({elapsed:.1f} s)")
+            print(
+                f"round {round_number + 1} {mode:<14} {len(prompts) / elapsed:7.2f} items/s ({elapsed:.1f} s)"
+            )
     report(args, prompts, seconds, outputs)
 
 
 def report(args, prompts, seconds, outputs) -> None:
     rate = {mode: len(prompts) / min(times) for mode, times in seconds.items()}
     same = sum(a == b for a, b in zip(outputs["batched"], outputs["one-at-a-time"], strict=True))
-    print(f"\n{len(prompts)} arith test items, greedy, max_new_tokens {args.max_new_tokens}, "
-          f"batch_size {args.batch_size}, {args.threads} thread(s), best of {args.rounds} rounds")
+    print(
+        f"\n{len(prompts)} arith test items, greedy, max_new_tokens {args.max_new_tokens}, "
+        f"batch_size {args.batch_size}, {args.threads} thread(s), best of {args.rounds} rounds"
+    )
     print(f"batched        {rate['batched']:7.2f} items/s")
     print(f"one-at-a-time  {rate['one-at-a-time']:7.2f} items/s")
     print(f"same output    {same}/{len(prompts)} ({100 * same / len(prompts):.0f}%)")

@@ -46,7 +46,9 @@ def grpolab(args: list[str], measure: bool = False) -> tuple[float, float | None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--path", choices=sorted(PATHS), required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
@@ -61,16 +63,45 @@ def main() -> int:
     result = {"path": args.path, "seed": args.seed, "accuracy": {}}
     seed = ["--seed", str(args.seed)]
     grpolab(["data", "arith", "--num", "2000", "--num_test", str(args.num_test), *seed, "--out", str(data)])
-    seconds, rss = grpolab(["train", "--output_dir", str(run), "--data_file", str(data), *seed, *PATHS[args.path],
-                            "--max_steps", str(args.max_steps), "--save_steps", str(args.every),
-                            "--save_total_limit", str(args.max_steps // args.every + 1),
-                            "--torch_threads", str(args.threads)], measure=True)
+    seconds, rss = grpolab(
+        [
+            "train",
+            "--output_dir",
+            str(run),
+            "--data_file",
+            str(data),
+            *seed,
+            *PATHS[args.path],
+            "--max_steps",
+            str(args.max_steps),
+            "--save_steps",
+            str(args.every),
+            "--save_total_limit",
+            str(args.max_steps // args.every + 1),
+            "--torch_threads",
+            str(args.threads),
+        ],
+        measure=True,
+    )
     result.update(train_seconds=seconds, train_peak_rss_gb=rss)
     steps = [args.max_steps, *range(args.every, args.max_steps, args.every)]
     for step in steps:
         adapter = run if step == args.max_steps else run / f"checkpoint-{step}"
-        _, eval_rss = grpolab(["eval", "--adapter", str(adapter), "--data_file", str(data), *EVAL_FLAGS,
-                               "--num", str(args.num_test), "--out", str(out / f"eval-{step}")], measure=True)
+        _, eval_rss = grpolab(
+            [
+                "eval",
+                "--adapter",
+                str(adapter),
+                "--data_file",
+                str(data),
+                *EVAL_FLAGS,
+                "--num",
+                str(args.num_test),
+                "--out",
+                str(out / f"eval-{step}"),
+            ],
+            measure=True,
+        )
         metrics = json.loads((out / f"eval-{step}" / "metrics.json").read_text())
         result["accuracy"][step] = metrics["accuracy"]
         result.setdefault("eval_peak_rss_gb", eval_rss)

@@ -121,10 +121,14 @@ def finished_model(home: Path, reference: dict[str, str]) -> str | None:
         return "no model cache"
     digests = file_digests(target)
     if digests != reference:
-        differ = sorted(name for name in set(digests) | set(reference) if digests.get(name) != reference.get(name))
+        names = set(digests) | set(reference)
+        differ = sorted(name for name in names if digests.get(name) != reference.get(name))
         return f"cache differs from an unbroken conversion in {differ}"
-    leftovers = [path.name for path in target.parent.iterdir() if path.name.startswith(f".{target.name}.")
-                 and path.name != f".{target.name}.lock"]
+    leftovers = [
+        path.name
+        for path in target.parent.iterdir()
+        if path.name.startswith(f".{target.name}.") and path.name != f".{target.name}.lock"
+    ]
     return f"leftover staging folders {leftovers}" if leftovers else None
 
 
@@ -163,8 +167,9 @@ def model_scenario(root: Path) -> Scenario:
     def prepare(folder: Path, index: int) -> None:
         if index % 2 == 1:  # a finished cache to convert again with --force (hard links: no copy)
             source = reference_home / "models"
-            shutil.copytree(source, folder / "home" / "models", copy_function=os.link,
-                            ignore=shutil.ignore_patterns(".*"))
+            shutil.copytree(
+                source, folder / "home" / "models", copy_function=os.link, ignore=shutil.ignore_patterns(".*")
+            )
 
     def run(folder: Path) -> list[str]:
         force = ["--force"] if (folder / "home" / "models").is_dir() else []
@@ -176,8 +181,14 @@ def model_scenario(root: Path) -> Scenario:
         reference = file_digests(reference_home / "models" / models.DEFAULT_MODEL)
         return finished_model(folder / "home", reference)
 
-    return Scenario("model", run, lambda f: grpolab("model", "prepare"), check, prepare,
-                    env=lambda folder: {"GRPOLAB_HOME": str(folder / "home")})
+    return Scenario(
+        "model",
+        run,
+        lambda f: grpolab("model", "prepare"),
+        check,
+        prepare,
+        env=lambda folder: {"GRPOLAB_HOME": str(folder / "home")},
+    )
 
 
 def scenarios(model: Path, adapter: Path, root: Path) -> dict[str, Scenario]:
@@ -194,20 +205,46 @@ def scenarios(model: Path, adapter: Path, root: Path) -> dict[str, Scenario]:
 
     train_again, sft_again = again("train", train_flags), again("sft", sft_flags)
 
-    evaluation = ["eval", "--adapter", str(adapter), "--task", "arith", "--num", "24", "--batch_size", "4",
-                  "--max_new_tokens", "8", "--no_progress"]
+    evaluation = [
+        "eval",
+        "--adapter",
+        str(adapter),
+        "--task",
+        "arith",
+        "--num",
+        "24",
+        "--batch_size",
+        "4",
+        "--max_new_tokens",
+        "8",
+        "--no_progress",
+    ]
     return {
-        "train": Scenario("train", lambda f: grpolab("train", *train_flags(model, f / "run")), train_again,
-                          lambda f: finished_training(f / "run"),
-                          kill_when=lambda f: checkpoint_being_written(f / "run")),
-        "sft": Scenario("sft", lambda f: grpolab("sft", *sft_flags(model, f / "run")), sft_again,
-                        lambda f: finished_training(f / "run")),
-        "eval": Scenario("eval", lambda f: grpolab(*evaluation, "--out", str(f / "eval")),
-                         lambda f: grpolab(*evaluation, "--out", str(f / "eval"), "--resume"),
-                         lambda f: finished_eval(f / "eval", 24)),
-        "merge": Scenario("merge", lambda f: grpolab("merge", "--adapter", str(adapter), "--out", str(f / "m")),
-                          lambda f: grpolab("merge", "--adapter", str(adapter), "--out", str(f / "m"), "--force"),
-                          lambda f: finished_merge(f / "m")),
+        "train": Scenario(
+            "train",
+            lambda f: grpolab("train", *train_flags(model, f / "run")),
+            train_again,
+            lambda f: finished_training(f / "run"),
+            kill_when=lambda f: checkpoint_being_written(f / "run"),
+        ),
+        "sft": Scenario(
+            "sft",
+            lambda f: grpolab("sft", *sft_flags(model, f / "run")),
+            sft_again,
+            lambda f: finished_training(f / "run"),
+        ),
+        "eval": Scenario(
+            "eval",
+            lambda f: grpolab(*evaluation, "--out", str(f / "eval")),
+            lambda f: grpolab(*evaluation, "--out", str(f / "eval"), "--resume"),
+            lambda f: finished_eval(f / "eval", 24),
+        ),
+        "merge": Scenario(
+            "merge",
+            lambda f: grpolab("merge", "--adapter", str(adapter), "--out", str(f / "m")),
+            lambda f: grpolab("merge", "--adapter", str(adapter), "--out", str(f / "m"), "--force"),
+            lambda f: finished_merge(f / "m"),
+        ),
         "model": model_scenario(root),
     }
 
@@ -244,14 +281,16 @@ def kill_at_moment(process: subprocess.Popen, moment: Callable[[], str | None]) 
     return None
 
 
-def soak_once(scenario: Scenario, folder: Path, index: int, duration: float, rng: random.Random,
-              env: dict) -> tuple[str, str | None]:
+def soak_once(
+    scenario: Scenario, folder: Path, index: int, duration: float, rng: random.Random, env: dict
+) -> tuple[str, str | None]:
     """Kill one run, recover, and say where the kill landed and what is wrong (None when it recovered)."""
     scenario.prepare(folder, index)
     env = {**env, **scenario.env(folder)}
     for _attempt in range(5):  # a run can end before the moment it is to be killed in comes
-        process = subprocess.Popen(scenario.run(folder), env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            scenario.run(folder), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         if scenario.kill_when and index % 2 == 1:
             landed = kill_at_moment(process, lambda: scenario.kill_when(folder))
         else:

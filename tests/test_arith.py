@@ -44,13 +44,20 @@ def test_score_table(completion, parsed, solved, lenient):
     assert verdict.partial == (1.0 if solved else 0.0)
 
 
-@pytest.mark.parametrize(("completion", "format_ok"), [("19", True), ("7 + 12 = 19.", True), ("x" * 41 + " 19", False), ("no", False)])
+@pytest.mark.parametrize(
+    ("completion", "format_ok"),
+    [("19", True), ("7 + 12 = 19.", True), ("x" * 41 + " 19", False), ("no", False)],
+)
 def test_format_is_a_short_reply_with_a_number(completion, format_ok):
     assert arith.score(completion, ROW).format_ok is format_ok
 
 
 def test_rewards_are_batched_and_accept_chat_completions():
-    completions = [[{"role": "assistant", "content": "19"}], [{"role": "assistant", "content": "20"}], "7 + 12 = 19"]
+    completions = [
+        [{"role": "assistant", "content": "19"}],
+        [{"role": "assistant", "content": "20"}],
+        "7 + 12 = 19",
+    ]
     kwargs = {"answer": ["19", "19", "19"], "question": ["7 + 12"] * 3}
     assert arith.arith_correct(completions, **kwargs) == [1.0, 0.0, 1.0]
     assert arith.arith_brevity(completions, **kwargs) == [1.0, 0.0, 1.0]
@@ -99,7 +106,10 @@ def test_load_builds_chat_prompts():
     assert dataset[0]["question"] in dataset[0]["prompt"][-1]["content"]
 
 
-@pytest.mark.parametrize(("options", "message"), [({"levels": "add-9000"}, "unknown arith level"), ({"colour": 1}, "unknown arith option")])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"levels": "add-9000"}, "unknown arith level"), ({"colour": 1}, "unknown arith option")],
+)
 def test_bad_options(options, message):
     with pytest.raises(UserError, match=message):
         get_task("arith").load("train", num=5, **options)

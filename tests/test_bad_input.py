@@ -77,80 +77,199 @@ TINY = ("--model_name_or_path {model} --output_dir run --max_steps 1 --per_devic
 
 CASES = [
     # Recipes: YAML and flags
-    case("yaml-malformed", "train --config bad.yaml", "bad.yaml:2: not valid YAML", files={"bad.yaml": "task: [arith\n"}),
-    case("yaml-not-a-mapping", "train --config list.yaml", "must be a YAML mapping", files={"list.yaml": "- a\n- b\n"}),
-    case("yaml-wrong-type", "train --config t.yaml", "'max_steps' must be int, got str 'ten'",
-         files={"t.yaml": "max_steps: ten\n"}),
-    case("yaml-wrong-type-list", "train --config t.yaml", "'learning_rate' must be float, got list",
-         files={"t.yaml": "learning_rate: [1]\n"}),
-    case("yaml-unknown-key", "train --config t.yaml", "unknown key 'learnin_rate'; did you mean 'learning_rate'?",
-         files={"t.yaml": "learnin_rate: 0.1\n"}),
+    case(
+        "yaml-malformed",
+        "train --config bad.yaml",
+        "bad.yaml:2: not valid YAML",
+        files={"bad.yaml": "task: [arith\n"},
+    ),
+    case(
+        "yaml-not-a-mapping",
+        "train --config list.yaml",
+        "must be a YAML mapping",
+        files={"list.yaml": "- a\n- b\n"},
+    ),
+    case(
+        "yaml-wrong-type",
+        "train --config t.yaml",
+        "'max_steps' must be int, got str 'ten'",
+        files={"t.yaml": "max_steps: ten\n"},
+    ),
+    case(
+        "yaml-wrong-type-list",
+        "train --config t.yaml",
+        "'learning_rate' must be float, got list",
+        files={"t.yaml": "learning_rate: [1]\n"},
+    ),
+    case(
+        "yaml-unknown-key",
+        "train --config t.yaml",
+        "unknown key 'learnin_rate'; did you mean 'learning_rate'?",
+        files={"t.yaml": "learnin_rate: 0.1\n"},
+    ),
     case("yaml-missing", "train --config nosuch.yaml", "config file 'nosuch.yaml' not found"),
-    case("flag-unknown", "train --learnin_rate 1", "unknown flag --learnin_rate; did you mean --learning_rate?"),
+    case(
+        "flag-unknown", "train --learnin_rate 1", "unknown flag --learnin_rate; did you mean --learning_rate?"
+    ),
     case("flag-wrong-type", "train --max_steps ten", "invalid int value: 'ten'"),
-    case("batch-indivisible", "train --per_device_train_batch_size 3 --num_generations 4 --dry_run",
-         "generation_batch_size (3) must be divisible by num_generations (4)"),
-    case("batch-one-generation", "train --num_generations 1 --dry_run", "GRPO requires at least 2 generations"),
+    case(
+        "batch-indivisible",
+        "train --per_device_train_batch_size 3 --num_generations 4 --dry_run",
+        "generation_batch_size (3) must be divisible by num_generations (4)",
+    ),
+    case(
+        "batch-one-generation", "train --num_generations 1 --dry_run", "GRPO requires at least 2 generations"
+    ),
     case("num-train-zero", "train --num_train 0 --dry_run", "--num_train (0) must be at least 1"),
     case("task-options-malformed", "train --task_options { --dry_run", "--task_options must be a mapping"),
     case("reward-timeout-negative", "train --reward_timeout -1 --dry_run", "--reward_timeout (-1) must be 0"),
     # Tasks, rewards, data
     case("task-unknown", "train --task nosuchtask --dry_run", "unknown task 'nosuchtask'"),
-    case("reward-import", "train --reward_funcs nosuch.module:fn --dry_run",
-         "cannot import reward function 'nosuch.module:fn'"),
-    case("reward-unknown", "train --reward_funcs arith_nosuch --dry_run", "unknown reward 'arith_nosuch' for task arith"),
+    case(
+        "reward-import",
+        "train --reward_funcs nosuch.module:fn --dry_run",
+        "cannot import reward function 'nosuch.module:fn'",
+    ),
+    case(
+        "reward-unknown",
+        "train --reward_funcs arith_nosuch --dry_run",
+        "unknown reward 'arith_nosuch' for task arith",
+    ),
     case("data-missing", f"{TRAIN} --data_file none.jsonl --dry_run", "data file none.jsonl does not exist"),
     case("data-empty", f"{TRAIN} --data_file e.jsonl --dry_run", "has no rows", files={"e.jsonl": "\n\n"}),
-    case("data-corrupt-json", f"{TRAIN} --data_file c.jsonl --dry_run", "c.jsonl:2: not valid JSON",
-         files={"c.jsonl": ARITH_ROW + '{"question": \n'}),
-    case("data-not-utf8", f"{TRAIN} --task sudoku --data_file b.jsonl --dry_run", "b.jsonl:1: not UTF-8 text",
-         files={"b.jsonl": b"\xff\xfe\x00garbage\n"}),
-    case("data-wrong-task-arith", f"{TRAIN} --data_file s.jsonl --dry_run", "holds no arithmetic expression",
-         files={"s.jsonl": SUDOKU_ROW}),
-    case("data-wrong-task-sudoku", f"{TRAIN} --task sudoku --data_file g.jsonl --dry_run", "is not 16 characters",
-         files={"g.jsonl": GSM8K_ROW}),
-    case("data-wrong-task-gsm8k", f"{TRAIN} --task gsm8k --data_file a.jsonl --dry_run",
-         "does not end with a final '#### N'", files={"a.jsonl": ARITH_ROW}),
-    case("task-option-unknown", "train --task sudoku --task_options {nosuch:1} --dry_run",
-         "unknown sudoku option(s) nosuch"),
+    case(
+        "data-corrupt-json",
+        f"{TRAIN} --data_file c.jsonl --dry_run",
+        "c.jsonl:2: not valid JSON",
+        files={"c.jsonl": ARITH_ROW + '{"question": \n'},
+    ),
+    case(
+        "data-not-utf8",
+        f"{TRAIN} --task sudoku --data_file b.jsonl --dry_run",
+        "b.jsonl:1: not UTF-8 text",
+        files={"b.jsonl": b"\xff\xfe\x00garbage\n"},
+    ),
+    case(
+        "data-wrong-task-arith",
+        f"{TRAIN} --data_file s.jsonl --dry_run",
+        "holds no arithmetic expression",
+        files={"s.jsonl": SUDOKU_ROW},
+    ),
+    case(
+        "data-wrong-task-sudoku",
+        f"{TRAIN} --task sudoku --data_file g.jsonl --dry_run",
+        "is not 16 characters",
+        files={"g.jsonl": GSM8K_ROW},
+    ),
+    case(
+        "data-wrong-task-gsm8k",
+        f"{TRAIN} --task gsm8k --data_file a.jsonl --dry_run",
+        "does not end with a final '#### N'",
+        files={"a.jsonl": ARITH_ROW},
+    ),
+    case(
+        "task-option-unknown",
+        "train --task sudoku --task_options {nosuch:1} --dry_run",
+        "unknown sudoku option(s) nosuch",
+    ),
     # Output folder, checkpoints, adapters
-    case("output-is-a-file", "train --output_dir file/run --dry_run", "file is a file, not a folder",
-         files={"file": "mine"}),
-    case("output-holds-a-run", "train --output_dir run --dry_run", "run already holds a run: add --resume",
-         files={"run/metrics.jsonl": '{"step": 1}\n', "run/adapter_config.json": ADAPTER_CONFIG}),
+    case(
+        "output-is-a-file",
+        "train --output_dir file/run --dry_run",
+        "file is a file, not a folder",
+        files={"file": "mine"},
+    ),
+    case(
+        "output-holds-a-run",
+        "train --output_dir run --dry_run",
+        "run already holds a run: add --resume",
+        files={"run/metrics.jsonl": '{"step": 1}\n', "run/adapter_config.json": ADAPTER_CONFIG},
+    ),
     case("resume-nothing", "train --output_dir run --resume --dry_run", "no complete checkpoint in run"),
-    case("resume-another-task", "train --output_dir run --resume --task sudoku --task_options {}",
-         "the config changes task: 'arith' -> 'sudoku'",
-         files={"run/grpolab_run.json": RUN_INFO, "run/metrics.jsonl": '{"step": 1}\n'}),
-    case("resume-corrupt-checkpoint", "train --output_dir run --resume run/checkpoint-2 --dry_run",
-         "run/checkpoint-2 is incomplete", files={"run/checkpoint-2/trainer_state.json": '{"global_'}),
-    case("resume-damaged-weights", "train --output_dir run --resume --dry_run",
-         "--resume: run/checkpoint-2/adapter_model.safetensors is damaged (Error while deserializing header",
-         files={"run/metrics.jsonl": '{"step": 2}\n', "run/checkpoint-2/trainer_state.json": '{"global_step": 2}',
-                "run/checkpoint-2/adapter_model.safetensors": TRUNCATED_WEIGHTS}),
-    case("init-adapter-damaged-weights", "train --init_adapter a --dry_run",
-         "a/adapter_model.safetensors is damaged (Error while deserializing header", files=DAMAGED_ADAPTER),
-    case("init-adapter-missing", "train --init_adapter nowhere --dry_run", "adapter directory nowhere does not exist"),
-    case("init-adapter-other-base", "train --init_adapter a --dry_run", "was trained on 'some/other-model'",
-         files={"a/grpolab_run.json": OTHER_BASE}),
-    case("init-adapter-corrupt", "train --init_adapter a --dry_run", "a/grpolab_run.json is damaged",
-         files={"a/grpolab_run.json": "{bad"}),
-    case("accelerate-config-missing", "train --accelerate_config nosuch --dry_run",
-         "accelerate config 'nosuch' not found"),
+    case(
+        "resume-another-task",
+        "train --output_dir run --resume --task sudoku --task_options {}",
+        "the config changes task: 'arith' -> 'sudoku'",
+        files={"run/grpolab_run.json": RUN_INFO, "run/metrics.jsonl": '{"step": 1}\n'},
+    ),
+    case(
+        "resume-corrupt-checkpoint",
+        "train --output_dir run --resume run/checkpoint-2 --dry_run",
+        "run/checkpoint-2 is incomplete",
+        files={"run/checkpoint-2/trainer_state.json": '{"global_'},
+    ),
+    case(
+        "resume-damaged-weights",
+        "train --output_dir run --resume --dry_run",
+        "--resume: run/checkpoint-2/adapter_model.safetensors is damaged (Error while deserializing header",
+        files={
+            "run/metrics.jsonl": '{"step": 2}\n',
+            "run/checkpoint-2/trainer_state.json": '{"global_step": 2}',
+            "run/checkpoint-2/adapter_model.safetensors": TRUNCATED_WEIGHTS,
+        },
+    ),
+    case(
+        "init-adapter-damaged-weights",
+        "train --init_adapter a --dry_run",
+        "a/adapter_model.safetensors is damaged (Error while deserializing header",
+        files=DAMAGED_ADAPTER,
+    ),
+    case(
+        "init-adapter-missing",
+        "train --init_adapter nowhere --dry_run",
+        "adapter directory nowhere does not exist",
+    ),
+    case(
+        "init-adapter-other-base",
+        "train --init_adapter a --dry_run",
+        "was trained on 'some/other-model'",
+        files={"a/grpolab_run.json": OTHER_BASE},
+    ),
+    case(
+        "init-adapter-corrupt",
+        "train --init_adapter a --dry_run",
+        "a/grpolab_run.json is damaged",
+        files={"a/grpolab_run.json": "{bad"},
+    ),
+    case(
+        "accelerate-config-missing",
+        "train --accelerate_config nosuch --dry_run",
+        "accelerate config 'nosuch' not found",
+    ),
     # sft shares the checks
     case("sft-task-unknown", "sft --task nosuchtask --dry_run", "unknown task 'nosuchtask'"),
-    case("sft-output-holds-a-run", "sft --output_dir run --dry_run", "run already holds a run",
-         files={"run/adapter_config.json": ADAPTER_CONFIG}),
-    case("sft-yaml-unknown-key", "sft --config t.yaml", "unknown key 'num_generations'",
-         files={"t.yaml": "num_generations: 4\n"}),
+    case(
+        "sft-output-holds-a-run",
+        "sft --output_dir run --dry_run",
+        "run already holds a run",
+        files={"run/adapter_config.json": ADAPTER_CONFIG},
+    ),
+    case(
+        "sft-yaml-unknown-key",
+        "sft --config t.yaml",
+        "unknown key 'num_generations'",
+        files={"t.yaml": "num_generations: 4\n"},
+    ),
     # eval, chat, merge, data, model
     case("eval-adapter-missing", "eval --adapter nowhere", "adapter directory nowhere does not exist"),
-    case("eval-adapter-corrupt", "eval --adapter a", "a/adapter_config.json is damaged",
-         files={"a/adapter_config.json": "{bad"}),
-    case("eval-adapter-other-base", "eval --adapter a --model smollm2-135m-instruct",
-         "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
-    case("eval-adapter-damaged-weights", "eval --adapter a --num 2", "a/adapter_model.safetensors is damaged",
-         files=DAMAGED_ADAPTER),
+    case(
+        "eval-adapter-corrupt",
+        "eval --adapter a",
+        "a/adapter_config.json is damaged",
+        files={"a/adapter_config.json": "{bad"},
+    ),
+    case(
+        "eval-adapter-other-base",
+        "eval --adapter a --model smollm2-135m-instruct",
+        "was trained on 'some/other-model'",
+        files={"a/grpolab_run.json": OTHER_BASE},
+    ),
+    case(
+        "eval-adapter-damaged-weights",
+        "eval --adapter a --num 2",
+        "a/adapter_model.safetensors is damaged",
+        files=DAMAGED_ADAPTER,
+    ),
     case("eval-k-greedy", "eval --k 2", "--k 2 needs sampling"),
     case("eval-compare-missing", "eval --compare nowhere", "nowhere is not an eval output directory"),
     case("eval-task-unknown", "eval --task nosuch", "unknown task 'nosuch'"),
@@ -158,40 +277,87 @@ CASES = [
     case("chat-top-p", "chat --top_p 2", "--top_p must be a number above 0 and at most 1"),
     case("chat-max-new-tokens", "chat --max_new_tokens 0", "--max_new_tokens must be a whole number"),
     case("chat-adapter-missing", "chat --adapter nowhere", "adapter directory nowhere does not exist"),
-    case("chat-adapter-other-base", "chat --adapter a --model smollm2-135m-instruct",
-         "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
-    case("chat-adapter-damaged-weights", "chat --adapter a", "a/adapter_model.safetensors is damaged",
-         files=DAMAGED_ADAPTER),
+    case(
+        "chat-adapter-other-base",
+        "chat --adapter a --model smollm2-135m-instruct",
+        "was trained on 'some/other-model'",
+        files={"a/grpolab_run.json": OTHER_BASE},
+    ),
+    case(
+        "chat-adapter-damaged-weights",
+        "chat --adapter a",
+        "a/adapter_model.safetensors is damaged",
+        files=DAMAGED_ADAPTER,
+    ),
     case("merge-no-out", "merge --adapter a", "the following arguments are required: --out"),
-    case("merge-adapter-corrupt", "merge --adapter a --out m", "a/grpolab_run.json is damaged",
-         files={"a/grpolab_run.json": "[]"}),
-    case("merge-adapter-other-base", "merge --adapter a --model smollm2-135m-instruct --out m",
-         "was trained on 'some/other-model'", files={"a/grpolab_run.json": OTHER_BASE}),
-    case("merge-adapter-damaged-weights", "merge --adapter a --out m", "a/adapter_model.safetensors is damaged",
-         files=DAMAGED_ADAPTER),
-    case("data-arith-test-count", "data arith --num_test 500 --out a.jsonl",
-         "arith has only 110 distinct test rows with these settings, not 500: pass --num_test 110 or less"),
+    case(
+        "merge-adapter-corrupt",
+        "merge --adapter a --out m",
+        "a/grpolab_run.json is damaged",
+        files={"a/grpolab_run.json": "[]"},
+    ),
+    case(
+        "merge-adapter-other-base",
+        "merge --adapter a --model smollm2-135m-instruct --out m",
+        "was trained on 'some/other-model'",
+        files={"a/grpolab_run.json": OTHER_BASE},
+    ),
+    case(
+        "merge-adapter-damaged-weights",
+        "merge --adapter a --out m",
+        "a/adapter_model.safetensors is damaged",
+        files=DAMAGED_ADAPTER,
+    ),
+    case(
+        "data-arith-test-count",
+        "data arith --num_test 500 --out a.jsonl",
+        "arith has only 110 distinct test rows with these settings, not 500: pass --num_test 110 or less",
+    ),
     case("data-blanks", "data sudoku --blanks 13", "bad blanks value '13'"),
-    case("data-out-unwritable", "data arith --num 5 --out file/x.jsonl", "cannot write file/x.jsonl",
-         files={"file": "mine"}),
+    case(
+        "data-out-unwritable",
+        "data arith --num 5 --out file/x.jsonl",
+        "cannot write file/x.jsonl",
+        files={"file": "mine"},
+    ),
     case("model-unknown", "model check --model ./nowhere", "unknown model './nowhere'"),
     # Real runs on the tiny model: the user's reward misbehaves, the disk is full
-    case("reward-raises", f"train {TINY} --reward_funcs tests.test_bad_input:raising_reward",
-         "reward function 'raising_reward' raised ZeroDivisionError: user bug", slow=True),
-    case("reward-nan", f"train {TINY} --reward_funcs tests.test_bad_input:nan_reward",
-         "reward function 'nan_reward' returned nan", slow=True),
-    case("reward-wrong-length", f"train {TINY} --reward_funcs tests.test_bad_input:short_reward",
-         "reward function 'short_reward' returned 1 values for 4 completions", slow=True),
-    case("reward-hangs", f"train {TINY} --reward_funcs tests.test_bad_input:hanging_reward --reward_timeout 2",
-         "reward function 'hanging_reward' ran longer than reward_timeout (2 s)", slow=True),
-    case("disk-full", f"train {TINY}", "cannot write to run (File too large)", slow=True, file_size_limit=4096),
+    case(
+        "reward-raises",
+        f"train {TINY} --reward_funcs tests.test_bad_input:raising_reward",
+        "reward function 'raising_reward' raised ZeroDivisionError: user bug",
+        slow=True,
+    ),
+    case(
+        "reward-nan",
+        f"train {TINY} --reward_funcs tests.test_bad_input:nan_reward",
+        "reward function 'nan_reward' returned nan",
+        slow=True,
+    ),
+    case(
+        "reward-wrong-length",
+        f"train {TINY} --reward_funcs tests.test_bad_input:short_reward",
+        "reward function 'short_reward' returned 1 values for 4 completions",
+        slow=True,
+    ),
+    case(
+        "reward-hangs",
+        f"train {TINY} --reward_funcs tests.test_bad_input:hanging_reward --reward_timeout 2",
+        "reward function 'hanging_reward' ran longer than reward_timeout (2 s)",
+        slow=True,
+    ),
+    case(
+        "disk-full", f"train {TINY}", "cannot write to run (File too large)", slow=True, file_size_limit=4096
+    ),
 ]
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
     """Every path under ``folder`` with a hash of its content (folders hash as 'dir')."""
     return {
-        str(path.relative_to(folder)): "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+        str(path.relative_to(folder)): "dir"
+        if path.is_dir()
+        else hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(folder.rglob("*"))
     }
 
@@ -220,13 +386,28 @@ def _limits(file_size_limit: int | None):
 def run_case(item: Case, folder: Path, model_dir: Path | None = None) -> subprocess.CompletedProcess:
     _make_files(folder, item.files)
     argv = [arg.replace("{model}", str(model_dir)) for arg in item.argv]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([sys.executable, "-m", "grpolab", *argv], cwd=folder, env=env, capture_output=True,
-                          text=True, timeout=600, stdin=subprocess.DEVNULL, preexec_fn=_limits(item.file_size_limit))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "grpolab", *argv],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_limits(item.file_size_limit),
+    )
 
 
-def check(item: Case, result: subprocess.CompletedProcess, before: dict[str, str], after: dict[str, str]) -> None:
+def check(
+    item: Case, result: subprocess.CompletedProcess, before: dict[str, str], after: dict[str, str]
+) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith(f"grpolab {item.argv[0]}")]
     assert result.returncode == item.code, result.stderr[-3000:]
@@ -259,8 +440,11 @@ def fast_results(tmp_path_factory, request):
     """The selected fast cases, run four at a time: each mostly waits on imports; 40 in a row take minutes."""
     from concurrent.futures import ThreadPoolExecutor
 
-    selected = [test.callspec.params["item"] for test in request.session.items
-                if getattr(test, "originalname", "") == "test_bad_input_is_one_line"]
+    selected = [
+        test.callspec.params["item"]
+        for test in request.session.items
+        if getattr(test, "originalname", "") == "test_bad_input_is_one_line"
+    ]
     root = tmp_path_factory.mktemp("bad-input")
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {item.id: pool.submit(_run_in_folder, item, root / item.id) for item in selected}

@@ -271,7 +271,8 @@ def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, 
     expected_texts, expected_tokens = _one_at_a_time(model, tokenizer, CHATS, 6)
     results = {chat: (texts[0], lengths[0]) for chat, texts, lengths
                in generate_stream(model, tokenizer, CHATS, GenerationSettings(6), batch_size=3)}
-    assert [results[i] for i in range(len(CHATS))] == list(zip(expected_texts, map(len, expected_tokens), strict=True))
+    expected = list(zip(expected_texts, map(len, expected_tokens), strict=True))
+    assert [results[i] for i in range(len(CHATS))] == expected
 
 
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):

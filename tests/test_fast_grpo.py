@@ -33,19 +33,30 @@ def test_selective_logprobs_match_log_softmax(entropy_grad):
     assert selective_logprobs(logits, targets, False, False)[1] is None
 
 
-@pytest.mark.parametrize(("choice", "device", "expected", "mode"), [
-    ("auto", "cpu", SharedPromptGRPOTrainer, "shared"), ("auto", "cuda", FastGRPOTrainer, "fused"),
-    ("plain", "cuda", PlainLogprobGRPOTrainer, "plain"), ("shared", "cuda", SharedPromptGRPOTrainer, "shared"),
-    ("fused", "cpu", FastGRPOTrainer, "fused"),
-])
+@pytest.mark.parametrize(
+    ("choice", "device", "expected", "mode"),
+    [
+        ("auto", "cpu", SharedPromptGRPOTrainer, "shared"),
+        ("auto", "cuda", FastGRPOTrainer, "fused"),
+        ("plain", "cuda", PlainLogprobGRPOTrainer, "plain"),
+        ("shared", "cuda", SharedPromptGRPOTrainer, "shared"),
+        ("fused", "cpu", FastGRPOTrainer, "fused"),
+    ],
+)
 def test_trainer_class_follows_the_recipe_key(choice, device, expected, mode):
     chosen = trainer_class(choice, device)
     assert chosen is expected and chosen.logprob_mode == mode
 
 
-@pytest.mark.parametrize(("choice", "device", "expected"), [
-    ("auto", "cpu", "shared"), ("auto", "cuda", "trl"), ("merged", "cuda", "merged"), ("trl", "cpu", "trl"),
-])
+@pytest.mark.parametrize(
+    ("choice", "device", "expected"),
+    [
+        ("auto", "cpu", "shared"),
+        ("auto", "cuda", "trl"),
+        ("merged", "cuda", "merged"),
+        ("trl", "cpu", "trl"),
+    ],
+)
 def test_generation_path_follows_the_recipe_key(choice, device, expected):
     assert generation_path(choice, device) == expected
 
@@ -61,9 +72,26 @@ def trainer(request, tiny_model_dir, tmp_path_factory):
     from grpolab.training.grpo import build_trainer
 
     out = tmp_path_factory.mktemp("fast-grpo")
-    argv = ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(out), "--num_train", "8",
-            "--per_device_train_batch_size", "4", "--num_generations", "4", "--max_completion_length", "6",
-            "--temperature", "0.7", "--plot", "false", "--logprobs", request.param]
+    argv = [
+        "--model_name_or_path",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(out),
+        "--num_train",
+        "8",
+        "--per_device_train_batch_size",
+        "4",
+        "--num_generations",
+        "4",
+        "--max_completion_length",
+        "6",
+        "--temperature",
+        "0.7",
+        "--plot",
+        "false",
+        "--logprobs",
+        request.param,
+    ]
     built = build_trainer(*recipes.parse_train_args(argv))
     assert isinstance(built, FastGRPOTrainer) and built.logprob_mode == request.param
     assert built.share_prompts is (request.param == "shared")
@@ -95,9 +123,14 @@ def batch(tokenizer_pad: int, vocab: int) -> dict[str, torch.Tensor]:
     for row, length in enumerate((6, 2, 4, 5)):
         completion_mask[row, length:] = 0
         completion_ids[row, length:] = tokenizer_pad
-    return {"prompt_ids": prompt_ids, "prompt_mask": prompt_mask, "completion_ids": completion_ids,
-            "completion_mask": completion_mask, "advantages": torch.tensor([1.0, -0.5, 0.25, -0.75]),
-            "num_items_in_batch": completion_mask.sum().float()}
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "completion_ids": completion_ids,
+        "completion_mask": completion_mask,
+        "advantages": torch.tensor([1.0, -0.5, 0.25, -0.75]),
+        "num_items_in_batch": completion_mask.sum().float(),
+    }
 
 
 def trl_logprobs(trainer):
@@ -111,6 +144,7 @@ def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
 
     shared_calls = []
     original = fast_grpo.shared_prompt_logits
+
     def spy(model, prompts, *rest):
         shared_calls.append(len(prompts))
         return original(model, prompts, *rest)
@@ -141,9 +175,15 @@ def test_plain_loss_and_gradients_match_trl(trainer, entropy_coef, monkeypatch):
     # log-probs from an earlier policy (as with num_iterations > 1) make the value depend on them, and
     # some ratios leave TRL's clipping range (epsilon 0.2).
     old = torch.randn(inputs["completion_ids"].shape, generator=torch.Generator().manual_seed(3)) * 0.3
-    inputs["old_per_token_logps"] = trl_logprobs(trainer)(
-        trainer.model, torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
-        torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1), 6)[0].detach() + old
+    inputs["old_per_token_logps"] = (
+        trl_logprobs(trainer)(
+            trainer.model,
+            torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1),
+            torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1),
+            6,
+        )[0].detach()
+        + old
+    )
     if entropy_coef:
         # TRL's entropy bonus: the entropies then carry gradient into the loss
         monkeypatch.setattr(trainer, "_entropy_bonus_enabled", True, raising=False)

@@ -439,7 +439,9 @@ def test_agreement_script_prints_the_figure(graded, monkeypatch, capsys):
 
 
 NUMBERISH = st.lists(
-    st.sampled_from(["1,000", "18", "-5", "$", "\\frac{3}{4}", "3 / 4", ".5", "x", "<", " ", "\n", ",", "\\", "a"])
+    st.sampled_from(
+        ["1,000", "18", "-5", "$", "\\frac{3}{4}", "3 / 4", ".5", "x", "<", " ", "\n", ",", "\\", "a"]
+    )
     | st.text(max_size=3),
     min_size=1,
     max_size=40,

@@ -60,9 +60,13 @@ def test_corrupt_cache_names_the_fix(tmp_path, monkeypatch):
 
 
 def test_adapter_on_another_base_is_refused(tmp_path):
-    (tmp_path / "grpolab_run.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct", "task": "arith"}))
+    (tmp_path / "grpolab_run.json").write_text(
+        json.dumps({"base_model": "smollm2-135m-instruct", "task": "arith"})
+    )
     models.check_adapter_base(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")  # same model, hub spelling
-    with pytest.raises(UserError, match="was trained on 'smollm2-135m-instruct', not 'Qwen/Qwen2.5-3B-Instruct'"):
+    with pytest.raises(
+        UserError, match="was trained on 'smollm2-135m-instruct', not 'Qwen/Qwen2.5-3B-Instruct'"
+    ):
         models.check_adapter_base(tmp_path, "Qwen/Qwen2.5-3B-Instruct")
 
 
@@ -72,7 +76,9 @@ def test_embedded_model_answers_an_easy_question(embedded_model_dir):
 
     model, tokenizer, _ = models.load_for_inference(str(embedded_model_dir))
     chat = [{"role": "user", "content": "What is the capital of France?"}]
-    reply = generation.generate_batch(model, tokenizer, [chat], generation.GenerationSettings(max_new_tokens=16))[0][0]
+    reply = generation.generate_batch(
+        model, tokenizer, [chat], generation.GenerationSettings(max_new_tokens=16)
+    )[0][0]
     assert "Paris" in reply
     assert not hasattr(model, "hf_quantizer") or model.hf_quantizer is None  # plain, trainable weights
     assert (embedded_model_dir / "model.safetensors").stat().st_size > 500e6  # fp32 135M parameters
@@ -96,7 +102,6 @@ def test_cache_survives_a_kill_during_conversion(tmp_path):
     assert result.returncode == 0, result.stderr
     models.check_cache(models_dir / "smollm2-135m-instruct")
     assert not list(models_dir.glob(".smollm2-135m-instruct.tmp*"))  # the killed run's staging is gone
-
 
 
 @pytest.fixture

@@ -110,15 +110,28 @@ def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
     from grpolab.training import recipes
     from grpolab.training.sft import reference_dataset
 
-    train_args, _, _ = recipes.parse_train_args(["--task", "arith", "--task_options", "{}", "--num_train", "8"],
-                                                SFTConfig, "sft-sudoku-smollm2.yaml", "sft")
-    config = SFTConfig(output_dir=str(output_dir), per_device_train_batch_size=4, max_length=128, report_to="none",
-                       bf16=False, use_cpu=True, seed=0)
+    train_args, _, _ = recipes.parse_train_args(
+        ["--task", "arith", "--task_options", "{}", "--num_train", "8"],
+        SFTConfig,
+        "sft-sudoku-smollm2.yaml",
+        "sft",
+    )
+    config = SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_length=128,
+        report_to="none",
+        bf16=False,
+        use_cpu=True,
+        seed=0,
+    )
     torch.manual_seed(0)  # the same LoRA A matrices in both trainers
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights="gaussian",
-                      task_type="CAUSAL_LM")
-    trainer = trainer_type(model=str(model_dir), args=config, train_dataset=reference_dataset(train_args, 0),
-                           peft_config=lora)
+    lora = LoraConfig(
+        r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights="gaussian", task_type="CAUSAL_LM"
+    )
+    trainer = trainer_type(
+        model=str(model_dir), args=config, train_dataset=reference_dataset(train_args, 0), peft_config=lora
+    )
     for name, parameter in trainer.model.named_parameters():  # LoRA B starts at 0; make the LoRA path count
         if "lora_B" in name:
             parameter.data = torch.linspace(-0.05, 0.05, parameter.numel()).view_as(parameter)
@@ -128,7 +141,8 @@ def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
 @pytest.mark.parametrize("num_items_in_batch", [None, 37])
 def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_dir, num_items_in_batch):
     """The CPU override against TRL's fused head on the same batch: loss within 1e-6, LoRA gradients within
-    1e-5 (relative), entropy and token accuracy within 1e-5 (fp32; the two sum the vocabulary in other orders)."""
+    1e-5 (relative), entropy and token accuracy within 1e-5 (fp32; the two sum the vocabulary in other
+    orders)."""
     import torch
     from trl import SFTTrainer
 
@@ -145,9 +159,14 @@ def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_d
         loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items_in_batch)
         loss.backward()
         grads = {key: p.grad.clone() for key, p in trainer.model.named_parameters() if p.grad is not None}
-        metrics = {key: values[-1] for key, values in trainer._metrics["train"].items() if key != "num_tokens"}
+        metrics = {
+            key: values[-1] for key, values in trainer._metrics["train"].items() if key != "num_tokens"
+        }
         figures[name] = (float(loss.detach()), grads, metrics)
-    (trl_loss, trl_grads, trl_metrics), (plain_loss, plain_grads, plain_metrics) = figures["trl"], figures["plain"]
+    (trl_loss, trl_grads, trl_metrics), (plain_loss, plain_grads, plain_metrics) = (
+        figures["trl"],
+        figures["plain"],
+    )
     assert trl_loss > 1 and abs(plain_loss - trl_loss) <= 1e-6
     assert trl_grads.keys() == plain_grads.keys() and len(trl_grads) > 0
     for key in trl_grads:
@@ -164,6 +183,8 @@ def test_cpu_sft_uses_the_plain_head_and_fused_elsewhere():
 
     assert trainer_class("auto", "cpu") is PlainHeadSFTTrainer
     assert trainer_class("auto", "cuda") is SFTTrainer
-    assert trainer_class("fused", "cpu") is SFTTrainer and trainer_class("plain", "cuda") is PlainHeadSFTTrainer
+    assert (
+        trainer_class("fused", "cpu") is SFTTrainer and trainer_class("plain", "cuda") is PlainHeadSFTTrainer
+    )
     with pytest.raises(UserError, match="--logprobs shared is GRPO's"):
         trainer_class("shared", "cpu")

@@ -41,7 +41,8 @@ PROBE_CHATS = (
 # real change. In half precision both the reference (base + adapter) and the merged model compute in that
 # dtype and the merged weights are rounded to its grid: 1.44 (bfloat16, whether the base was stored in
 # bfloat16 or float32) and 0.19 (float16). Their tolerances leave a margin over that and do not exceed the
-# adapter's own effect here, so a merge that lost the adapter still fails; for a tight check on a bfloat16 base,
+# adapter's own effect here, so a merge that lost the adapter still fails; for a tight check on a bfloat16
+# base,
 # merge with --dtype float32 where memory allows (1.1e-4 measured).
 DEFAULT_ATOL = {"float32": 1e-3, "bfloat16": 2.0, "float16": 0.5}
 INFO_FILE = "grpolab_merge.json"
@@ -62,8 +63,15 @@ class MergeReport:
     dtype: str = "float32"  # of the merge and of the saved weights
 
 
-def merge(adapter: str | Path, out: str | Path, model: str | None = None, force: bool = False,
-          atol: float | None = None, dtype: str = "auto", device: str = "auto") -> MergeReport:
+def merge(
+    adapter: str | Path,
+    out: str | Path,
+    model: str | None = None,
+    force: bool = False,
+    atol: float | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+) -> MergeReport:
     """Merge ``adapter`` into its base (or ``model``), verify the saved checkpoint, install it at ``out``.
 
     ``dtype`` auto is the base checkpoint's own; ``device`` auto is the GPU when there is one.
@@ -84,8 +92,9 @@ def merge(adapter: str | Path, out: str | Path, model: str | None = None, force:
     if model:
         check_adapter_base(adapter, model)
     check_adapter_weights(adapter)
-    place = placement.decide(placement.detect(), "merge", dtype, device=device,
-                             checkpoint_dtype=checkpoint_dtype(source))
+    place = placement.decide(
+        placement.detect(), "merge", dtype, device=device, checkpoint_dtype=checkpoint_dtype(source)
+    )
     atol = _check_atol(atol, place.dtype)
     check_memory(base_name, source, place)
     logger.info("Loading the base model and the adapter %s ...", adapter)
@@ -107,7 +116,9 @@ def merge(adapter: str | Path, out: str | Path, model: str | None = None, force:
             install(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return MergeReport(max_abs_diff=difference, ok=ok, out=out, atol=atol, adapter_effect=effect, dtype=place.dtype)
+    return MergeReport(
+        max_abs_diff=difference, ok=ok, out=out, atol=atol, adapter_effect=effect, dtype=place.dtype
+    )
 
 
 def _check_atol(atol: float | None, dtype: str) -> float:
@@ -118,7 +129,8 @@ def _check_atol(atol: float | None, dtype: str) -> float:
 
 
 def checkpoint_dtype(source: str) -> str | None:
-    """The dtype the base's config declares (``dtype``, formerly ``torch_dtype``), when it is one we merge in."""
+    """The dtype the base's config declares (``dtype``, formerly ``torch_dtype``), when it is one we merge
+    in."""
     from grpolab.placement import DTYPE_ALIASES
 
     directory = _checkpoint_dir(source)
@@ -139,13 +151,22 @@ def check_memory(base_name: str, source: str, place) -> None:
     """Log the merge's memory need; refuse, naming the way out, when the device has too little free."""
     weights = weights_bytes(base_name, source, place.dtype)
     if weights is None:
-        logger.info("Memory estimate unknown for %s (no local checkpoint or config); merging on %s",
-                    base_name, place.describe())
+        logger.info(
+            "Memory estimate unknown for %s (no local checkpoint or config); merging on %s",
+            base_name,
+            place.describe(),
+        )
         return
     need = weights * MEMORY_FACTOR
     free, where = free_memory(place)
-    logger.info("Merging on %s needs about %s (weights %s); %s free on %s",
-                place.describe(), _gib(need), _gib(weights), _gib(free), where)
+    logger.info(
+        "Merging on %s needs about %s (weights %s); %s free on %s",
+        place.describe(),
+        _gib(need),
+        _gib(weights),
+        _gib(free),
+        where,
+    )
     if need <= free:
         return
     if where == "RAM":
@@ -154,8 +175,10 @@ def check_memory(base_name: str, source: str, place) -> None:
         fix = f"use --device cpu ({_gib(free_memory(replace(place, device='cpu'))[0])} of RAM available)"
     if place.dtype == "float32":
         fix += ", or --dtype bfloat16 to halve it"
-    raise UserError(f"merging {base_name} in {place.dtype} needs about {_gib(need)} but {where} has "
-                    f"{_gib(free)} free: {fix}")
+    raise UserError(
+        f"merging {base_name} in {place.dtype} needs about {_gib(need)} but {where} has "
+        f"{_gib(free)} free: {fix}"
+    )
 
 
 def weights_bytes(base_name: str, source: str, dtype: str) -> float | None:
@@ -205,8 +228,12 @@ def free_memory(place) -> tuple[float, str]:
     import torch
 
     backend = getattr(torch, accelerator)
-    indices = range(backend.device_count()) if place.device_map == "auto" else [int(place.device.split(":")[1])]
-    return float(sum(backend.mem_get_info(index)[0] for index in indices)), f"{accelerator} ({len(indices)} device(s))"
+    indices = (
+        range(backend.device_count()) if place.device_map == "auto" else [int(place.device.split(":")[1])]
+    )
+    return float(
+        sum(backend.mem_get_info(index)[0] for index in indices)
+    ), f"{accelerator} ({len(indices)} device(s))"
 
 
 def _gib(value: float) -> str:
@@ -220,7 +247,9 @@ def check_target(out: Path, force: bool, protected: list[Path]) -> None:
     target = out.resolve()
     for path in protected:
         if path.exists() and (target == path.resolve() or target in path.resolve().parents):
-            raise UserError(f"--out {out} would replace {path}, an input of the merge: choose another directory")
+            raise UserError(
+                f"--out {out} would replace {path}, an input of the merge: choose another directory"
+            )
     if out.is_dir() and any(out.iterdir()) and not force:
         raise UserError(f"--out {out} is not empty: add --force to replace it, or choose another directory")
 
@@ -257,7 +286,8 @@ def verify(model, batch, reference, atol: float) -> tuple[float, bool]:
 
 
 def save_checkpoint(model, tokenizer, directory: Path) -> None:
-    """A plain transformers checkpoint: safetensors weights in 5 GB shards, config, generation config, tokenizer.
+    """A plain transformers checkpoint: safetensors weights in 5 GB shards, config, generation config,
+    tokenizer.
 
     Shards keep a big base loadable shard by shard and uploadable to the Hub (whose limit is 50 GB a file).
     """
@@ -270,14 +300,23 @@ def load_plain(directory: Path, place):
     """The saved checkpoint, loaded by transformers alone (no PEFT) with the merge's placement."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(directory, dtype=place.dtype, device_map=place.device_map).eval()
+    return AutoModelForCausalLM.from_pretrained(
+        directory, dtype=place.dtype, device_map=place.device_map
+    ).eval()
 
 
 def _write_info(directory: Path, adapter, base_name: str, dtype: str, difference: float, atol: float) -> None:
     from grpolab.models import read_run_info
 
-    info = {"base_model": base_name, "adapter": str(adapter), "task": read_run_info(adapter).task,
-            "dtype": dtype, "max_abs_diff": difference, "atol": atol, "probe_chats": PROBE_CHATS}
+    info = {
+        "base_model": base_name,
+        "adapter": str(adapter),
+        "task": read_run_info(adapter).task,
+        "dtype": dtype,
+        "max_abs_diff": difference,
+        "atol": atol,
+        "probe_chats": PROBE_CHATS,
+    }
     (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 

@@ -126,7 +126,9 @@ def _convert_into(spec: EmbeddedModel, target: Path) -> None:
     try:
         _write_checkpoint_from_gguf(gguf, tmp)
         (tmp / _MARKER).write_text(
-            json.dumps({"gguf": gguf.name, "distribution": spec.distribution, "hub_id": spec.hub_id}, indent=2)
+            json.dumps(
+                {"gguf": gguf.name, "distribution": spec.distribution, "hub_id": spec.hub_id}, indent=2
+            )
         )
         tmp.chmod(0o755)  # mkdtemp makes it private; the cache may be shared (e.g. a Docker volume)
         old = target.parent / f".{target.name}.old"
@@ -152,7 +154,9 @@ def _write_checkpoint_from_gguf(gguf: Path, out: Path) -> None:
     missing, unexpected = model.load_state_dict(quantized.state_dict(), strict=False)
     missing = [key for key in missing if key not in ("lm_head.weight",)]  # tied to the embeddings
     if missing or unexpected:
-        raise RuntimeError(f"GGUF state dict does not fit its config: missing={missing} unexpected={unexpected}")
+        raise RuntimeError(
+            f"GGUF state dict does not fit its config: missing={missing} unexpected={unexpected}"
+        )
     model.tie_weights()
     model.generation_config = GenerationConfig(
         bos_token_id=config.bos_token_id,
@@ -184,12 +188,15 @@ def resolve(name_or_path: str) -> str:
     )
 
 
-def load_tokenizer(source: str, padding_side: str = "left", revision: str | None = None,
-                   trust_remote_code: bool = False):
+def load_tokenizer(
+    source: str, padding_side: str = "left", revision: str | None = None, trust_remote_code: bool = False
+):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            source, revision=revision, trust_remote_code=trust_remote_code
+        )
     except OSError as error:
         raise UserError(f"cannot load the tokenizer of '{source}': {first_line(error)}") from None
     tokenizer.padding_side = padding_side
@@ -203,9 +210,11 @@ def load_options(config: dict) -> dict:
 
     ``trust_remote_code`` stays off unless the recipe (or flag) turns it on: it runs the checkpoint's code.
     """
-    return {"revision": config.get("model_revision") or None,
-            "trust_remote_code": bool(config.get("trust_remote_code")),
-            "attn_implementation": config.get("attn_implementation") or None}
+    return {
+        "revision": config.get("model_revision") or None,
+        "trust_remote_code": bool(config.get("trust_remote_code")),
+        "attn_implementation": config.get("attn_implementation") or None,
+    }
 
 
 def load_causal_lm(source: str, dtype: str = "float32", **kwargs):
@@ -237,7 +246,9 @@ def read_run_info(adapter_dir: str | Path) -> RunInfo:
     """Base model and task of an adapter directory; a plain PEFT adapter gives its base model only."""
     directory = Path(adapter_dir)
     if not directory.is_dir():
-        raise UserError(f"adapter directory {directory} does not exist: give the output_dir of a training run")
+        raise UserError(
+            f"adapter directory {directory} does not exist: give the output_dir of a training run"
+        )
     info_path = directory / "grpolab_run.json"
     if info_path.is_file():
         info = _read_json_object(info_path, "base_model")
@@ -276,7 +287,8 @@ def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
     expected = read_run_info(adapter_dir).base_model
     if _canonical(expected) != _canonical(model):
         raise UserError(
-            f"adapter {adapter_dir} was trained on '{expected}', not '{model}': drop --model or pass --model {expected}"
+            f"adapter {adapter_dir} was trained on '{expected}', not '{model}': drop --model or pass --model "
+            f"{expected}"
         )
 
 
@@ -299,8 +311,12 @@ def run_load_options(adapter_dir: str | Path | None) -> dict:
     return load_options(yaml.safe_load(path.read_text()) or {})
 
 
-def load_for_inference(model: str | None = None, adapter: str | None = None, dtype: str = "auto",
-                       place: placement.Placement | None = None):
+def load_for_inference(
+    model: str | None = None,
+    adapter: str | None = None,
+    dtype: str = "auto",
+    place: placement.Placement | None = None,
+):
     """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter.
 
     Placed by ``placement.decide`` for inference unless ``place`` is given (merge gives its own).
@@ -312,12 +328,16 @@ def load_for_inference(model: str | None = None, adapter: str | None = None, dty
         check_adapter_weights(adapter)
         model = model or base
     if not model:
-        raise UserError(f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')")
+        raise UserError(
+            f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')"
+        )
     source = resolve(model)
     options = run_load_options(adapter)
     place = place or placement.decide(placement.detect(), "inference", dtype)
     logger.info("Loading %s on %s ...", model, place.describe())
-    tokenizer = load_tokenizer(source, revision=options["revision"], trust_remote_code=options["trust_remote_code"])
+    tokenizer = load_tokenizer(
+        source, revision=options["revision"], trust_remote_code=options["trust_remote_code"]
+    )
     network = load_causal_lm(source, dtype=place.dtype, device_map=place.device_map, **options)
     if adapter:
         from peft import PeftModel

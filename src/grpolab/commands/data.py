@@ -36,13 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
     parser.add_argument("task", metavar="TASK", type=generating_task,
                         help=f"a task with a generator: {TASK_HELP} (reasoning_gym takes --dataset NAME)")
     parser.add_argument("--num", type=int, default=1000, help="rows per split")
-    parser.add_argument("--num_test", type=int, default=None,
-                        help="test rows (default: --num, or every distinct test row when the settings hold fewer)")
+    parser.add_argument(
+        "--num_test",
+        type=int,
+        default=None,
+        help="test rows (default: --num, or every distinct test row when the settings hold fewer)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same rows")
     parser.add_argument("--split", choices=(*SPLITS, "both"), default="both", help="which split(s) to write")
     parser.add_argument("--out", type=Path, help="JSONL file to write (default: data/TASK.jsonl)")
-    parser.add_argument("--task_options", default="{}",
-                        help="more task options as a YAML mapping or JSON, e.g. '{\"max_animals\": 5}'")
+    parser.add_argument(
+        "--task_options",
+        default="{}",
+        help="more task options as a YAML mapping or JSON, e.g. '{\"max_animals\": 5}'",
+    )
     name = next(iter(argv), "")
     if name and not name.startswith("-"):
         try:
@@ -52,8 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser, argv: Sequence[str] = ()) -> 
         options = parser.add_argument_group(f"options of {task.name}")
         for option_name, option in task.options.items():
             if not option.load_only:
-                options.add_argument(f"--{option_name}", default=option.default, required=option.required,
-                                     help=option.help)
+                options.add_argument(
+                    f"--{option_name}", default=option.default, required=option.required, help=option.help
+                )
 
 
 def generating_task(name: str):
@@ -74,8 +82,10 @@ def run(args: argparse.Namespace) -> int:
 
     _check_counts(args)
     task = args.task
-    options = {**parse_task_options(args.task_options),
-               **{name: getattr(args, name) for name, option in task.options.items() if not option.load_only}}
+    options = {
+        **parse_task_options(args.task_options),
+        **{name: getattr(args, name) for name, option in task.options.items() if not option.load_only},
+    }
     task.check_options(options)
     splits = SPLITS if args.split == "both" else (args.split,)
     rows = [row for split in splits for row in _split_rows(task, options, args, split)]

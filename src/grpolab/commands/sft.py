@@ -54,13 +54,13 @@ def run(args: argparse.Namespace) -> int:
         from grpolab.training.plan import print_plan
 
         print_plan(train_args, sft_config, model_config, "sft")
-        return 0
-    if train_args.accelerate_config and not inside_launch():
+    elif train_args.accelerate_config and not inside_launch():
         return relaunch(args.argv, train_args, "sft")
-    from grpolab.training.sft import sft
+    else:
+        from grpolab.training.sft import sft
 
-    output_dir = sft(train_args, sft_config, model_config)
-    print(f"warm-up adapter saved to {output_dir}; next: grpolab train --init_adapter {output_dir} ...")
+        output_dir = sft(train_args, sft_config, model_config)
+        print(f"warm-up adapter saved to {output_dir}; next: grpolab train --init_adapter {output_dir} ...")
     return 0
 
 

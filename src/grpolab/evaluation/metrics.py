@@ -107,7 +107,9 @@ def _item_means(items: Mapping[int, list[Mapping[str, Any]]], value) -> list[flo
     return means
 
 
-def _label_items(items: Mapping[int, list[Mapping[str, Any]]]) -> dict[str, dict[int, list[Mapping[str, Any]]]]:
+def _label_items(
+    items: Mapping[int, list[Mapping[str, Any]]],
+) -> dict[str, dict[int, list[Mapping[str, Any]]]]:
     """Items grouped by label, labels in order of first appearance."""
     groups: dict[str, dict[int, list[Mapping[str, Any]]]] = {}
     for index, samples in items.items():
@@ -118,20 +120,27 @@ def _label_items(items: Mapping[int, list[Mapping[str, Any]]]) -> dict[str, dict
 def _label_accuracy(items: Mapping[int, list[Mapping[str, Any]]]) -> tuple[dict[str, float], dict[str, int]]:
     """Strict accuracy and item count per label, labels in order of first appearance."""
     groups = _label_items(items)
-    accuracy = {label: _mean([float(r["solved"]) for s in subset.values() for r in s])
-                for label, subset in groups.items()}
+    accuracy = {
+        label: _mean([float(r["solved"]) for s in subset.values() for r in s])
+        for label, subset in groups.items()
+    }
     return accuracy, {label: len(subset) for label, subset in groups.items()}
 
 
-def paired_test(records_a: Sequence[Mapping[str, Any]], records_b: Sequence[Mapping[str, Any]]) -> dict | None:
+def paired_test(
+    records_a: Sequence[Mapping[str, Any]], records_b: Sequence[Mapping[str, Any]]
+) -> dict | None:
     """Paired test of strict accuracy, B vs A, on the same items; None when the runs hold other items.
 
     One completion per item: the exact McNemar test on the discordant items. More: a paired bootstrap of
     the per-item differences in mean@k (see grpolab.evaluation.stats).
     """
     items_a, items_b = by_item(records_a), by_item(records_b)
-    if not items_a or items_a.keys() != items_b.keys() or any(
-            _item_key(items_a[index][0]) != _item_key(items_b[index][0]) for index in items_a):
+    if (
+        not items_a
+        or items_a.keys() != items_b.keys()
+        or any(_item_key(items_a[index][0]) != _item_key(items_b[index][0]) for index in items_a)
+    ):
         return None
     solved_a = [_mean([float(r["solved"]) for r in items_a[index]]) for index in items_a]
     solved_b = [_mean([float(r["solved"]) for r in items_b[index]]) for index in items_a]
@@ -139,8 +148,13 @@ def paired_test(records_a: Sequence[Mapping[str, Any]], records_b: Sequence[Mapp
     if all(len(samples) == 1 for samples in [*items_a.values(), *items_b.values()]):
         only_a = sum(a > b for a, b in zip(solved_a, solved_b, strict=True))
         only_b = sum(b > a for a, b in zip(solved_a, solved_b, strict=True))
-        return {**result, "method": "exact McNemar", "only_a": only_a, "only_b": only_b,
-                "p_value": stats.mcnemar_exact(only_a, only_b)}
+        return {
+            **result,
+            "method": "exact McNemar",
+            "only_a": only_a,
+            "only_b": only_b,
+            "p_value": stats.mcnemar_exact(only_a, only_b),
+        }
     differences = [b - a for a, b in zip(solved_a, solved_b, strict=True)]
     return {**result, "method": "paired bootstrap", "p_value": stats.paired_bootstrap_p(differences)}
 

@@ -20,7 +20,9 @@ METRICS, REPORT = "metrics.json", "report.md"
 def load_metrics(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / METRICS
     if not path.is_file():
-        raise UserError(f"{directory} is not an eval output directory (no {METRICS}): run 'grpolab eval' first")
+        raise UserError(
+            f"{directory} is not an eval output directory (no {METRICS}): run 'grpolab eval' first"
+        )
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -29,27 +31,39 @@ def write_results(out: Path, metrics: Mapping[str, Any]) -> None:
     write_atomic(out / METRICS, json.dumps(metrics, indent=2) + "\n")
     config = metrics["config"]
     adapter = f" + adapter `{config['adapter']}`" if config["adapter"] else ""
-    header = (f"# Evaluation: {metrics['name']}\n\nmodel `{config['model']}`{adapter}, task `{config['task']}`, "
-              f"split `{config['split']}`: {metrics['items']} items x {metrics['samples_per_item']} "
-              f"completion(s), temperature {config['temperature']}, "
-              f"max_new_tokens {config['max_new_tokens']} ({config.get('max_new_tokens_from')}). "
-              "Accuracy is strict (the task's scorer); with several completions per item it is their mean "
-              f"(mean@k, the pass@1 estimate). {interval_note(metrics)}\n\n")
-    write_atomic(out / REPORT, header + result_table({metrics["name"]: metrics})
-                  + "\n\n![accuracy by label](accuracy_by_label.png)\n")
-    _chart({metrics["name"]: metrics}, out / "accuracy_by_label.png",
-           f"{config['task']} {config['split']}: strict accuracy by label")
+    header = (
+        f"# Evaluation: {metrics['name']}\n\nmodel `{config['model']}`{adapter}, task `{config['task']}`, "
+        f"split `{config['split']}`: {metrics['items']} items x {metrics['samples_per_item']} "
+        f"completion(s), temperature {config['temperature']}, "
+        f"max_new_tokens {config['max_new_tokens']} ({config.get('max_new_tokens_from')}). "
+        "Accuracy is strict (the task's scorer); with several completions per item it is their mean "
+        f"(mean@k, the pass@1 estimate). {interval_note(metrics)}\n\n"
+    )
+    write_atomic(
+        out / REPORT,
+        header
+        + result_table({metrics["name"]: metrics})
+        + "\n\n![accuracy by label](accuracy_by_label.png)\n",
+    )
+    _chart(
+        {metrics["name"]: metrics},
+        out / "accuracy_by_label.png",
+        f"{config['task']} {config['split']}: strict accuracy by label",
+    )
 
 
 def _chart(runs: Mapping[str, Mapping[str, Any]], out: Path, title: str) -> None:
-    """Accuracy by label for each run, with an 'all' group when there is more than one label, 95% error bars."""
+    """Accuracy by label for each run, with an 'all' group when there is more than one label, 95% error
+    bars."""
     from grpolab.plots import accuracy_bars
 
     labels = list(dict.fromkeys(label for m in runs.values() for label in m["accuracy_by_label"]))
     overall = ["all"] if len(labels) > 1 else []
     values = {name: {**m["accuracy_by_label"], "all": m["accuracy"]} for name, m in runs.items()}
-    intervals = {name: {**m.get("ci95", {}).get("accuracy_by_label", {}), "all": m.get("ci95", {}).get("accuracy")}
-                 for name, m in runs.items()}
+    intervals = {
+        name: {**m.get("ci95", {}).get("accuracy_by_label", {}), "all": m.get("ci95", {}).get("accuracy")}
+        for name, m in runs.items()
+    }
     accuracy_bars(values, out, title, order=[*labels, *overall], intervals=intervals)
 
 
@@ -66,17 +80,26 @@ def interval_note(metrics: Mapping[str, Any]) -> str:
 def _compare_note(metrics: Mapping[str, Any], paired: Mapping[str, Any] | None) -> str:
     if paired is None:
         return interval_note(metrics) + " No paired test: the two runs did not evaluate the same items."
-    how = ("exact McNemar test on the items only one run solved" if paired["method"] == "exact McNemar"
-           else "paired bootstrap of the per-item differences in mean@k")
-    return (f"{interval_note(metrics)} Paired test on the same {paired['items']} items ({how}): "
-            f"p = {p_text(paired['p_value'])} for a difference of {100 * paired['difference']:+.1f} pp.")
+    how = (
+        "exact McNemar test on the items only one run solved"
+        if paired["method"] == "exact McNemar"
+        else "paired bootstrap of the per-item differences in mean@k"
+    )
+    return (
+        f"{interval_note(metrics)} Paired test on the same {paired['items']} items ({how}): "
+        f"p = {p_text(paired['p_value'])} for a difference of {100 * paired['difference']:+.1f} pp."
+    )
 
 
 _ROWS = (  # (row title, metrics key, format)
-    ("items", "items", "int"), ("strict accuracy", "accuracy", "pct"),
-    ("lenient accuracy", "lenient_accuracy", "pct"), ("partial credit (mean)", "partial_mean", "num"),
-    ("answer format", "format_rate", "pct"), ("unparseable", "unparseable_rate", "pct"),
-    ("truncated", "truncated_rate", "pct"), ("completion tokens (mean)", "mean_completion_tokens", "num"),
+    ("items", "items", "int"),
+    ("strict accuracy", "accuracy", "pct"),
+    ("lenient accuracy", "lenient_accuracy", "pct"),
+    ("partial credit (mean)", "partial_mean", "num"),
+    ("answer format", "format_rate", "pct"),
+    ("unparseable", "unparseable_rate", "pct"),
+    ("truncated", "truncated_rate", "pct"),
+    ("completion tokens (mean)", "mean_completion_tokens", "num"),
 )
 
 
@@ -87,11 +110,21 @@ def table_values(metrics: Mapping[str, Any]) -> dict[str, Cell]:
     """Row title -> cell for one run: overall metrics, pass@j, other checks, then accuracy per label."""
     intervals = metrics.get("ci95", {})  # absent in metrics written before intervals were reported
     rows = {title: (metrics.get(key), kind, intervals.get(key)) for title, key, kind in _ROWS}
-    rows.update({key: (value, "pct", intervals.get(key)) for key, value in metrics.items() if key.startswith("pass@")})
-    rows.update({name: (value, "pct", intervals.get("checks", {}).get(name))
-                 for name, value in metrics.get("checks", {}).items()})
-    rows.update({f"accuracy: {label}": (value, "pct", intervals.get("accuracy_by_label", {}).get(label))
-                 for label, value in metrics["accuracy_by_label"].items()})
+    rows.update(
+        {key: (value, "pct", intervals.get(key)) for key, value in metrics.items() if key.startswith("pass@")}
+    )
+    rows.update(
+        {
+            name: (value, "pct", intervals.get("checks", {}).get(name))
+            for name, value in metrics.get("checks", {}).items()
+        }
+    )
+    rows.update(
+        {
+            f"accuracy: {label}": (value, "pct", intervals.get("accuracy_by_label", {}).get(label))
+            for label, value in metrics["accuracy_by_label"].items()
+        }
+    )
     return rows
 
 
@@ -146,8 +179,12 @@ def result_table(runs: Mapping[str, Mapping[str, Any]], paired: Mapping[str, Any
 def _paired_row(paired: Mapping[str, Any]) -> list[str]:
     """k=1: the items only each run solved and McNemar's p; k>1: the paired bootstrap's p."""
     if paired["method"] == "exact McNemar":
-        return ["solved by this run only", str(paired["only_a"]), str(paired["only_b"]),
-                f"McNemar p = {p_text(paired['p_value'])}"]
+        return [
+            "solved by this run only",
+            str(paired["only_a"]),
+            str(paired["only_b"]),
+            f"McNemar p = {p_text(paired['p_value'])}",
+        ]
     return ["paired bootstrap over items", "-", "-", f"p = {p_text(paired['p_value'])}"]
 
 
@@ -160,12 +197,20 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A markdown table padded to align in a terminal too: first column left, the others right."""
     widths = [max(len(line[column]) for line in [header, *rows]) for column in range(len(header))]
     rule = [":" + "-" * (widths[0] + 1), *("-" * (width + 1) + ":" for width in widths[1:])]
-    return "\n".join([_markdown_line(header, widths), "|" + "|".join(rule) + "|",
-                      *(_markdown_line(row, widths) for row in rows)])
+    return "\n".join(
+        [
+            _markdown_line(header, widths),
+            "|" + "|".join(rule) + "|",
+            *(_markdown_line(row, widths) for row in rows),
+        ]
+    )
 
 
 def _markdown_line(cells: Sequence[str], widths: Sequence[int]) -> str:
-    padded = [cells[0].ljust(widths[0]), *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))]
+    padded = [
+        cells[0].ljust(widths[0]),
+        *(cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True)),
+    ]
     return "| " + " | ".join(padded) + " |"
 
 
@@ -183,7 +228,13 @@ def compare(dir_a: str | Path, dir_b: str | Path, out: str | Path) -> str:
     table = result_table(runs, paired)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "comparison.md", f"# {name_a} vs {name_b}\n\n{table}\n\n{_compare_note(a, paired)}\n\n"
-                  "![comparison](comparison.png)\n")
-    _chart(runs, out / "comparison.png", f"{a['config']['task']} {a['config']['split']}: strict accuracy by label")
+    write_atomic(
+        out / "comparison.md",
+        f"# {name_a} vs {name_b}\n\n{table}\n\n{_compare_note(a, paired)}\n\n![comparison](comparison.png)\n",
+    )
+    _chart(
+        runs,
+        out / "comparison.png",
+        f"{a['config']['task']} {a['config']['split']}: strict accuracy by label",
+    )
     return table

@@ -93,11 +93,13 @@ def run_items(model, tokenizer, task, dataset, indices: Sequence[int], config: E
 
     prompts = [dataset[index]["prompt"] for index in indices]
     with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
-        for position, texts, lengths in generate_stream(model, tokenizer, prompts, config.settings(), config.k,
-                                                        config.batch_size):
+        for position, texts, lengths in generate_stream(
+            model, tokenizer, prompts, config.settings(), config.k, config.batch_size
+        ):
             index = indices[position]
-            append_samples(samples_path, score_item(task, dataset[index], index, texts, lengths,
-                                                    config.max_new_tokens))
+            append_samples(
+                samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens)
+            )
             bar.update(1)
 
 
@@ -108,15 +110,19 @@ def run_items_vllm(task, dataset, indices: Sequence[int], config: EvalConfig, sa
 
     vllm.require_vllm()
     prompts = [dataset[index]["prompt"] for index in indices]
-    for position, texts, lengths in vllm.generate_stream(resolve(config.model), config.adapter, prompts,
-                                                                 config.settings(), config.k, config.seed):
+    for position, texts, lengths in vllm.generate_stream(
+        resolve(config.model), config.adapter, prompts, config.settings(), config.k, config.seed
+    ):
         index = indices[position]
-        append_samples(samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens))
+        append_samples(
+            samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens)
+        )
 
 
 # ------------------------------------------------------------------------------------------ pipeline
-def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = False,
-             progress: bool = True) -> tuple[Path, dict[str, Any]]:
+def evaluate(
+    config: EvalConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True
+) -> tuple[Path, dict[str, Any]]:
     """Run one evaluation end to end; returns the output directory and its metrics."""
     from grpolab.models import load_for_inference
     from grpolab.tasks import get_task
@@ -126,7 +132,9 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     task = get_task(config.task)
     dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
     if len(dataset) == 0:
-        raise UserError(f"task {task.name} gave no items for split '{config.split}': check --split and --data_file")
+        raise UserError(
+            f"task {task.name} gave no items for split '{config.split}': check --split and --data_file"
+        )
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
     if todo and config.backend == "openai":
@@ -145,5 +153,3 @@ def evaluate(config: EvalConfig, out: str | Path | None = None, resume: bool = F
     metrics = {"name": config.name, **summarize(records), "config": asdict(config)}
     write_results(out, metrics)
     return out, metrics
-
-

@@ -34,7 +34,8 @@ def append_samples(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 
 def read_samples(path: Path) -> list[dict[str, Any]]:
-    """Sample records; a cut-off last line (the run was killed mid-write) is dropped, any other bad line is an error."""
+    """Sample records; a cut-off last line (the run was killed mid-write) is dropped, any other bad line is
+    an error."""
     if not path.is_file():
         return []
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -55,12 +56,17 @@ def open_output(out: Path, config: EvalConfig, dataset, resume: bool) -> list[in
     done: dict[int, list[dict[str, Any]]] = {}
     if resume and samples_path.is_file():
         _check_same_settings(out / CONFIG, config)
-        done = {index: samples for index, samples in by_item(read_samples(samples_path)).items()
-                if len(samples) == config.k and index < len(dataset)}
+        done = {
+            index: samples
+            for index, samples in by_item(read_samples(samples_path)).items()
+            if len(samples) == config.k and index < len(dataset)
+        }
         _check_same_items(done, dataset, samples_path)
         logger.info("resuming: %d of %d items already in %s", len(done), len(dataset), samples_path)
-    write_atomic(samples_path, "".join(json.dumps(r, ensure_ascii=False) + "\n"
-                                        for samples in done.values() for r in samples))
+    write_atomic(
+        samples_path,
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for samples in done.values() for r in samples),
+    )
     write_atomic(out / CONFIG, json.dumps(asdict(config), indent=2) + "\n")
     return [index for index in range(len(dataset)) if index not in done]
 
@@ -69,18 +75,24 @@ def _check_same_settings(path: Path, config: EvalConfig) -> None:
     if not path.is_file():
         return
     saved = json.loads(path.read_text(encoding="utf-8"))
-    changed = [key for key, value in asdict(config).items() if key not in _RESUMABLE and saved.get(key) != value]
+    changed = [
+        key for key, value in asdict(config).items() if key not in _RESUMABLE and saved.get(key) != value
+    ]
     if changed:
         details = ", ".join(f"{key} {saved.get(key)!r} -> {getattr(config, key)!r}" for key in changed)
-        raise UserError(f"cannot --resume {path.parent} with other settings ({details}): "
-                        "use the same flags or another --out")
+        raise UserError(
+            f"cannot --resume {path.parent} with other settings ({details}): "
+            "use the same flags or another --out"
+        )
 
 
 def _check_same_items(done: Mapping[int, list[Mapping[str, Any]]], dataset, samples_path: Path) -> None:
     for index, samples in done.items():
         if str(samples[0]["answer"]) != str(dataset[index].get("answer")):
-            raise UserError(f"{samples_path} holds other items than this data (item {index} differs): "
-                            "use the same data and seed, or another --out")
+            raise UserError(
+                f"{samples_path} holds other items than this data (item {index} differs): "
+                "use the same data and seed, or another --out"
+            )
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -51,9 +51,14 @@ def generate_stream(model, tokenizer, chats: Sequence[list[dict[str, str]]], set
     replacement here: 48 arith prompts, 64 new tokens, greedy, 2 threads, 2 rounds on this CPU -
     ``generate_batch`` 28.8-29.9 s, plain batched ``generate`` 10.4-11.1 s, this function 7.4-7.5 s.
     """
-    texts = [tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats]
-    prompts = [ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
-               for _ in range(num_return_sequences)]
+    texts = [
+        tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) for chat in chats
+    ]
+    prompts = [
+        ids
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+        for _ in range(num_return_sequences)
+    ]
     decoder = _Decoder(model, tokenizer, settings, prompts)
     done: dict[int, list[int]] = {}  # chat -> finished sequence ids
     for sequence in decoder.run(batch_size):
@@ -105,9 +110,11 @@ class _Decoder:
         import torch
         from transformers import DynamicCache
 
-        ids = torch.tensor([self.prompts[0][:self.prefix_length]], device=self.model.device)
+        ids = torch.tensor([self.prompts[0][: self.prefix_length]], device=self.model.device)
         cache = DynamicCache()
-        self._forward(ids, torch.ones_like(ids), torch.arange(self.prefix_length, device=ids.device)[None], cache)
+        self._forward(
+            ids, torch.ones_like(ids), torch.arange(self.prefix_length, device=ids.device)[None], cache
+        )
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _prefill(self, sequences: list[int]) -> _Batch:
@@ -116,14 +123,18 @@ class _Decoder:
         from transformers import DynamicCache
 
         device, rows = self.model.device, len(sequences)
-        suffixes = [self.prompts[s][self.prefix_length:] for s in sequences]
+        suffixes = [self.prompts[s][self.prefix_length :] for s in sequences]
         width = max(len(suffix) for suffix in suffixes)
         ids = torch.tensor([[self.pad_id] * (width - len(s)) + list(s) for s in suffixes], device=device)
-        mask = torch.tensor([[1] * self.prefix_length + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
-                            device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.prefix_length:]  # (rows, width)
-        copies = [(k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
-                  for k, v in self.prefix_cache or []]
+        mask = torch.tensor(
+            [[1] * self.prefix_length + [0] * (width - len(s)) + [1] * len(s) for s in suffixes],
+            device=device,
+        )
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, self.prefix_length :]  # (rows, width)
+        copies = [
+            (k.expand(rows, -1, -1, -1).contiguous(), v.expand(rows, -1, -1, -1).contiguous())
+            for k, v in self.prefix_cache or []
+        ]
         cache = DynamicCache(copies) if copies else DynamicCache()
         logits = self._forward(ids, mask, positions, cache)
         return _Batch(list(sequences), cache, mask, mask.sum(-1), logits)
@@ -206,8 +217,14 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
     mask = batch.mask[index]
     first = int(mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
     layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in batch.cache.layers]
-    return _Batch([batch.rows[row] for row in keep], _cache(layers), mask[:, first:], batch.positions[index],
-                  batch.logits[index], batch.tokens[index])
+    return _Batch(
+        [batch.rows[row] for row in keep],
+        _cache(layers),
+        mask[:, first:],
+        batch.positions[index],
+        batch.logits[index],
+        batch.tokens[index],
+    )
 
 
 def _merge(old: _Batch, new: _Batch) -> _Batch:
@@ -221,10 +238,17 @@ def _merge(old: _Batch, new: _Batch) -> _Batch:
         missing = length - tensor.shape[-dim_from_end]
         return pad(tensor, (0, 0) * (dim_from_end - 1) + (missing, 0)) if missing else tensor
 
-    layers = [(torch.cat([widen(a.keys, 2), widen(b.keys, 2)]), torch.cat([widen(a.values, 2), widen(b.values, 2)]))
-              for a, b in zip(old.cache.layers, new.cache.layers, strict=True)]
-    return _Batch(old.rows + new.rows, _cache(layers), torch.cat([widen(old.mask, 1), widen(new.mask, 1)]),
-                  torch.cat([old.positions, new.positions]), torch.cat([old.logits, new.logits]))
+    layers = [
+        (torch.cat([widen(a.keys, 2), widen(b.keys, 2)]), torch.cat([widen(a.values, 2), widen(b.values, 2)]))
+        for a, b in zip(old.cache.layers, new.cache.layers, strict=True)
+    ]
+    return _Batch(
+        old.rows + new.rows,
+        _cache(layers),
+        torch.cat([widen(old.mask, 1), widen(new.mask, 1)]),
+        torch.cat([old.positions, new.positions]),
+        torch.cat([old.logits, new.logits]),
+    )
 
 
 def _cache(layers):

@@ -21,16 +21,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import (
-    MAX_GRADED_CHARS,
-    ChatInputError,
-    ChatSupport,
-    Option,
-    Task,
-    Verdict,
-    check_num,
-    verdicts,
-)
+from grpolab.tasks import base
+from grpolab.tasks.base import MAX_GRADED_CHARS, ChatInputError, ChatSupport, Option, Task, Verdict, verdicts
 from grpolab.tasks.jsonl import read_rows
 
 # Measured on SmolLM2-135M-Instruct (add-20, 100 test items, greedy): this wording gets 46% strict,
@@ -163,16 +155,18 @@ def arith_brevity(completions: list, **kwargs) -> list[float]:
     push towards short wrong answers, and a run with seed 1 collapsed that way (entropy 1.8 -> 0.2 in 6
     steps, every completion the same wrong number, no signal left). Weighted 0.1 in the default recipe.
     """
-    return [1.0 if verdict.solved and verdict.format_ok else 0.0 for verdict in verdicts(score, completions, kwargs)]
+    found = verdicts(score, completions, kwargs)
+    return [1.0 if verdict.solved and verdict.format_ok else 0.0 for verdict in found]
 
 
-def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
-         **options: Any):
+def load(
+    split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0, **options: Any
+):
     """Generated items as a Dataset (or rows from a JSONL with question/answer/label)."""
     from datasets import Dataset
 
     TASK.check_options(options)
-    check_num(num)
+    base.check_num(num)
     if data_file:
         rows, _ = read_rows(data_file, problem=_row_problem)
         if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
@@ -181,8 +175,9 @@ def load(split: str = "train", data_file: str | None = None, num: int | None = N
         for row in rows:
             row.pop("split", None)
     else:
-        rows = generate_rows(num or (100 if split == "test" else 2000), seed, split,
-                             options.get("levels", DEFAULT_LEVELS))
+        rows = generate_rows(
+            num or (100 if split == "test" else 2000), seed, split, options.get("levels", DEFAULT_LEVELS)
+        )
     for row in rows:
         row.setdefault("label", "custom")
         row["prompt"] = make_prompt(row["question"])
@@ -195,10 +190,13 @@ _EXPRESSION = re.compile(r"[0-9]\s*[-+*/x\u00d7\u2212]\s*-?[0-9]")
 def _row_problem(row: Mapping[str, Any]) -> str | None:
     """Why a data-file row is not an arith item (a Sudoku or GSM8K file is not), or None."""
     if not re.fullmatch(r"-?[0-9]+", str(row["answer"]).strip()):
-        return f"answer {str(row['answer'])[:40]!r} is not an integer; arith rows look like those 'grpolab data arith' writes"
+        return (f"answer {str(row['answer'])[:40]!r} is not an integer; arith rows look like those "
+                "'grpolab data arith' writes")
     if not _EXPRESSION.search(str(row["question"])):
-        return (f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12; arith rows "
-                "look like those 'grpolab data arith' writes")
+        return (
+            f"question {str(row['question'])[:40]!r} holds no arithmetic expression like 7 + 12; arith rows "
+            "look like those 'grpolab data arith' writes"
+        )
     return None
 
 
@@ -235,9 +233,17 @@ TASK = Task(
     rewards={"arith_correct": arith_correct, "arith_brevity": arith_brevity},
     default_rewards=("arith_correct", "arith_brevity"),
     default_weights=(1.0, 0.1),
-    options={"levels": Option(f"comma-separated difficulty levels: {', '.join(LEVELS)}", ",".join(DEFAULT_LEVELS))},
+    options={
+        "levels": Option(f"comma-separated difficulty levels: {', '.join(LEVELS)}", ",".join(DEFAULT_LEVELS))
+    },
     generate=generate_rows,
     reference=lambda row: str(row["answer"]),
-    chat=ChatSupport(hint="type an expression such as 7 + 12 (+, - or *)", example="7 + 12", read=read_question,
-                     gold=gold, read_gold=read_gold, stand_in="0"),
+    chat=ChatSupport(
+        hint="type an expression such as 7 + 12 (+, - or *)",
+        example="7 + 12",
+        read=read_question,
+        gold=gold,
+        read_gold=read_gold,
+        stand_in="0",
+    ),
 )

@@ -145,15 +145,19 @@ def rows_from_kwargs(count: int, kwargs: Mapping[str, Any]) -> list[dict[str, An
     columns = {key: value for key, value in kwargs.items() if isinstance(value, list)}
     wrong = [key for key, value in columns.items() if len(value) != count]
     if wrong:
-        raise ValueError(f"reward column(s) {', '.join(wrong)} do not have one value per completion ({count})")
+        raise ValueError(f"reward column(s) {', '.join(wrong)} do not have one value per completion "
+                         f"({count})")
     return [{key: value[index] for key, value in columns.items()} for index in range(count)]
 
 
-def verdicts(score: Callable[[str, Mapping[str, Any]], Verdict], completions: list[Any],
-             kwargs: Mapping[str, Any]) -> list[Verdict]:
+def verdicts(
+    score: Callable[[str, Mapping[str, Any]], Verdict], completions: list[Any], kwargs: Mapping[str, Any]
+) -> list[Verdict]:
     """The scorer's verdict on each completion, each with its own row: what every reward is a view of."""
     rows = rows_from_kwargs(len(completions), kwargs)
-    return [score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)]
+    return [
+        score(completion_text(completion), row) for completion, row in zip(completions, rows, strict=True)
+    ]
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -173,18 +177,21 @@ def check_num(num: int | None) -> None:
 
 
 def parse_task_options(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
-    """``--task_options`` as a mapping: a YAML mapping or JSON object (JSON is YAML), the same in every command."""
+    """``--task_options`` as a mapping: a YAML mapping or JSON object (JSON is YAML), the same in every
+    command."""
     if value is None or isinstance(value, Mapping):
         return dict(value or {})
     import yaml
 
-    example = "e.g. '{\"levels\": \"add-20\"}'"
+    example = 'e.g. \'{"levels": "add-20"}\''
     try:
         options = yaml.safe_load(value)
     except yaml.YAMLError as error:
         problem = " ".join(str(getattr(error, "problem", None) or error).split())
-        raise UserError(f"--task_options is not valid JSON or YAML ({problem}): --task_options must be a "
-                        f"mapping, {example}") from None
+        raise UserError(
+            f"--task_options is not valid JSON or YAML ({problem}): --task_options must be a "
+            f"mapping, {example}"
+        ) from None
     if options is None:
         return {}
     if not isinstance(options, dict):

@@ -11,8 +11,8 @@ Scoring (one grader for rewards, eval and chat):
   </answer>`` gives 8 and ``<answer>18 dollars for 3 days</answer>`` gives 18.
 * **strict** (``Verdict.solved``, the reported accuracy) reads only an explicit final-answer format: the
   last closed ``<answer>...</answer>``; if there is none, the last ``\\boxed{...}``; if none, the last
-  ``#### N`` line (``#### Step 2``, a markdown heading, is not one). An answer tag is authoritative: if its content holds no number, strict is wrong
-  even when a boxed answer follows.
+  ``#### N`` line (``#### Step 2``, a markdown heading, is not one). An answer tag is authoritative: if its
+  content holds no number, strict is wrong even when a boxed answer follows.
 * **lenient** (``Verdict.lenient``) takes the strongest marker found, in the order answer tag, boxed,
   ``####``, an unclosed ``<answer>`` running to the end of the text, an ``A:`` / ``Answer:`` line or
   "the answer is", and finally the last number anywhere; a marker with no number falls through.
@@ -30,7 +30,8 @@ Scoring (one grader for rewards, eval and chat):
 
 Labels bucket difficulty by the number of reasoning lines in the reference solution (the test split
 has 2 to 11; ``gsm8k_data.difficulty``): ``easy`` for at most ``EASY_MAX_STEPS``, ``medium`` up to
-``MEDIUM_MAX_STEPS``, ``hard`` beyond; on the test split that is 326 / 668 / 325 problems, a quarter / a half / a quarter.
+``MEDIUM_MAX_STEPS``, ``hard`` beyond; on the test split that is 326 / 668 / 325 problems, a quarter / a
+half / a quarter.
 """
 
 from __future__ import annotations
@@ -364,10 +365,16 @@ def load(
 
 
 OPTIONS = {
-    "hub_id": Option(f"hub dataset to load when no data_file is given (default {HUB_ID}, config '{HUB_CONFIG}'); "
-                     "its answer column may hold full '#### N' solutions or bare numbers", HUB_ID),
-    "skip_bad_rows": Option("skip (and count in the log) unusable lines of a local data_file instead of stopping",
-                            False, load_only=True),
+    "hub_id": Option(
+        f"hub dataset to load when no data_file is given (default {HUB_ID}, config '{HUB_CONFIG}'); "
+        "its answer column may hold full '#### N' solutions or bare numbers",
+        HUB_ID,
+    ),
+    "skip_bad_rows": Option(
+        "skip (and count in the log) unusable lines of a local data_file instead of stopping",
+        False,
+        load_only=True,
+    ),
     **FEWSHOT_OPTIONS,
 }
 
@@ -381,15 +388,8 @@ def read_gold(text: str) -> str:
 
 
 TASK = Task(
-    name="gsm8k",
-    load=load,
-    prompt=make_prompt,
-    score=score,
-    rewards=REWARDS,
-    default_rewards=("gsm8k_correct", "gsm8k_format"),
-    default_weights=(1.0, 0.2),
-    options=OPTIONS,
-    reference=reference,
+    name="gsm8k", load=load, prompt=make_prompt, score=score, rewards=REWARDS, options=OPTIONS,
+    default_rewards=("gsm8k_correct", "gsm8k_format"), default_weights=(1.0, 0.2), reference=reference,
     checks=CHECKS,
     chat=ChatSupport(hint="type a math word problem; tell me its answer with /answer N to have it judged",
                      example="Tom has 3 apples and buys 2 more. How many apples does he have?",

@@ -1,4 +1,5 @@
-"""GSM8K rows, labelled by difficulty: a local JSONL file (the shared reader, with GSM8K's own row check) or a hub dataset, and the
+"""GSM8K rows, labelled by difficulty: a local JSONL file (the shared reader, with GSM8K's own row check) or
+a hub dataset, and the
 few-shot exemplars the harness-style prompts need. ``grpolab.tasks.gsm8k.load`` puts them together."""
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ _QUESTION_KEYS = ("question", "problem")
 
 
 _ANSWER_KEYS = ("answer", "solution", "final_answer", "ground_truth")
-
-
 
 
 def _row_problem(record: Mapping[str, Any]) -> str | None:
@@ -85,7 +84,8 @@ def read_hub(split: str, hub_id: str) -> list[dict[str, Any]]:
 
 
 def _fewshot_train_rows(data_file: str | Path | None, options: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Where gsm8k-style exemplars come from: fewshot_file, else train.jsonl beside data_file, else the hub."""
+    """Where gsm8k-style exemplars come from: fewshot_file, else train.jsonl beside data_file, else the
+    hub."""
     if options.get("fewshot_file"):
         return read_jsonl(Path(str(options["fewshot_file"])).expanduser())
     beside = Path(data_file).expanduser().parent / "train.jsonl" if data_file else None
@@ -94,7 +94,9 @@ def _fewshot_train_rows(data_file: str | Path | None, options: Mapping[str, Any]
     return read_hub("train", str(options.get("hub_id", HUB_ID)))
 
 
-def apply_fewshot(rows: list[dict[str, Any]], data_file: str | Path | None, options: Mapping[str, Any]) -> None:
+def apply_fewshot(
+    rows: list[dict[str, Any]], data_file: str | Path | None, options: Mapping[str, Any]
+) -> None:
     """Rewrite each row's prompt as the harness's few-shot prompt when the options ask for one."""
     style, count = fewshot_settings(options)
     if count == 0:
@@ -106,7 +108,8 @@ def apply_fewshot(rows: list[dict[str, Any]], data_file: str | Path | None, opti
 
 
 def difficulty(solution: str) -> str:
-    """``easy`` / ``medium`` / ``hard`` by the number of reasoning lines before ``####``; ``unknown`` if none."""
+    """``easy`` / ``medium`` / ``hard`` by the number of reasoning lines before ``####``; ``unknown`` if
+    none."""
     steps = len([line for line in solution.partition("####")[0].splitlines() if line.strip()])
     if "####" not in solution or steps == 0:
         return "unknown"
@@ -137,4 +140,6 @@ def reference(row: Mapping[str, Any]) -> str:
     """The reference solution's reasoning (GSM8K's <<calculator>> notes removed), then the answer tag."""
     solution = str(row.get("solution") or "")
     reasoning = re.sub(r"<<[^>]*>>", "", solution.split("####")[0]).strip()
-    return f"{reasoning}\n<answer>{row['answer']}</answer>" if reasoning else f"<answer>{row['answer']}</answer>"
+    return (
+        f"{reasoning}\n<answer>{row['answer']}</answer>" if reasoning else f"<answer>{row['answer']}</answer>"
+    )

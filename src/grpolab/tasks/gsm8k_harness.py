@@ -99,34 +99,61 @@ FEWSHOT_SEED = 1234
 
 # The 8 chain-of-thought exemplars of gsm8k-cot.yaml (Wei et al. 2022, arXiv:2201.11903), in its order.
 COT_EXEMPLARS = (
-    ("There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are done, "
-     "there will be 21 trees. How many trees did the grove workers plant today?",
-     "There are 15 trees originally. Then there were 21 trees after some more were planted. So there must have "
-     "been 21 - 15 = 6. The answer is 6."),
-    ("If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking lot?",
-     "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5."),
-    ("Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in total?",
-     "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After eating 35, "
-     "they had 74 - 35 = 39. The answer is 39."),
-    ("Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many lollipops did "
-     "Jason give to Denny?",
-     "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - 12 = 8. "
-     "The answer is 8."),
-    ("Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does he have "
-     "now?",
-     "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
-     "5 + 4 = 9. The answer is 9."),
-    ("There were nine computers in the server room. Five more computers were installed each day, from monday to "
-     "thursday. How many computers are now in the server room?",
-     "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 "
-     "computers were added. 9 + 20 is 29. The answer is 29."),
-    ("Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How many golf "
-     "balls did he have at the end of wednesday?",
-     "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 more, "
-     "he had 35 - 2 = 33 golf balls. The answer is 33."),
-    ("Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
-     "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 "
-     "dollars left. 23 - 15 is 8. The answer is 8."),
+    (
+        "There are 15 trees in the grove. Grove workers will plant trees in the grove today. After they are "
+        "done, "
+        "there will be 21 trees. How many trees did the grove workers plant today?",
+        "There are 15 trees originally. Then there were 21 trees after some more were planted. So there must "
+        "have "
+        "been 21 - 15 = 6. The answer is 6.",
+    ),
+    (
+        "If there are 3 cars in the parking lot and 2 more cars arrive, how many cars are in the parking "
+        "lot?",
+        "There are originally 3 cars. 2 more cars arrive. 3 + 2 = 5. The answer is 5.",
+    ),
+    (
+        "Leah had 32 chocolates and her sister had 42. If they ate 35, how many pieces do they have left in "
+        "total?",
+        "Originally, Leah had 32 chocolates. Her sister had 42. So in total they had 32 + 42 = 74. After "
+        "eating 35, "
+        "they had 74 - 35 = 39. The answer is 39.",
+    ),
+    (
+        "Jason had 20 lollipops. He gave Denny some lollipops. Now Jason has 12 lollipops. How many "
+        "lollipops did "
+        "Jason give to Denny?",
+        "Jason started with 20 lollipops. Then he had 12 after giving some to Denny. So he gave Denny 20 - "
+        "12 = 8. "
+        "The answer is 8.",
+    ),
+    (
+        "Shawn has five toys. For Christmas, he got two toys each from his mom and dad. How many toys does "
+        "he have "
+        "now?",
+        "Shawn started with 5 toys. If he got 2 toys each from his mom and dad, then that is 4 more toys. "
+        "5 + 4 = 9. The answer is 9.",
+    ),
+    (
+        "There were nine computers in the server room. Five more computers were installed each day, from "
+        "monday to "
+        "thursday. How many computers are now in the server room?",
+        "There were originally 9 computers. For each of 4 days, 5 more computers were added. So 5 * 4 = 20 "
+        "computers were added. 9 + 20 is 29. The answer is 29.",
+    ),
+    (
+        "Michael had 58 golf balls. On tuesday, he lost 23 golf balls. On wednesday, he lost 2 more. How "
+        "many golf "
+        "balls did he have at the end of wednesday?",
+        "Michael started with 58 golf balls. After losing 23 on tuesday, he had 58 - 23 = 35. After losing 2 "
+        "more, "
+        "he had 35 - 2 = 33 golf balls. The answer is 33.",
+    ),
+    (
+        "Olivia has $23. She bought five bagels for $3 each. How much money does she have left?",
+        "Olivia had 23 dollars. 5 bagels for 3 dollars each will be 5 x 3 = 15 dollars. So she has 23 - 15 "
+        "dollars left. 23 - 15 is 8. The answer is 8.",
+    ),
 )
 
 
@@ -136,16 +163,22 @@ def harness_question(question: str, style: str) -> str:
 
 
 def fewshot_prompt(question: str, exemplars: Sequence[tuple[str, str]], style: str) -> list[dict[str, str]]:
-    """Exemplars as earlier chat turns (the harness's fewshot_as_multiturn), then the question; no system prompt."""
+    """Exemplars as earlier chat turns (the harness's fewshot_as_multiturn), then the question; no system
+    prompt."""
     messages = []
     for exemplar_question, exemplar_answer in exemplars:
-        messages += [{"role": "user", "content": harness_question(exemplar_question, style)},
-                     {"role": "assistant", "content": exemplar_answer}]
+        messages += [
+            {"role": "user", "content": harness_question(exemplar_question, style)},
+            {"role": "assistant", "content": exemplar_answer},
+        ]
     return [*messages, {"role": "user", "content": harness_question(question.strip(), style)}]
 
 
-def fewshot_exemplars(style: str, count: int, train_rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """gsm8k-cot: the first ``count`` fixed exemplars; gsm8k: ``count`` train items, full solutions as answers."""
+def fewshot_exemplars(
+    style: str, count: int, train_rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """gsm8k-cot: the first ``count`` fixed exemplars; gsm8k: ``count`` train items, full solutions as
+    answers."""
     if style == "gsm8k-cot":
         return list(COT_EXEMPLARS[:count])
     chosen = random.Random(FEWSHOT_SEED).sample(range(len(train_rows)), count)
@@ -169,11 +202,17 @@ def fewshot_settings(options: Mapping[str, Any]) -> tuple[str, int]:
 
 
 FEWSHOT_OPTIONS = {
-    "fewshot": Option("number of exemplars in an lm-evaluation-harness style few-shot prompt (default 0: "
-                      "grpolab's <answer> prompt; 5 is the harness's gsm8k, 8 its gsm8k-cot)", 0),
-    "fewshot_style": Option("gsm8k ('Question: ... Answer:' with train solutions ending '#### N') or gsm8k-cot "
-                            "('Q: ... A:' with the 8 fixed chain-of-thought exemplars ending 'The answer is N.')",
-                            "gsm8k"),
-    "fewshot_file": Option("train JSONL for gsm8k-style exemplars (default: train.jsonl beside data_file, else "
-                           "the hub)"),
+    "fewshot": Option(
+        "number of exemplars in an lm-evaluation-harness style few-shot prompt (default 0: "
+        "grpolab's <answer> prompt; 5 is the harness's gsm8k, 8 its gsm8k-cot)",
+        0,
+    ),
+    "fewshot_style": Option(
+        "gsm8k ('Question: ... Answer:' with train solutions ending '#### N') or gsm8k-cot "
+        "('Q: ... A:' with the 8 fixed chain-of-thought exemplars ending 'The answer is N.')",
+        "gsm8k",
+    ),
+    "fewshot_file": Option(
+        "train JSONL for gsm8k-style exemplars (default: train.jsonl beside data_file, else the hub)"
+    ),
 }

@@ -161,20 +161,11 @@ def make_task(name: str) -> Task:
         return [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
 
     return Task(
-        name=PREFIX + name,
-        load=load,
-        prompt=make_prompt,
-        score=score,
-        rewards=REWARDS,
-        default_rewards=("gym_score", "gym_format"),
-        default_weights=(1.0, 0.2),
-        options=_options(name),
-        generate=generate,
-        reference=lambda row: f"<answer>{row['answer']}</answer>",
-        chat=ChatSupport(
-            hint="type a question; give its answer with /answer TEXT to have the reply judged "
-            "(by exact match: reasoning-gym's scorer needs a generated item)"
-        ),
+        name=PREFIX + name, load=load, prompt=make_prompt, score=score, rewards=REWARDS,
+        default_rewards=("gym_score", "gym_format"), default_weights=(1.0, 0.2), options=_options(name),
+        generate=generate, reference=lambda row: f"<answer>{row['answer']}</answer>",
+        chat=ChatSupport(hint="type a question; give its answer with /answer TEXT to have the reply judged "
+                         "(by exact match: reasoning-gym's scorer needs a generated item)"),
     )
 
 
@@ -249,13 +240,7 @@ def any_dataset() -> Task:
         return make_task(dataset).generate(num, seed, split, **config)
 
     return _AnyDataset(
-        name="reasoning_gym",
-        load=_no_load,
-        prompt=make_prompt,
-        score=score,
-        rewards=REWARDS,
-        default_rewards=("gym_score", "gym_format"),
-        default_weights=(1.0, 0.2),
+        name="reasoning_gym", load=_no_load, prompt=make_prompt, score=score, rewards=REWARDS,
+        default_rewards=("gym_score", "gym_format"), default_weights=(1.0, 0.2), generate=generate,
         options={"dataset": Option("a reasoning-gym dataset name, e.g. leg_counting", required=True)},
-        generate=generate,
     )

@@ -18,54 +18,98 @@ PROMPT_BUDGET = 512
 class TrainArgs:
     """Arguments of grpolab itself; YAML keys and flags use these names."""
 
-    task: str = field(default="arith", metadata={"help": "task name (arith, sudoku, gsm8k) or 'package.module:TASK'"})
-    data_file: str | None = field(default=None, metadata={"help": "JSONL training data; default: the task's generator or hub data"})
-    num_train: int | None = field(default=None, metadata={"help": "number of training items (default: the task's own)"})
+    task: str = field(
+        default="arith", metadata={"help": "task name (arith, sudoku, gsm8k) or 'package.module:TASK'"}
+    )
+    data_file: str | None = field(
+        default=None, metadata={"help": "JSONL training data; default: the task's generator or hub data"}
+    )
+    num_train: int | None = field(
+        default=None, metadata={"help": "number of training items (default: the task's own)"}
+    )
     task_options: dict | str | None = field(
-        default=None, metadata={"help": "task-specific options as a YAML mapping or JSON string, e.g. '{\"levels\": \"add-20\"}'"}
+        default=None,
+        metadata={
+            "help": 'task-specific options as a YAML mapping or JSON string, e.g. \'{"levels": "add-20"}\''
+        },
     )
     reward_funcs: list[str] | None = field(
         default=None,
-        metadata={"help": "reward functions: the task's by name, or 'package.module:function'; default: the task's"},
+        metadata={
+            "help": "reward functions: the task's by name, or 'package.module:function'; default: the task's"
+        },
     )
     init_adapter: str | None = field(
-        default=None, metadata={"help": "start from this LoRA adapter (e.g. the output_dir of 'grpolab sft') instead of a new one"}
+        default=None,
+        metadata={
+            "help": "start from this LoRA adapter (e.g. the output_dir of 'grpolab sft') instead of a new one"
+        },
     )
     resume: str | None = field(
-        default=None, metadata={"help": "resume from 'latest' (the newest complete checkpoint in output_dir) or a checkpoint path"}
+        default=None,
+        metadata={
+            "help": "resume from 'latest' (the newest complete checkpoint in output_dir) or a checkpoint path"
+        },
     )
-    dry_run: bool = field(default=False, metadata={"help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading weights"})
-    use_unsloth: bool = field(default=False, metadata={"help": "load the model and LoRA through Unsloth (needs the 'unsloth' extra and CUDA)"})
+    dry_run: bool = field(
+        default=False,
+        metadata={
+            "help": "print the resolved plan (batch arithmetic, memory estimate) and exit without loading "
+                    "weights"
+        },
+    )
+    use_unsloth: bool = field(
+        default=False,
+        metadata={"help": "load the model and LoRA through Unsloth (needs the 'unsloth' extra and CUDA)"},
+    )
     max_seq_length: int | None = field(
         default=None,
-        metadata={"help": f"Unsloth's context in tokens, prompt + completion (default: max_completion_length "
-                          f"+ {PROMPT_BUDGET}, a prompt budget that holds every built-in task's prompt)"},
+        metadata={
+            "help": f"Unsloth's context in tokens, prompt + completion (default: max_completion_length "
+            f"+ {PROMPT_BUDGET}, a prompt budget that holds every built-in task's prompt)"
+        },
     )
     accelerate_config: str | None = field(
         default=None,
-        metadata={"help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2, "
-                          "npu-ddp, npu-zero2 or a YAML path"},
+        metadata={
+            "help": "run under 'accelerate launch' with this config: ddp, zero2, zero3, cpu2, "
+            "npu-ddp, npu-zero2 or a YAML path"
+        },
     )
-    num_processes: int | None = field(default=None, metadata={"help": "processes for accelerate launch (default: the config's)"})
-    torch_threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
+    num_processes: int | None = field(
+        default=None, metadata={"help": "processes for accelerate launch (default: the config's)"}
+    )
+    torch_threads: int | None = field(
+        default=None, metadata={"help": "torch CPU threads (default: torch's choice)"}
+    )
     logprobs: str = field(
         default="auto",
-        metadata={"help": "per-token log-probs: 'shared' (as plain, each group's prompt run once), 'plain' "
-                          "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
-                          "memory) or 'auto' (shared on CPU, fused elsewhere)"},
+        metadata={
+            "help": "per-token log-probs: 'shared' (as plain, each group's prompt run once), 'plain' "
+            "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
+            "memory) or 'auto' (shared on CPU, fused elsewhere)"
+        },
     )
     generation: str = field(
         default="auto",
-        metadata={"help": "how TRL's generate runs: 'merged' (LoRA folded into a copy of the weights while "
-                          "generating), 'shared' (as merged, each group's prompt prefilled once), 'trl' "
-                          "(unchanged) or 'auto' (shared on CPU, trl elsewhere)"},
+        metadata={
+            "help": "how TRL's generate runs: 'merged' (LoRA folded into a copy of the weights while "
+            "generating), 'shared' (as merged, each group's prompt prefilled once), 'trl' "
+            "(unchanged) or 'auto' (shared on CPU, trl elsewhere)"
+        },
     )
-    plot: bool = field(default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"})
-    num_samples_logged: int = field(default=4, metadata={"help": "completions saved to samples.jsonl per logging step"})
+    plot: bool = field(
+        default=True, metadata={"help": "write reward_curve.png in output_dir as training goes"}
+    )
+    num_samples_logged: int = field(
+        default=4, metadata={"help": "completions saved to samples.jsonl per logging step"}
+    )
     reward_timeout: float = field(
         default=60.0,
-        metadata={"help": "seconds one call of a reward function may take before training stops with its name "
-                  "(0 = no limit); default 60, far above the milliseconds the task rewards take"},
+        metadata={
+            "help": "seconds one call of a reward function may take before training stops with its name "
+            "(0 = no limit); default 60, far above the milliseconds the task rewards take"
+        },
     )
 
     def __post_init__(self) -> None:
@@ -75,7 +119,9 @@ class TrainArgs:
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         if self.reward_timeout < 0:
-            raise ValueError(f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds")
+            raise ValueError(
+                f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds"
+            )
         if self.logprobs not in ("auto", "shared", "plain", "fused"):
             raise ValueError(f"--logprobs ({self.logprobs}) must be auto, shared, plain or fused")
         if self.generation not in ("auto", "shared", "merged", "trl"):

@@ -107,21 +107,29 @@ class SamplingCheck(TrainerCallback):
         if ratio is not None:
             gap = logs.get("sampling/sampling_logp_difference/mean", 0.0)
             off = abs(ratio - 1) > cls.RATIO_TOLERANCE or gap > cls.LOGP_GAP_NATS
-            return (f"{'WARNING ' if off else ''}step-{step} sampling check: importance ratio mean {ratio:.3f} "
-                    f"(min {logs.get('sampling/importance_sampling_ratio/min', math.nan):.3f}, max "
-                    f"{logs.get('sampling/importance_sampling_ratio/max', math.nan):.3f}), |log-prob gap| "
-                    f"mean {gap:.4f} max {logs.get('sampling/sampling_logp_difference/max', math.nan):.4f} "
-                    "between vLLM generation and training"
-                    + ("; generation and training disagree: check dtype, weight sync and chat template"
-                       if off else ""), off)
+            return (
+                f"{'WARNING ' if off else ''}step-{step} sampling check: importance ratio mean {ratio:.3f} "
+                f"(min {logs.get('sampling/importance_sampling_ratio/min', math.nan):.3f}, max "
+                f"{logs.get('sampling/importance_sampling_ratio/max', math.nan):.3f}), |log-prob gap| "
+                f"mean {gap:.4f} max {logs.get('sampling/sampling_logp_difference/max', math.nan):.4f} "
+                "between vLLM generation and training"
+                + (
+                    "; generation and training disagree: check dtype, weight sync and chat template"
+                    if off
+                    else ""
+                ),
+                off,
+            )
         clipped = logs.get("clip_ratio/region_mean")
         if clipped is None:
             return f"step-{step} sampling check: TRL logged no importance ratio for this loss", False
         off = clipped > cls.CLIPPED_SHARE
-        return (f"{'WARNING ' if off else ''}step-{step} sampling check: transformers generation, no separate "
-                f"generation log-probs (importance ratio 1 by construction); clipped tokens {clipped:.1%}"
-                + ("; generation and training passes disagree (dropout with num_iterations > 1?)" if off else ""),
-                off)
+        return (
+            f"{'WARNING ' if off else ''}step-{step} sampling check: transformers generation, no separate "
+            f"generation log-probs (importance ratio 1 by construction); clipped tokens {clipped:.1%}"
+            + ("; generation and training passes disagree (dropout with num_iterations > 1?)" if off else ""),
+            off,
+        )
 
 
 class ProgressLine(TrainerCallback):
@@ -136,8 +144,13 @@ class ProgressLine(TrainerCallback):
         if state.is_world_process_zero:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=self.desc, unit="step",
-                            dynamic_ncols=True)
+            self.bar = tqdm(
+                total=state.max_steps,
+                initial=state.global_step,
+                desc=self.desc,
+                unit="step",
+                dynamic_ncols=True,
+            )
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bar is not None:

@@ -65,13 +65,17 @@ def resolve_resume(resume: str | None, output_dir: Path) -> str | None:
         if found is None and holds_run(output_dir):
             return None  # stopped before its first checkpoint: nothing to continue, so start from step 0
         if found is None:
-            raise UserError(f"--resume: no complete checkpoint in {output_dir}; train without --resume to start fresh")
+            raise UserError(
+                f"--resume: no complete checkpoint in {output_dir}; train without --resume to start fresh"
+            )
         return _whole(found)
     path = Path(resume)
     if not path.is_dir():
         raise UserError(f"--resume: {resume} is not a checkpoint directory")
     if not is_complete(path):
-        raise UserError(f"--resume: {resume} is incomplete (no readable trainer_state.json); pick an earlier checkpoint")
+        raise UserError(
+            f"--resume: {resume} is incomplete (no readable trainer_state.json); pick an earlier checkpoint"
+        )
     return _whole(path)
 
 
@@ -79,8 +83,10 @@ def _whole(checkpoint: Path) -> str:
     """``checkpoint`` as a path, after checking that its weights load."""
     damage = damaged_weights(checkpoint)
     if damage:
-        raise UserError(f"--resume: {damage}: resume from an earlier checkpoint with --resume "
-                        f"{checkpoint.parent}/checkpoint-N, or train again in a new --output_dir")
+        raise UserError(
+            f"--resume: {damage}: resume from an earlier checkpoint with --resume "
+            f"{checkpoint.parent}/checkpoint-N, or train again in a new --output_dir"
+        )
     return str(checkpoint)
 
 
@@ -142,14 +148,17 @@ def fresh_run(output_dir: Path, resume_from: str | None) -> Iterator[None]:
         if resume_from is None and int(os.environ.get("RANK", "0")) == 0 and not _saved_anything(output_dir):
             _remove_new_entries(output_dir, before)
         if isinstance(error, OSError) and error.errno in _WRITE_ERRORS:
-            raise UserError(f"cannot write to {output_dir} ({error.strerror}); free some space or choose "
-                            "another --output_dir") from error
+            raise UserError(
+                f"cannot write to {output_dir} ({error.strerror}); free some space or choose "
+                "another --output_dir"
+            ) from error
         raise
 
 
 def _saved_anything(output_dir: Path) -> bool:
-    return output_dir.is_dir() and (latest_complete(output_dir) is not None
-                                    or (output_dir / "adapter_config.json").exists())
+    return output_dir.is_dir() and (
+        latest_complete(output_dir) is not None or (output_dir / "adapter_config.json").exists()
+    )
 
 
 def _remove_new_entries(output_dir: Path, before: set[Path] | None) -> None:

@@ -46,7 +46,9 @@ def check_rewards(task: Task, train_args, grpo_config) -> str:
 
 def check_reference(task: Task) -> str:
     if task.reference is None:
-        raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised warm-up")
+        raise UserError(
+            f"task {task.name} has no reference replies, so it cannot be used for a supervised warm-up"
+        )
     return f"targets          the {task.name} task's reference replies"
 
 
@@ -60,10 +62,14 @@ def check_data(task: Task, train_args, seed: int) -> str:
     dataset = load_task_data(task, train_args, seed)
     source = train_args.data_file or "the task's generator"
     if len(dataset) == 0:
-        raise UserError(f"no training rows for task {task.name} in {source}: check --data_file and --num_train")
+        raise UserError(
+            f"no training rows for task {task.name} in {source}: check --data_file and --num_train"
+        )
     missing = [column for column in ("prompt", "answer") if column not in dataset.column_names]
     if missing:
-        raise UserError(f"task {task.name} gave rows without a '{missing[0]}' column: its load() is incomplete")
+        raise UserError(
+            f"task {task.name} gave rows without a '{missing[0]}' column: its load() is incomplete"
+        )
     return f"data             {len(dataset)} rows from {source}"
 
 
@@ -75,13 +81,17 @@ def check_output_dir(output_dir: Path, resume: str | None) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"--output_dir {output_dir}: {existing} is a file, not a folder; choose another --output_dir")
+        raise UserError(
+            f"--output_dir {output_dir}: {existing} is a file, not a folder; choose another --output_dir"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--output_dir {output_dir}: {existing} is not writable; choose another --output_dir")
     if resume:
         checkpoints.resolve_resume(resume, output_dir)
     elif checkpoints.holds_run(output_dir):
-        raise UserError(f"{output_dir} already holds a run: add --resume to continue it, or choose another --output_dir")
+        raise UserError(
+            f"{output_dir} already holds a run: add --resume to continue it, or choose another --output_dir"
+        )
 
 
 def check_accelerate(name: str) -> str:

@@ -43,21 +43,32 @@ def check_backend(name: str) -> None:
                         "run 'grpolab doctor', or use ddp on GPUs")
     if name.startswith("zero") or "deepspeed" in text.lower():
         if importlib.util.find_spec("deepspeed") is None:
-            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which is not installed: pip install 'grpolab[deepspeed]'")
+            raise UserError(
+                f"--accelerate_config {name} uses DeepSpeed, which is not installed: pip install "
+                f"'grpolab[deepspeed]'"
+            )
         import torch
 
         if not (torch.cuda.is_available() or npu_available()):
-            raise UserError(f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend "
-                            "NPUs (torch_npu); on CPU use --accelerate_config cpu2")
+            raise UserError(
+                f"--accelerate_config {name} uses DeepSpeed, which needs CUDA GPUs or Ascend "
+                "NPUs (torch_npu); on CPU use --accelerate_config cpu2"
+            )
 
 
-def launch_command(argv: list[str], config: str, num_processes: int | None,
-                   command: str = "train") -> list[str]:
+def launch_command(
+    argv: list[str], config: str, num_processes: int | None, command: str = "train"
+) -> list[str]:
     """The accelerate command that runs this same training (``grpolab train`` or ``sft``) in several
     processes."""
     rest = strip_launch_flags(argv)
-    launch = [sys.executable, "-m", "accelerate.commands.launch",
-              "--config_file", str(accelerate_config_path(config))]
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(accelerate_config_path(config)),
+    ]
     if num_processes:
         launch += ["--num_processes", str(num_processes)]
     return launch + ["-m", "grpolab", command, *rest]

@@ -57,19 +57,18 @@ GENERATION_PATHS = ("auto", "shared", "merged", "trl")
 
 
 def logprob_path(choice: str, device_type: str) -> str:
-    if choice not in LOGPROB_PATHS:
-        raise ValueError(f"--logprobs must be one of {', '.join(LOGPROB_PATHS)}, not {choice!r}")
-    if choice == "auto":
-        return "shared" if device_type == "cpu" else "fused"
-    return choice
+    return _path("--logprobs", LOGPROB_PATHS, choice, "shared" if device_type == "cpu" else "fused")
 
 
 def generation_path(choice: str, device_type: str) -> str:
-    if choice not in GENERATION_PATHS:
-        raise ValueError(f"--generation must be one of {', '.join(GENERATION_PATHS)}, not {choice!r}")
-    if choice == "auto":
-        return "shared" if device_type == "cpu" else "trl"
-    return choice
+    return _path("--generation", GENERATION_PATHS, choice, "shared" if device_type == "cpu" else "trl")
+
+
+def _path(flag: str, choices, choice: str, auto: str) -> str:
+    """``choice``, or ``auto``'s pick for this device; ValueError naming ``flag`` for an unknown one."""
+    if choice not in choices:
+        raise ValueError(f"{flag} must be one of {', '.join(choices)}, not {choice!r}")
+    return auto if choice == "auto" else choice
 
 
 def selective_logprobs(logits: torch.Tensor, targets: torch.Tensor, compute_entropy: bool,
@@ -105,34 +104,62 @@ class FastGRPOTrainer(GRPOTrainer):
     def share_prompts(self) -> bool:
         return self.logprob_mode == "shared"
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
         model = self.accelerator.unwrap_model(self.model_wrapped)
         layers = None
-        if (self.generation_mode != "trl" and images is None and not multimodal_fields and not self.use_vllm
-                and not self.use_transformers_continuous_batching and self.accelerator.num_processes == 1):
+        if (
+            self.generation_mode != "trl"
+            and images is None
+            and not multimodal_fields
+            and not self.use_vllm
+            and not self.use_transformers_continuous_batching
+            and self.accelerator.num_processes == 1
+        ):
             layers = mergeable_lora_layers(model)
         if layers is None:
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
         share = self.generation_mode == "shared" and self.generation_config.cache_implementation is None
         with merged_lora(layers), shared_prefill(model) if share else contextlib.nullcontext():
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations,
-                                                 has_tool_images)
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep,
-                                           batch_size=None, compute_entropy=False, compute_aux_loss=False,
-                                           **multimodal):
-        if (self.logprob_mode == "fused" or compute_aux_loss
-                or any(value is not None for value in multimodal.values())):
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        **multimodal,
+    ):
+        if (
+            self.logprob_mode == "fused"
+            or compute_aux_loss
+            or any(value is not None for value in multimodal.values())
+        ):
             return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
-                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+                model,
+                input_ids,
+                attention_mask,
+                logits_to_keep,
+                batch_size=batch_size,
+                compute_entropy=compute_entropy,
+                compute_aux_loss=compute_aux_loss,
+                **multimodal,
+            )
         batch_size = batch_size or input_ids.size(0)
         entropy_grad = bool(getattr(self, "_entropy_bonus_enabled", False))
         all_logps, all_entropies = [], []
         for start in range(0, input_ids.size(0), batch_size):
-            ids = input_ids[start:start + batch_size]
-            mask = attention_mask[start:start + batch_size]
+            ids = input_ids[start : start + batch_size]
+            mask = attention_mask[start : start + batch_size]
             with self.accelerator.autocast():
                 logits = self._completion_logits(model, ids, mask, logits_to_keep)  # [b, logits_to_keep, V]
             logits = logits.float() / self.temperature
@@ -150,8 +177,9 @@ class FastGRPOTrainer(GRPOTrainer):
         """Logits at the positions that predict the last ``logits_to_keep`` tokens: [b, logits_to_keep, V]."""
         prompt_length = ids.size(1) - logits_to_keep
         if self._can_share_prompts():
-            prompts, rows = torch.unique(torch.cat([ids[:, :prompt_length], mask[:, :prompt_length]], 1),
-                                         dim=0, return_inverse=True)
+            prompts, rows = torch.unique(
+                torch.cat([ids[:, :prompt_length], mask[:, :prompt_length]], 1), dim=0, return_inverse=True
+            )
             if len(prompts) < len(ids):
                 prompt_ids, prompt_mask = prompts[:, :prompt_length], prompts[:, prompt_length:]
                 completion_ids = ids[:, prompt_length:]
@@ -162,8 +190,11 @@ class FastGRPOTrainer(GRPOTrainer):
 
     def _can_share_prompts(self) -> bool:
         # One forward per backward under DDP, and no KV cache under activation checkpointing
-        return (self.share_prompts and self.accelerator.num_processes == 1
-                and not getattr(self.model, "is_gradient_checkpointing", False))
+        return (
+            self.share_prompts
+            and self.accelerator.num_processes == 1
+            and not getattr(self.model, "is_gradient_checkpointing", False)
+        )
 
 
 def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, attention_mask):
@@ -177,8 +208,13 @@ def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, a
     prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
     cache = prompt.past_key_values
     cache.batch_select_indices(rows)
-    completion = model(input_ids=completion_ids, attention_mask=attention_mask, past_key_values=cache,
-                       use_cache=True, logits_to_keep=completion_ids.size(1))
+    completion = model(
+        input_ids=completion_ids,
+        attention_mask=attention_mask,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=completion_ids.size(1),
+    )
     # the prompt's last position predicts the first completion token; the completion's last predicts nothing
     return torch.cat([prompt.logits[rows], completion.logits[:, :-1]], dim=1)
 
@@ -205,13 +241,20 @@ def mergeable_lora_layers(model) -> list | None:
 
     layers = [module for module in model.modules() if isinstance(module, LoraLayer)]
     for layer in layers:
-        if (type(layer) is not Linear or layer.merged or layer.disable_adapters
-                or not isinstance(layer.get_base_layer(), torch.nn.Linear)
-                or not layer.get_base_layer().weight.is_floating_point()):
+        if (
+            type(layer) is not Linear
+            or layer.merged
+            or layer.disable_adapters
+            or not isinstance(layer.get_base_layer(), torch.nn.Linear)
+            or not layer.get_base_layer().weight.is_floating_point()
+        ):
             return None
         for name in layer.active_adapters:
-            if name in layer.lora_A and (name in layer.lora_variant or layer.lora_bias.get(name)
-                                         or not isinstance(layer.lora_dropout[name], torch.nn.Identity)):
+            if name in layer.lora_A and (
+                name in layer.lora_variant
+                or layer.lora_bias.get(name)
+                or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
+            ):
                 return None
     return layers or None
 
@@ -250,8 +293,9 @@ def shared_prefill(model):
             cache = distinct_prompt_cache(model, input_ids, attention_mask)
         if cache is not None:
             kwargs["past_key_values"] = cache
-        return original(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config,
-                         **kwargs)
+        return original(
+            input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, **kwargs
+        )
 
     model.generate = generate
     try:
@@ -273,11 +317,11 @@ def distinct_prompt_cache(model, input_ids, attention_mask):
     distinct, rows = torch.unique(torch.cat([input_ids, attention_mask], 1), dim=0, return_inverse=True)
     if len(distinct) == len(input_ids) or length < 2:
         return None
-    ids, mask = distinct[:, :length - 1], distinct[:, length:2 * length - 1]  # [u, P - 1]
+    ids, mask = distinct[:, : length - 1], distinct[:, length : 2 * length - 1]  # [u, P - 1]
     position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache, use_cache=True,
-          logits_to_keep=1)
+    model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+          use_cache=True, logits_to_keep=1)
     cache.batch_select_indices(rows)
     return cache
 
@@ -286,4 +330,6 @@ def trainer_class(choice: str, device_type: str) -> type[GRPOTrainer]:
     """The trainer for ``TrainArgs.logprobs`` on this device."""
     path = logprob_path(choice, device_type)
     logger.info("per-token log-probs: %s", path)
-    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": FastGRPOTrainer}[path]
+    return {"shared": SharedPromptGRPOTrainer, "plain": PlainLogprobGRPOTrainer, "fused": FastGRPOTrainer}[
+        path
+    ]

@@ -32,15 +32,19 @@ def run_identity(train_args: TrainArgs, model_config) -> dict[str, Any]:
 
 
 def load_task_data(task: Task, train_args: TrainArgs, seed: int):
-    return task.load_dataset("train", train_args.data_file, train_args.num_train, seed, train_args.task_options)
+    return task.load_dataset(
+        "train", train_args.data_file, train_args.num_train, seed, train_args.task_options
+    )
 
 
 def placement_for(train_args: TrainArgs, trainer_config, model_config) -> placement.Placement:
-    """Where the policy loads: the local rank's device, in the recipe's dtype (auto: see grpolab.placement)."""
+    """Where the policy loads: the local rank's device, in the recipe's dtype (auto: see
+    grpolab.placement)."""
     quantization = "4bit" if model_config.load_in_4bit else "8bit" if model_config.load_in_8bit else None
     full_finetune = not (model_config.use_peft or train_args.init_adapter or train_args.use_unsloth)
-    return placement.decide(placement.detect(), "train", model_config.dtype, quantization,
-                            full_finetune=full_finetune)
+    return placement.decide(
+        placement.detect(), "train", model_config.dtype, quantization, full_finetune=full_finetune
+    )
 
 
 def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict[str, Any]:
@@ -54,9 +58,12 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     from trl import get_peft_config
 
     source = models.resolve(model_config.model_name_or_path)
-    options = models.load_options({**asdict(model_config), "trust_remote_code": trainer_config.trust_remote_code})
-    tokenizer = models.load_tokenizer(source, revision=options["revision"],
-                                      trust_remote_code=options["trust_remote_code"])
+    options = models.load_options(
+        {**asdict(model_config), "trust_remote_code": trainer_config.trust_remote_code}
+    )
+    tokenizer = models.load_tokenizer(
+        source, revision=options["revision"], trust_remote_code=options["trust_remote_code"]
+    )
     place = placement_for(train_args, trainer_config, model_config)
     logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:
@@ -64,8 +71,12 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
 
         model = load_unsloth(source, model_config, trainer_config, context_length(train_args, trainer_config))
         return {"model": model, "processing_class": tokenizer}
-    init_kwargs = {**options, "dtype": place.dtype, "device_map": place.device_map,
-                   **(trainer_config.model_init_kwargs or {})}
+    init_kwargs = {
+        **options,
+        "dtype": place.dtype,
+        "device_map": place.device_map,
+        **(trainer_config.model_init_kwargs or {}),
+    }
     quantization = quantization_config(model_config, place)
     if train_args.init_adapter:
         from peft import PeftModel
@@ -79,8 +90,12 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     # placement on a resume elsewhere.
     trainer_config.grpolab_recipe_init_kwargs = trainer_config.model_init_kwargs
     trainer_config.model_init_kwargs = init_kwargs
-    return {"model": source, "processing_class": tokenizer, "quantization_config": quantization,
-            "peft_config": get_peft_config(model_config)}
+    return {
+        "model": source,
+        "processing_class": tokenizer,
+        "quantization_config": quantization,
+        "peft_config": get_peft_config(model_config),
+    }
 
 
 def quantization_config(model_config, place: placement.Placement):
@@ -115,15 +130,26 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     task = get_task(train_args.task)
     dataset = load_task_data(task, train_args, grpo_config.seed)
     recorder = SampleRecorder()
-    reward_funcs, weights = select_rewards(task, train_args.reward_funcs, grpo_config.reward_weights, recorder,
-                                           train_args.reward_timeout)
+    reward_funcs, weights = select_rewards(
+        task, train_args.reward_funcs, grpo_config.reward_weights, recorder, train_args.reward_timeout
+    )
     grpo_config.reward_weights = weights
     model_kwargs = model_arguments(train_args, grpo_config, model_config)
-    logger_callback = RunLogger(grpo_config.output_dir, recorder, train_args.num_samples_logged,
-                                train_args.plot, title=f"GRPO on {task.name}: {model_config.model_name_or_path}")
+    logger_callback = RunLogger(
+        grpo_config.output_dir,
+        recorder,
+        train_args.num_samples_logged,
+        train_args.plot,
+        title=f"GRPO on {task.name}: {model_config.model_name_or_path}",
+    )
     trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
-    trainer = trainer_type(**model_kwargs, reward_funcs=reward_funcs, args=grpo_config, train_dataset=dataset,
-                           callbacks=[logger_callback, SamplingCheck(), *callbacks])
+    trainer = trainer_type(
+        **model_kwargs,
+        reward_funcs=reward_funcs,
+        args=grpo_config,
+        train_dataset=dataset,
+        callbacks=[logger_callback, SamplingCheck(), *callbacks],
+    )
     trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
     use_progress_line(trainer, ProgressLine())
     return trainer
@@ -141,19 +167,30 @@ def save_run_info(output_dir: Path, train_args: TrainArgs, grpo_config, model_co
     """The resolved config (YAML, re-usable as --config) and what identifies the run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**asdict(train_args), **_public(grpo_config.to_dict()), **asdict(model_config)}
-    resolved["model_init_kwargs"] = getattr(grpo_config, "grpolab_recipe_init_kwargs", grpo_config.model_init_kwargs)
+    resolved["model_init_kwargs"] = getattr(
+        grpo_config, "grpolab_recipe_init_kwargs", grpo_config.model_init_kwargs
+    )
     resolved.pop("resume", None)
     resolved.pop("dry_run", None)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(_yaml_safe(resolved), sort_keys=True))
-    info = {"identity": run_identity(train_args, model_config), "task": train_args.task,
-            "base_model": model_config.model_name_or_path, "task_options": train_args.task_options,
-            "recipe": getattr(grpo_config, "grpolab_recipe", None)}
+    info = {
+        "identity": run_identity(train_args, model_config),
+        "task": train_args.task,
+        "base_model": model_config.model_name_or_path,
+        "task_options": train_args.task_options,
+        "recipe": getattr(grpo_config, "grpolab_recipe", None),
+    }
     (output_dir / checkpoints.RUN_INFO).write_text(json.dumps(info, indent=2))
 
 
 # Fields the trainer config derives from others; writing them back would make the saved recipe contradict
 # itself (TRL refuses generation_batch_size together with steps_per_generation).
-_DERIVED = ("generation_batch_size", "gradient_checkpointing", "gradient_checkpointing_kwargs", "grpolab_recipe")
+_DERIVED = (
+    "generation_batch_size",
+    "gradient_checkpointing",
+    "gradient_checkpointing_kwargs",
+    "grpolab_recipe",
+)
 
 
 def _public(config: dict) -> dict:
@@ -206,8 +243,11 @@ def prepare_output_dir(output_dir: Path, train_args: TrainArgs, model_config) ->
         checkpoints.check_same_run(output_dir, run_identity(train_args, model_config))
     if train_args.resume and not resume_from:
         removed = checkpoints.clear_unsaved_run(output_dir)
-        logger.warning("--resume: %s stopped before its first checkpoint; starting from step 0 (removed %s)",
-                       output_dir, ", ".join(removed))
+        logger.warning(
+            "--resume: %s stopped before its first checkpoint; starting from step 0 (removed %s)",
+            output_dir,
+            ", ".join(removed),
+        )
     return resume_from
 
 
