@@ -27,12 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections import defaultdict
+
+import alternating
 
 PARTS = ("generation", "scoring", "forward", "backward", "optimiser", "other")
 DEFAULT_VARIANTS = ("stock", "grpolab")
@@ -167,63 +166,16 @@ def run_worker(variant: str, steps: int, threads: int) -> dict:
 # ---------------------------------------------------------------- driver: alternate variants, report
 
 
-def run_round(variants: list[str], args: argparse.Namespace, reverse: bool) -> dict[str, dict]:
-    results = {}
-    for variant in reversed(variants) if reverse else variants:
-        command = [sys.executable, __file__, "--worker", variant, "--steps", str(args.steps),
-                   "--threads", str(args.threads)]
-        completed = subprocess.run(command, capture_output=True, text=True)
-        if completed.returncode != 0:
-            sys.exit(f"{variant}: worker failed\n{completed.stderr[-3000:]}")
-        results[variant] = json.loads(completed.stdout.strip().splitlines()[-1])
-        step = results[variant]
-        split = ", ".join(f"{part} {step[part]:.2f}" for part in PARTS)
-        print(f"  {variant:<40} {step['seconds']:6.2f} s/step  ({step['trainer']}; {split}; "
-              f"RSS {step['peak_rss_gb']:.2f} GB)", flush=True)
-    return results
-
-
-def summary(runs: list[dict]) -> dict[str, float]:
-    medians = {key: statistics.median(run[key] for run in runs) for key in (*PARTS, "seconds", "peak_rss_gb")}
-    rates = [run["completion_tokens"] / run["seconds"] for run in runs]
-    medians["tokens_per_second"] = statistics.median(rates)
-    return medians
-
-
-def report(variants: list[str], rounds: list[dict[str, dict]]) -> None:
-    print(f"\n{'variant':<40} {'s/step':>7} {'min-max':>11} {'tok/s':>6} {'RSS GB':>6}  "
-          + " ".join(f"{part:>10}" for part in PARTS))
-    for variant in variants:
-        runs = [results[variant] for results in rounds]
-        median = summary(runs)
-        spread = f"{min(r['seconds'] for r in runs):.2f}-{max(r['seconds'] for r in runs):.2f}"
-        print(f"{variant:<40} {median['seconds']:7.2f} {spread:>11} {median['tokens_per_second']:6.1f} "
-              f"{median['peak_rss_gb']:6.2f}  " + " ".join(f"{median[part]:10.2f}" for part in PARTS))
-    base, other = variants[0], variants[1]
-    ratios = [results[base]["seconds"] / results[other]["seconds"] for results in rounds]
-    print(f"\nper-round ratio {other} vs {base}: " + ", ".join(f"{ratio:.2f}" for ratio in ratios))
-    label = ("grpo step speed-up vs stock TRL" if (base, other) == DEFAULT_VARIANTS
-             else f"speed-up of {other} vs {base}")
-    print(f"{label}: {statistics.median(ratios):.2f}x")
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.worker:
         print(json.dumps(run_worker(args.worker, args.steps, args.threads)))
         return
-    if len(args.variants) < 2:
-        sys.exit("--variants needs at least two to compare")
-    print(f"{args.rounds} rounds x ({args.steps} timed steps + 1 warm-up) of: {', '.join(args.variants)}; "
-          f"{args.threads} threads", flush=True)
-    rounds = []
-    for number in range(args.rounds):
-        print(f"round {number + 1}/{args.rounds}", flush=True)
-        rounds.append(run_round(args.variants, args, reverse=number % 2 == 1))
-        if args.json:  # after every round, so a run cut short still leaves its figures
-            with open(args.json, "w") as handle:
-                json.dump({"args": vars(args), "rounds": rounds}, handle, indent=1)
-    report(args.variants, rounds)
+    worker_flags = ["--steps", str(args.steps), "--threads", str(args.threads)]
+    header = f"{args.steps} timed steps + 1 warm-up"
+    rounds = alternating.run_rounds(args, __file__, worker_flags, PARTS, header)
+    alternating.report(args.variants, rounds, PARTS,
+                       "completion_tokens", "grpo step speed-up vs stock TRL", DEFAULT_VARIANTS)
 
 
 if __name__ == "__main__":
