@@ -468,6 +468,8 @@ def test_rewards_score_strings_and_chat_messages():
     assert S.sudoku_solved(completions, **columns) == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert S.sudoku_partial(completions, **columns) == [1.0, 0.0, 0.5, 0.0, 0.0]
     assert S.sudoku_format(completions, **columns) == [1.0, 1.0, 1.0, 0.0, 0.0]
+    # ALTERNATIVE changed clues (partial credit 0) but 12 of its 16 cells equal ANSWER's; WRONG_TWO: 14
+    assert S.sudoku_cells(completions, **columns) == [1.0, 12 / 16, 14 / 16, 0.0, 0.0]
 
 
 def test_rewards_follow_the_row_of_each_completion():

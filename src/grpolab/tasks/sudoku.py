@@ -254,12 +254,34 @@ def sudoku_partial(completions: list[Any], **kwargs: Any) -> list[float]:
     return [verdict.partial for verdict in verdicts(score, completions, kwargs)]
 
 
+def cells_right(answer: str, verdict: Verdict) -> float:
+    """Share of the 16 cells equal to the stored answer: clues kept and blanks filled alike; 1.0 when solved,
+    0.0 when no grid parsed."""
+    if verdict.solved:
+        return 1.0
+    if verdict.parsed is None:
+        return 0.0
+    return sum(cell == right for cell, right in zip(verdict.parsed, answer, strict=True)) / CELLS
+
+
+def sudoku_cells(completions: list[Any], **kwargs: Any) -> list[float]:
+    """Share of the grid's 16 cells that are right (clues kept count), in [0, 1], 1.0 when solved.
+
+    Denser than ``sudoku_partial``: a grid that changed one clue still earns for the cells it got right, so
+    a short warm-up whose grids rarely keep every clue still gets a spread in most groups, towards copying
+    the clues and then filling the blanks (docs/benchmarks.md, Sudoku demo).
+    """
+    rows = base.rows_from_kwargs(len(completions), kwargs)
+    return [cells_right(row["answer"], verdict)
+            for row, verdict in zip(rows, verdicts(score, completions, kwargs), strict=True)]
+
+
 def sudoku_format(completions: list[Any], **kwargs: Any) -> list[float]:
     """1.0 when the last ``<answer>`` block holds a parseable 16-cell grid, else 0.0."""
     return [float(verdict.format_ok) for verdict in verdicts(score, completions, kwargs)]
 
 
-REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_partial, sudoku_format)}
+REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_partial, sudoku_cells, sudoku_format)}
 # Solving is what we want (1.0). Partial credit is worth half (0.5): an unsolved grid has at most
 # (blanks-1)/blanks right cells, so any solve (1.0 + 0.5 + 0.2) beats every near miss (< 0.5 + 0.2).
 # Format is a small nudge (0.2): a signal before any grid parses, and far enough below solving (1.0) that a
