@@ -7,6 +7,8 @@ import functools
 import pytest
 import torch
 
+from trl.trainer.utils import disable_dropout_in_model
+
 from grpolab.errors import UserError
 from grpolab.training import recipes
 from grpolab.training.fast_grpo import (
@@ -281,12 +283,15 @@ def test_merged_generation_differs_from_the_base_model(trainer):
     assert merged != base_only
 
 
-def test_lora_dropout_generates_as_trl_does(trainer):
+def test_lora_dropout_generates_as_trl_does_unless_disabled(trainer):
     layers = mergeable_lora_layers(trainer.model)
     assert layers is not None and len(layers) == 14  # 2 layers x 7 linear modules
     identity = layers[0].lora_dropout["default"]
     layers[0].lora_dropout["default"] = torch.nn.Dropout(0.1)
     try:
         assert mergeable_lora_layers(trainer.model) is None
+        disable_dropout_in_model(trainer.model)  # what TRL's disable_dropout: true does: p = 0
+        assert layers[0].lora_dropout["default"].p == 0
+        assert mergeable_lora_layers(trainer.model) == layers
     finally:
         layers[0].lora_dropout["default"] = identity

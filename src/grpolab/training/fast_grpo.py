@@ -234,7 +234,7 @@ class SharedPromptGRPOTrainer(FastGRPOTrainer):
 def mergeable_lora_layers(model) -> list | None:
     """The model's LoRA layers when generation may fold them into the base weights, else None.
 
-    Plain LoRA on ``nn.Linear`` float weights, no dropout (it would sample another model), no DoRA or other
+    Plain LoRA on ``nn.Linear`` float weights, no dropout (it would sample another model; p = 0 is none), no DoRA or other
     variant, no bias, nothing merged or disabled already: then ``W x + s B A x`` is ``(W + s B A) x``.
     """
     from peft.tuners.lora import Linear, LoraLayer
@@ -253,10 +253,15 @@ def mergeable_lora_layers(model) -> list | None:
             if name in layer.lora_A and (
                 name in layer.lora_variant
                 or layer.lora_bias.get(name)
-                or not isinstance(layer.lora_dropout[name], torch.nn.Identity)
+                or not _no_dropout(layer.lora_dropout[name])
             ):
                 return None
     return layers or None
+
+
+def _no_dropout(module: torch.nn.Module) -> bool:
+    """Identity, or a dropout set to p = 0 (TRL's ``disable_dropout: true`` does that to every nn.Dropout)."""
+    return isinstance(module, torch.nn.Identity) or (isinstance(module, torch.nn.Dropout) and module.p == 0)
 
 
 @contextlib.contextmanager
