@@ -19,6 +19,7 @@ from grpolab.training.fast_grpo import (
     mergeable_lora_layers,
     selective_logprobs,
     trainer_class,
+    zero_uniform_groups,
 )
 
 
@@ -295,3 +296,48 @@ def test_lora_dropout_generates_as_trl_does_unless_disabled(trainer):
         assert mergeable_lora_layers(trainer.model) == layers
     finally:
         layers[0].lora_dropout["default"] = identity
+
+
+def _trl_advantages(rewards_per_func, weights, group):
+    """TRL 1.16's arithmetic for group-scaled advantages (grpo_trainer.py, sum_then_normalize)."""
+    from trl.trainer.utils import nanstd
+
+    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+    mean = rewards.view(-1, group).mean(dim=1).repeat_interleave(group)
+    std = nanstd(rewards.view(-1, group), dim=1).repeat_interleave(group)
+    return (rewards - mean) / (std + 1e-4)
+
+
+def test_uniform_groups_get_exactly_zero_advantage():
+    # Sudoku: solved 1.0, partial 0.5, format 0.2. Group 1: all 8 in format and nothing else (0.2 each);
+    # group 2: two solves among them; group 3: nothing parses (0 each)
+    weights = torch.tensor([1.0, 0.5, 0.2])
+    uniform = [[0.0, 0.0, 1.0]] * 8
+    mixed = [[1.0, 1.0, 1.0]] * 2 + [[0.0, 0.25, 1.0]] * 6
+    rewards = torch.tensor(uniform + mixed + [[0.0, 0.0, 0.0]] * 8)
+    trl = _trl_advantages(rewards, weights, 8)
+    # the float32 quirk: the uniform group's advantages are not 0 but all the same small negative number
+    assert torch.all(trl[:8] == trl[0]) and -2e-4 < float(trl[0]) < -1e-4
+    fixed = zero_uniform_groups(trl, 8)
+    assert torch.equal(fixed[:8], torch.zeros(8))
+    assert torch.equal(fixed[8:16], trl[8:16]) and float(fixed[8]) > 1.0 > 0.0 > float(fixed[15])
+    assert torch.equal(fixed[16:], torch.zeros(8))
+
+
+def test_zero_uniform_groups_leaves_what_it_cannot_group():
+    per_token = torch.full((4, 3), -1e-4)
+    assert zero_uniform_groups(per_token, 2) is per_token
+    straddling = torch.full((6,), -1e-4)  # 6 rows, groups of 4: not whole groups
+    assert zero_uniform_groups(straddling, 4) is straddling
+    assert torch.equal(zero_uniform_groups(torch.full((4,), 0.5), 1), torch.full((4,), 0.5))
+
+
+def test_trainer_zeroes_uniform_groups_after_trl(trainer, monkeypatch):
+    from trl import GRPOTrainer
+
+    trl = torch.tensor([-1.5e-4] * 4 + [1.0, -1.0, 0.5, -0.5])
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: {"advantages": trl})
+    monkeypatch.setattr(trainer, "num_generations", 4)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions([])
+    assert output["advantages"].tolist() == [0.0] * 4 + [1.0, -1.0, 0.5, -0.5]
