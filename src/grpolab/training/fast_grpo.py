@@ -38,6 +38,10 @@ Generation (``--generation``, the CPU default ``shared``) keeps TRL's ``_generat
   Positions are numbered as ``generate`` numbers them (attention-mask cumsum), so the logits are the same
   up to float rounding, and the random numbers are drawn in the same order: with a fixed seed the sampled
   completions equal TRL's (tested).
+
+One override is about correctness, not speed: ``_generate_and_score_completions`` sets the advantages of
+a group whose values are all equal to exactly 0 (``zero_uniform_groups``: TRL's float32 reward sum leaves
+them at -1.5e-4 for eight rewards of 0.2, and Adam turns that into a full step).
 """
 
 from __future__ import annotations
