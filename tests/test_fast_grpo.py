@@ -6,7 +6,6 @@ import functools
 
 import pytest
 import torch
-
 from trl.trainer.utils import disable_dropout_in_model
 
 from grpolab.errors import UserError
@@ -336,7 +335,7 @@ def test_trainer_zeroes_uniform_groups_after_trl(trainer, monkeypatch):
     from trl import GRPOTrainer
 
     trl = torch.tensor([-1.5e-4] * 4 + [1.0, -1.0, 0.5, -0.5])
-    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, inputs: {"advantages": trl})
+    monkeypatch.setattr(GRPOTrainer, "_generate_and_score_completions", lambda self, _: {"advantages": trl})
     monkeypatch.setattr(trainer, "num_generations", 4)
     trainer.model.train()
     output = trainer._generate_and_score_completions([])

@@ -281,7 +281,10 @@ def sudoku_format(completions: list[Any], **kwargs: Any) -> list[float]:
     return [float(verdict.format_ok) for verdict in verdicts(score, completions, kwargs)]
 
 
-REWARDS = {function.__name__: function for function in (sudoku_solved, sudoku_partial, sudoku_cells, sudoku_format)}
+REWARDS = {
+    function.__name__: function
+    for function in (sudoku_solved, sudoku_partial, sudoku_cells, sudoku_format)
+}
 # Solving is what we want (1.0). Partial credit is worth half (0.5): an unsolved grid has at most
 # (blanks-1)/blanks right cells, so any solve (1.0 + 0.5 + 0.2) beats every near miss (< 0.5 + 0.2).
 # Format is a small nudge (0.2): a signal before any grid parses, and far enough below solving (1.0) that a

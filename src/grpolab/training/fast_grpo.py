@@ -244,8 +244,9 @@ class SharedPromptGRPOTrainer(FastGRPOTrainer):
 def mergeable_lora_layers(model) -> list | None:
     """The model's LoRA layers when generation may fold them into the base weights, else None.
 
-    Plain LoRA on ``nn.Linear`` float weights, no dropout (it would sample another model; p = 0 is none), no DoRA or other
-    variant, no bias, nothing merged or disabled already: then ``W x + s B A x`` is ``(W + s B A) x``.
+    Plain LoRA on ``nn.Linear`` float weights, no dropout (it would sample another model; p = 0 counts as
+    none), no DoRA or other variant, no bias, nothing merged or disabled already: then ``W x + s B A x``
+    is ``(W + s B A) x``.
     """
     from peft.tuners.lora import Linear, LoraLayer
 
