@@ -145,13 +145,30 @@ def plan_lines(train_args, grpo_config, model_config) -> list[str]:
     return lines
 
 
+def continued_adapter(train_args) -> dict | None:
+    """The PEFT config of ``init_adapter`` ({} when unreadable), None when no adapter is continued."""
+    import json
+    from pathlib import Path
+
+    directory = getattr(train_args, "init_adapter", None)
+    if not directory:
+        return None
+    try:
+        return json.loads((Path(directory) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> str:
     if shape is None:
         return "memory           unknown (model shape not known offline; give a local path to estimate)"
     weights = shape.parameters * bytes_per_weight(model_config, grpo_config)
+    adapter = continued_adapter(train_args)
     trainable = (
         lora_parameters(shape, model_config.lora_r, model_config.lora_target_modules)
         if model_config.use_peft
+        else lora_parameters(shape, adapter.get("r", model_config.lora_r), adapter.get("target_modules"))
+        if adapter is not None
         else shape.parameters
     )
     optimizer = trainable * (
