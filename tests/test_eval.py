@@ -275,6 +275,32 @@ def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, 
     assert [results[i] for i in range(len(CHATS))] == expected
 
 
+def test_default_batch_size_is_wide_on_the_cpu_and_32_on_an_accelerator():
+    import torch
+
+    from grpolab.generation.continuous_batching import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == default_batch_size("cpu") == 128
+    assert default_batch_size(torch.device("cuda", 0)) == default_batch_size("cuda") == 32
+    assert default_batch_size("mps") == 32
+
+
+def test_no_batch_size_decodes_with_the_device_default(eval_tiny_model, monkeypatch):
+    """batch_size None (eval's and probe's default) takes the model's device default, not 1 or all."""
+    from grpolab.generation import continuous_batching
+    from grpolab.generation.settings import GenerationSettings
+
+    model, tokenizer = eval_tiny_model
+    widths = []
+    original = continuous_batching._Decoder.run
+    monkeypatch.setattr(continuous_batching._Decoder, "run",
+                        lambda self, batch_size: widths.append(batch_size) or original(self, batch_size))
+    monkeypatch.setattr(continuous_batching, "CPU_BATCH_SIZE", 2)
+    results = list(continuous_batching.generate_stream(model, tokenizer, CHATS, GenerationSettings(3)))
+    assert widths == [2] and sorted(chat for chat, _, _ in results) == list(range(len(CHATS)))
+    assert EvalConfig(model="m").batch_size is None
+
+
 def test_sampling_gives_k_completions_per_chat(eval_tiny_model):
     from grpolab.generation.continuous_batching import generate_stream
     from grpolab.generation.settings import GenerationSettings

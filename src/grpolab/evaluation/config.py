@@ -49,8 +49,9 @@ class EvalConfig:
     temperature: float = setting_field("temperature")
     top_p: float = setting_field("top_p")
     max_new_tokens: int | None = setting_field("max_new_tokens", default=None)
-    batch_size: int = field(
-        default=32, metadata=_help("sequences generated at once; prompts per batch = batch_size // k")
+    batch_size: int | None = field(
+        default=None, metadata=_help("sequences generated at once (default: 128 on the CPU, 32 on a GPU); "
+                                     "prompts per batch = batch_size // k")
     )
     backend: str = field(
         default="transformers",
@@ -152,7 +153,9 @@ class ProbeConfig:
         default=256,
         help="longest completion, in tokens: use the recipe's max_completion_length",
     )
-    batch_size: int = field(default=32, metadata={"help": "sequences generated at once"})
+    batch_size: int | None = field(
+        default=None, metadata={"help": "sequences generated at once (default: 128 on the CPU, 32 on a GPU)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for generated data and for sampling"})
     reward_funcs: list[str] | str | None = field(
         default=None, metadata={"help": "comma-separated reward functions (default: the task's)"}
@@ -175,7 +178,7 @@ class ProbeConfig:
             ("--max_new_tokens", self.max_new_tokens),
             ("--batch_size", self.batch_size),
         ):
-            if value < 1:
+            if value is not None and value < 1:
                 raise UserError(f"{flag} must be 1 or more, got {value}")
         if self.k < 2:
             raise UserError(
