@@ -111,6 +111,6 @@ def test_pipeline_runs_the_recipes_on_held_out_puzzles(demo, tmp_path, monkeypat
                                                                "task": "sudoku"}))
     assert main([*commands[4], "--dry_run"]) == 0
     plan = capsys.readouterr().out
-    assert PLAN_MARKER in plan and "steps            40" in plan
+    assert PLAN_MARKER in plan and "steps            60" in plan and "sudoku_cells x0.5" in plan
     assert commands[2][commands[2].index("--seed") + 1] == commands[4][commands[4].index("--seed") + 1] == "3"
     assert commands[4][commands[4].index("--init_adapter") + 1] == str(out / "sft")

@@ -269,7 +269,9 @@ def sudoku_cells(completions: list[Any], **kwargs: Any) -> list[float]:
 
     Denser than ``sudoku_partial``: a grid that changed one clue still earns for the cells it got right, so
     a short warm-up whose grids rarely keep every clue still gets a spread in most groups, towards copying
-    the clues and then filling the blanks (docs/benchmarks.md, Sudoku demo).
+    the clues and then filling the blanks. ``make demo-sudoku``'s GRPO recipe uses it in place of
+    ``sudoku_partial``: groups without signal 62% -> 4%, +14 / +9 points on held-out simple puzzles
+    (docs/benchmarks.md, Sudoku demo).
     """
     rows = base.rows_from_kwargs(len(completions), kwargs)
     return [cells_right(row["answer"], verdict)
