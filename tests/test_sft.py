@@ -102,7 +102,7 @@ def test_sft_relaunches_under_accelerate(monkeypatch, capsys):
     assert "launching:" in capsys.readouterr().out
 
 
-def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
+def sft_trainer(trainer_type, model_dir: Path, output_dir: Path, activation_checkpointing: bool = False):
     import torch
     from peft import LoraConfig
     from trl import SFTConfig
@@ -124,6 +124,7 @@ def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
         bf16=False,
         use_cpu=True,
         seed=0,
+        activation_checkpointing=activation_checkpointing,
     )
     torch.manual_seed(0)  # the same LoRA A matrices in both trainers
     lora = LoraConfig(
@@ -138,23 +139,33 @@ def sft_trainer(trainer_type, model_dir: Path, output_dir: Path):
     return trainer
 
 
+@pytest.mark.parametrize("path", ["plain", "shared"])
 @pytest.mark.parametrize("num_items_in_batch", [None, 37])
-def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_dir, num_items_in_batch):
-    """The CPU override against TRL's fused head on the same batch: loss within 1e-6, LoRA gradients within
+def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_dir, num_items_in_batch, path,
+                                                          monkeypatch):
+    """The CPU overrides against TRL's fused head on the same batch: loss within 1e-6, LoRA gradients within
     1e-5 (relative), entropy and token accuracy within 1e-5 (fp32; the two sum the vocabulary in other
-    orders)."""
+    orders). 'shared' runs the batch's common prefix (chat template and system prompt) once."""
     import torch
     from trl import SFTTrainer
 
     from grpolab.training import sft
 
+    shared_calls = []
+    original = sft.shared_prefix_hidden
+    monkeypatch.setattr(sft, "shared_prefix_hidden", lambda *a: shared_calls.append(a[1]) or original(*a))
     figures = {}
-    for name, trainer_type in (("trl", SFTTrainer), ("plain", sft.PlainHeadSFTTrainer)):
+    for name, trainer_type in (("trl", SFTTrainer), (path, sft.trainer_class(path, "cpu"))):
         trainer = sft_trainer(trainer_type, tiny_model_dir, tmp_path / name)
         forward = trainer.model.get_base_model().forward
-        assert (getattr(forward.__func__, "func", None) is sft._plain_head_forward) == (name == "plain")
+        patched = getattr(forward.__func__, "func", None) is sft._plain_head_forward
+        assert patched == (name != "trl")
+        assert not patched or forward.__func__.keywords["share_prefix"] == (name == "shared")
         batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
         assert (batch["labels"] == -100).float().mean() > 0.3  # the prompt is masked: the case that matters
+        assert (batch["attention_mask"] == 0).any()  # rows of other lengths: right padding is covered
+        prefix = sft.shared_prefix_length(batch["labels"], batch["input_ids"], batch["attention_mask"])
+        assert 20 < prefix < int((batch["labels"][:, 1:] != -100).int().argmax(1).min())
         trainer.model.train()
         loss = trainer.compute_loss(trainer.model, batch, num_items_in_batch=num_items_in_batch)
         loss.backward()
@@ -165,8 +176,9 @@ def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_d
         figures[name] = (float(loss.detach()), grads, metrics)
     (trl_loss, trl_grads, trl_metrics), (plain_loss, plain_grads, plain_metrics) = (
         figures["trl"],
-        figures["plain"],
+        figures[path],
     )
+    assert shared_calls == ([prefix] if path == "shared" else [])  # the path under test ran, once
     assert trl_loss > 1 and abs(plain_loss - trl_loss) <= 1e-6
     assert trl_grads.keys() == plain_grads.keys() and len(trl_grads) > 0
     for key in trl_grads:
@@ -178,13 +190,29 @@ def test_plain_head_gives_trls_loss_gradients_and_metrics(tmp_path, tiny_model_d
 def test_cpu_sft_uses_the_plain_head_and_fused_elsewhere():
     from trl import SFTTrainer
 
-    from grpolab.errors import UserError
-    from grpolab.training.sft import PlainHeadSFTTrainer, trainer_class
+    from grpolab.training.sft import PlainHeadSFTTrainer, SharedPrefixSFTTrainer, trainer_class
 
-    assert trainer_class("auto", "cpu") is PlainHeadSFTTrainer
+    assert trainer_class("auto", "cpu") is SharedPrefixSFTTrainer
     assert trainer_class("auto", "cuda") is SFTTrainer
     assert (
         trainer_class("fused", "cpu") is SFTTrainer and trainer_class("plain", "cuda") is PlainHeadSFTTrainer
     )
-    with pytest.raises(UserError, match="--logprobs shared is GRPO's"):
-        trainer_class("shared", "cpu")
+
+
+def test_shared_prefix_stops_before_the_first_labelled_position_and_any_difference():
+    import torch
+
+    from grpolab.training.sft import shared_prefix_length
+
+    ids = torch.tensor([[5, 6, 7, 8, 9, 1, 2, 0], [5, 6, 7, 8, 3, 4, 0, 0], [5, 6, 7, 8, 9, 9, 9, 9]])
+    mask = (ids != 0).long()
+    labels = torch.full_like(ids, -100)
+    labels[:, 6:] = 1
+    assert shared_prefix_length(labels, ids, mask) == 4  # row 1 differs at position 4
+    labels[1, 3] = 1  # position 2 now predicts a labelled token: its hidden state is needed
+    assert shared_prefix_length(labels, ids, mask) == 2
+    assert shared_prefix_length(labels, ids, mask, position_ids=ids) == 0  # padding-free inputs: not shared
+    assert shared_prefix_length(labels[:1], ids[:1], mask[:1]) == 0  # one row: nothing to share
+    different = ids.clone()
+    different[1, 1] = 4
+    assert shared_prefix_length(labels, different, mask) == 0  # a prefix of one token does not pay

@@ -13,6 +13,17 @@ each tile. A Sudoku warm-up row is ~170 prompt tokens for ~40 reply tokens, so m
 thrown away. The override replaces only the patched forward: the backbone as TRL calls it, then one
 matmul on the positions whose label is not -100, log-softmax and gather in fp32 (``selective_logprobs``,
 shared with the GRPO override); the same loss, entropy and token accuracy (tested to 1e-6 on the loss).
+
+``SharedPrefixSFTTrainer`` (``--logprobs shared``, the CPU default) also runs the tokens every row of a
+batch begins with once. Rows are right-padded, so they agree position for position up to the first token
+where one differs: for Sudoku the chat template, the 120-token system prompt and "Solve this 4x4
+Sudoku:", 137 of a row's ~200 tokens. That prefix runs as one row; its key/value cache is repeated to
+the batch, and the rest of every row runs on top of it. Indexing the cache keeps the autograd graph, so
+the prefix's gradient is the sum over the rows, as in the per-row forward, and the positions are the
+same (transformers numbers them from the cache length). The prefix stops before the first labelled
+position, so every hidden state the loss needs comes from the second pass. One difference: LoRA dropout
+draws one mask for the prefix instead of one per row (the expected gradient is unchanged). It falls back
+to one forward per row under activation checkpointing (no cache) and for inputs other than ids and mask.
 """
 
 from __future__ import annotations
@@ -48,17 +59,15 @@ def reference_dataset(train_args, seed: int):
 
 
 def lm_head_path(choice: str, device_type: str) -> str:
-    """'plain' (reply tokens only) or 'fused' (TRL's) for ``--logprobs``; auto is plain on the CPU."""
-    if choice == "shared":
-        raise UserError("--logprobs shared is GRPO's (a group's prompt run once); for sft use auto, plain "
-                        "or fused")
-    return ("plain" if device_type == "cpu" else "fused") if choice == "auto" else choice
+    """'shared' (plain, the batch's common prefix run once), 'plain' (reply tokens only) or 'fused'
+    (TRL's) for ``--logprobs``; auto is shared on the CPU."""
+    return ("shared" if device_type == "cpu" else "fused") if choice == "auto" else choice
 
 
 def trainer_class(choice: str, device_type: str) -> type[SFTTrainer]:
     path = lm_head_path(choice, device_type)
     logger.info("SFT LM head: %s", path)
-    return PlainHeadSFTTrainer if path == "plain" else SFTTrainer
+    return {"shared": SharedPrefixSFTTrainer, "plain": PlainHeadSFTTrainer, "fused": SFTTrainer}[path]
 
 
 def build_trainer(train_args, sft_config, model_config, callbacks=()):
@@ -85,6 +94,8 @@ def sft(train_args, sft_config, model_config) -> Path:
 class PlainHeadSFTTrainer(SFTTrainer):
     """TRL's SFTTrainer whose fused LM head scores the reply tokens only (see the module docstring)."""
 
+    share_prefix = False
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
@@ -92,11 +103,19 @@ class PlainHeadSFTTrainer(SFTTrainer):
         if any(getattr(config, name, None) not in (None, False) for name in _LOGIT_TRANSFORMS):
             logger.info("SFT LM head: TRL's fused head (the model scales or caps its logits)")
             return
-        plain = functools.partial(_plain_head_forward, trl_forward=base.forward)
+        # no key/value cache under activation checkpointing, so no prefix to share
+        share = self.share_prefix and not self.args.activation_checkpointing
+        plain = functools.partial(_plain_head_forward, trl_forward=base.forward, share_prefix=share)
         base.forward = types.MethodType(plain, base)
 
 
-def _plain_head_forward(self, *args, trl_forward, fused_lm_head=False, labels=None,
+class SharedPrefixSFTTrainer(PlainHeadSFTTrainer):
+    """The plain head, with the prefix every row of a batch shares run once (see the module docstring)."""
+
+    share_prefix = True
+
+
+def _plain_head_forward(self, *args, trl_forward, share_prefix=False, fused_lm_head=False, labels=None,
                         shift_labels=None, num_items_in_batch=None, **kwargs):
     """TRL's fused-head forward contract (``FusedCausalLMOutput``, zero where the label is -100), computed
     with one LM-head matmul over the labelled positions; anything else goes to TRL's forward."""
@@ -104,11 +123,16 @@ def _plain_head_forward(self, *args, trl_forward, fused_lm_head=False, labels=No
         return trl_forward(*args, fused_lm_head=fused_lm_head, labels=labels, shift_labels=shift_labels,
                            num_items_in_batch=num_items_in_batch, **kwargs)
     kwargs["use_cache"] = False
-    hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # [B, T-1, H]
+    prefix = shared_prefix_length(labels, **kwargs) if share_prefix and not args else 0
+    if prefix:
+        hidden = shared_prefix_hidden(self.base_model, prefix, kwargs["input_ids"], kwargs["attention_mask"])
+    else:
+        hidden = self.base_model(*args, **kwargs).last_hidden_state[:, :-1]  # [B, T-1, H]
     labels = labels[:, 1:]
     mask = labels != -100  # [B, T-1]: the reply tokens
     targets = labels[mask]  # [n]
-    logits = self.get_output_embeddings()(hidden[mask]).float()  # [n, V], n = reply tokens only
+    # hidden covers positions prefix..T-2, and the prefix holds no labelled position
+    logits = self.get_output_embeddings()(hidden[mask[:, prefix:]]).float()  # [n, V], n = reply tokens
     log_probs, entropy = selective_logprobs(logits, targets, compute_entropy=True, entropy_grad=False)
     is_top1 = logits.detach().argmax(-1) == targets
     # masked_scatter keeps an all-masked batch connected to the graph, as TRL's head does
@@ -118,3 +142,33 @@ def _plain_head_forward(self, *args, trl_forward, fused_lm_head=False, labels=No
     loss = -log_probs.sum() / count
     return FusedCausalLMOutput(loss=loss, log_probs=log_probs, entropy=entropy, is_top1=is_top1,
                                label_mask=mask)
+
+
+def shared_prefix_length(labels, input_ids=None, attention_mask=None, use_cache=None, **others) -> int:
+    """How many leading tokens every row of a right-padded batch shares and the loss needs no hidden
+    state of (the next position's label is -100 in every row); 0 when sharing would not pay or apply.
+    ``others``: further forward inputs (PEFT passes ``inputs_embeds=None`` and the like); any that is
+    set (position ids of padding-free batches, embeddings) means one forward per row."""
+    if any(value is not None for value in others.values()) or input_ids is None or attention_mask is None:
+        return 0
+    if input_ids.size(0) < 2:
+        return 0
+    same = (input_ids == input_ids[:1]).all(0) & (attention_mask == 1).all(0)  # [T]
+    unlabelled_next = (labels[:, 1:] == -100).all(0)  # [T-1]: position t predicts an ignored token
+    shared = (same[:-1] & unlabelled_next).long().cumprod(0).sum()
+    prefix = int(shared)
+    return prefix if 2 <= prefix < input_ids.size(1) - 1 else 0
+
+
+def shared_prefix_hidden(body, prefix: int, input_ids, attention_mask):
+    """The body's last hidden states at positions prefix..T-2 [B, T-1-prefix, H], the first ``prefix``
+    tokens (equal in every row) run once and their cache repeated to the B rows."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=body.config)
+    body(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix], past_key_values=cache,
+         use_cache=True)
+    cache.batch_repeat_interleave(input_ids.size(0))
+    rest = body(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, past_key_values=cache,
+                use_cache=True)
+    return rest.last_hidden_state[:, :-1]
