@@ -85,7 +85,8 @@ class TrainArgs:
     logprobs: str = field(
         default="auto",
         metadata={
-            "help": "per-token log-probs: 'shared' (as plain, each group's prompt run once), 'plain' "
+            "help": "per-token log-probs: 'shared' (as plain, each group's prompt run once; in sft the "
+            "tokens all rows of a batch begin with), 'plain' "
             "(logits of the completion only, fast on CPU), 'fused' (TRL's fused LM head, lean on "
             "memory) or 'auto' (shared on CPU, fused elsewhere)"
         },
