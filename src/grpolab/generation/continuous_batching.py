@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from grpolab.generation.hf import with_cache
 from grpolab.generation.settings import GenerationSettings
 
 
@@ -121,8 +122,8 @@ class _Decoder:
         import torch
 
         with torch.inference_mode():
-            output = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
-                                past_key_values=cache, use_cache=True, logits_to_keep=1)
+            output = self.model(**with_cache(cache, input_ids=input_ids, attention_mask=mask,
+                                             position_ids=positions, use_cache=True, logits_to_keep=1))
         return output.logits[:, -1].float()
 
     def _forward_prefix(self):

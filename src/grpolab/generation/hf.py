@@ -7,10 +7,29 @@ mask hides the padding; that is what makes batched greedy output identical to on
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from grpolab.generation.settings import GenerationSettings
+
+
+@functools.cache
+def cache_name() -> str:
+    """What transformers calls the key/value cache in ``forward``/``generate`` arguments and in outputs:
+    ``cache`` since 5.24, where ``past_key_values`` is deprecated (gone from ``forward`` in 5.40, and
+    then silently swallowed by ``**kwargs``: a forward would run without its prompt's cache);
+    ``past_key_values`` before 5.24."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    fields = {field.name for field in dataclasses.fields(CausalLMOutputWithPast)}
+    return "cache" if "cache" in fields else "past_key_values"
+
+
+def with_cache(cache, **kwargs: Any) -> dict[str, Any]:
+    """``kwargs`` plus the cache under this transformers' name for it (``cache_name``)."""
+    return {**kwargs, cache_name(): cache}
 
 
 def encode_chats(tokenizer, chats: Sequence[list[dict[str, str]]]):

@@ -52,6 +52,8 @@ import logging
 import torch
 from trl import GRPOTrainer
 
+from grpolab.generation.hf import cache_name, with_cache
+
 logger = logging.getLogger(__name__)
 
 # TrainArgs.logprobs values: "auto" picks "shared" on the CPU and TRL's "fused" head elsewhere.
@@ -203,7 +205,7 @@ class FastGRPOTrainer(GRPOTrainer):
         return (
             self.share_prompts
             and self.accelerator.num_processes == 1
-            and not getattr(self.model, "is_gradient_checkpointing", False)
+            and not activation_checkpointing(self.model)
         )
 
 
@@ -216,15 +218,15 @@ def shared_prompt_logits(model, prompt_ids, prompt_mask, rows, completion_ids, a
     are the same (transformers numbers them from the cache length).
     """
     prompt = model(input_ids=prompt_ids, attention_mask=prompt_mask, use_cache=True, logits_to_keep=1)
-    cache = prompt.past_key_values
+    cache = getattr(prompt, cache_name())
     cache.batch_select_indices(rows)
-    completion = model(
+    completion = model(**with_cache(
+        cache,
         input_ids=completion_ids,
         attention_mask=attention_mask,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=completion_ids.size(1),
-    )
+    ))
     # the prompt's last position predicts the first completion token; the completion's last predicts nothing
     return torch.cat([prompt.logits[rows], completion.logits[:, :-1]], dim=1)
 
@@ -268,6 +270,13 @@ def mergeable_lora_layers(model) -> list | None:
             ):
                 return None
     return layers or None
+
+
+def activation_checkpointing(model) -> bool:
+    """Whether the model recomputes activations (``is_activation_checkpointing`` since transformers 5.24,
+    ``is_gradient_checkpointing`` before, deprecated there)."""
+    flag = getattr(model, "is_activation_checkpointing", None)
+    return bool(getattr(model, "is_gradient_checkpointing", False) if flag is None else flag)
 
 
 def zero_uniform_groups(advantages: torch.Tensor, group: int) -> torch.Tensor:
@@ -327,7 +336,7 @@ def shared_prefill(model):
         if input_ids is not None and attention_mask is not None and not kwargs:
             cache = distinct_prompt_cache(model, input_ids, attention_mask)
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[cache_name()] = cache
         return original(
             input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config, **kwargs
         )
@@ -355,8 +364,8 @@ def distinct_prompt_cache(model, input_ids, attention_mask):
     ids, mask = distinct[:, : length - 1], distinct[:, length : 2 * length - 1]  # [u, P - 1]
     position_ids = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = DynamicCache(config=model.config)
-    model(input_ids=ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
-          use_cache=True, logits_to_keep=1)
+    model(**with_cache(cache, input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                       logits_to_keep=1))
     cache.batch_select_indices(rows)
     return cache
 

@@ -38,6 +38,7 @@ from trl.trainer.utils import FusedCausalLMOutput
 
 from grpolab import plots
 from grpolab.errors import UserError
+from grpolab.generation.hf import with_cache
 from grpolab.tasks import get_task
 from grpolab.training import grpo
 from grpolab.training.fast_grpo import selective_logprobs
@@ -166,9 +167,9 @@ def shared_prefix_hidden(body, prefix: int, input_ids, attention_mask):
     from transformers import DynamicCache
 
     cache = DynamicCache(config=body.config)
-    body(input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix], past_key_values=cache,
-         use_cache=True)
+    body(**with_cache(cache, input_ids=input_ids[:1, :prefix], attention_mask=attention_mask[:1, :prefix],
+                      use_cache=True))
     cache.batch_repeat_interleave(input_ids.size(0))
-    rest = body(input_ids=input_ids[:, prefix:], attention_mask=attention_mask, past_key_values=cache,
-                use_cache=True)
+    rest = body(**with_cache(cache, input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
+                             use_cache=True))
     return rest.last_hidden_state[:, :-1]
