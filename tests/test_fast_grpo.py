@@ -340,3 +340,24 @@ def test_trainer_zeroes_uniform_groups_after_trl(trainer, monkeypatch):
     trainer.model.train()
     output = trainer._generate_and_score_completions([])
     assert output["advantages"].tolist() == [0.0] * 4 + [1.0, -1.0, 0.5, -0.5]
+
+
+def test_the_cache_goes_under_the_installed_transformers_name(tiny_model_dir):
+    """The shared-prompt paths hand a prompt's cache to the next forward. Under a deprecated name the call
+    warns (transformers 5.24+), and once the name is gone it would vanish into **kwargs and the forward
+    would run without its prompt: the logits would differ from one forward over the whole sequence."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from grpolab.generation.hf import cache_name, with_cache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[5, 17, 230, 41, 9, 300]])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        whole = model(input_ids=ids).logits[:, -2:]
+        prompt = model(input_ids=ids[:, :4], use_cache=True)
+        rest = model(**with_cache(getattr(prompt, cache_name()), input_ids=ids[:, 4:], use_cache=True)).logits
+    torch.testing.assert_close(rest, whole, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(model(input_ids=ids[:, 4:]).logits, whole, atol=1e-3)  # the cache mattered
