@@ -80,7 +80,13 @@ def test_a_significant_loss_fails_the_goal(demo, tmp_path):
 
 def test_pipeline_runs_the_recipes_on_held_out_puzzles(demo, tmp_path, monkeypatch, capsys):
     commands = []
-    monkeypatch.setattr(demo, "step", lambda title, args: commands.append(args) or 60.0)
+
+    def step(title, args):  # the data command runs for real (seconds); the others are only recorded
+        commands.append(args)
+        assert args[0] != "data" or main(args) == 0
+        return 60.0
+
+    monkeypatch.setattr(demo, "step", step)
     out = tmp_path / "demo"
     timings = demo.run_pipeline(out, seed=3, num_test=5, sft_steps=2, grpo_steps=None)
     assert list(timings) == ["data", "eval base", "sft", "eval sft", "grpo", "eval grpo"]
@@ -96,7 +102,6 @@ def test_pipeline_runs_the_recipes_on_held_out_puzzles(demo, tmp_path, monkeypat
     assert evals[1][evals[1].index("--adapter") + 1] == str(out / "sft")
     assert evals[2][evals[2].index("--adapter") + 1] == str(out / "grpo")
     # the data, warm-up and GRPO commands as they would run: data for real, the two trainings dry
-    assert main(commands[0]) == 0
     rows = [json.loads(line) for line in Path(data).read_text().splitlines()]
     test_rows = [row for row in rows if row["split"] == "test"]
     assert sorted(row["label"] for row in test_rows) == ["difficult"] * 5 + ["medium"] * 5 + ["simple"] * 5
@@ -114,3 +119,19 @@ def test_pipeline_runs_the_recipes_on_held_out_puzzles(demo, tmp_path, monkeypat
     assert PLAN_MARKER in plan and "steps            60" in plan and "sudoku_cells x0.5" in plan
     assert commands[2][commands[2].index("--seed") + 1] == commands[4][commands[4].index("--seed") + 1] == "3"
     assert commands[4][commands[4].index("--init_adapter") + 1] == str(out / "sft")
+    # GRPO trains on the warm-up's own simple and medium puzzles, and on nothing else
+    grpo_data = commands[4][commands[4].index("--data_file") + 1]
+    assert grpo_data == str(out / "data" / "sudoku-grpo.jsonl")
+    grpo_rows = [json.loads(line) for line in Path(grpo_data).read_text().splitlines()]
+    expected = [row for row in rows if row["split"] == "train" and row["label"] in ("simple", "medium")]
+    assert grpo_rows == expected and len(expected) > 500
+    assert "--torch_threads" not in commands[2] + commands[4]  # the recipes' threads unless --threads
+
+
+def test_threads_reach_both_trainings(demo, tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(demo, "step", lambda title, args: commands.append(args) or 1.0)
+    monkeypatch.setattr(demo, "select_labels", lambda source, target, labels: target)
+    demo.run_pipeline(tmp_path, seed=0, num_test=5, sft_steps=None, grpo_steps=None, threads=1)
+    assert [args[args.index("--torch_threads") + 1] for args in commands if args[0] in ("sft", "train")] == [
+        "1", "1"]
