@@ -184,6 +184,25 @@ def test_cli_refuses_a_base_model_the_adapter_was_not_trained_on(adapter_dir, tm
     assert "was trained on" in capsys.readouterr().err
 
 
+def test_refusals_come_before_the_base_model_is_fetched_or_converted(
+    adapter_dir, tmp_path, capsys, monkeypatch
+):
+    """On a fresh machine resolving the embedded model converts its GGUF (a minute of progress bars): a
+    wrong --model or a non-empty --out is refused before that."""
+    import grpolab.models
+
+    resolved = []
+    monkeypatch.setattr(grpolab.models, "resolve", lambda name: resolved.append(name) or name)
+    assert _main("--adapter", adapter_dir, "--model", "smollm2-135m-instruct", "--out", tmp_path / "m") == 2
+    assert "was trained on" in capsys.readouterr().err
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("")
+    assert _main("--adapter", adapter_dir, "--out", full) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert resolved == []
+
+
 def test_bfloat16_merge_saves_bfloat16_weights(adapter_dir, tmp_path):
     from safetensors import safe_open
 

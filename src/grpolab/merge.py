@@ -87,11 +87,12 @@ def merge(
 
     out = Path(out).expanduser()
     base_name = model or read_run_info(adapter).base_model
-    source = resolve(base_name)
-    check_target(out, force, protected=[Path(adapter), Path(source)])
-    if model:
+    if model:  # a refusal comes before any model is fetched or converted
         check_adapter_base(adapter, model)
     check_adapter_weights(adapter)
+    check_target(out, force, protected=[Path(adapter)])
+    source = resolve(base_name)
+    check_target(out, force, protected=[Path(adapter), Path(source)])
     place = placement.decide(
         placement.detect(), "merge", dtype, device=device, checkpoint_dtype=checkpoint_dtype(source)
     )
