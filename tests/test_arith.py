@@ -34,6 +34,20 @@ ROW = {"question": "7 + 12", "answer": "19", "label": "add-20"}
         ("19" + " word" * 20_000, None, False, False),  # 100 kB: only the last 10,000 characters are read
         (" word" * 20_000 + " 19", "19", True, True),
         ("19" + " word" * 1_999, "19", True, True),  # 19 ends 9,997 characters before the end: read
+        # A decimal is read whole, never by its last digit group.
+        ("19.0", "19", True, True),
+        ("19.00.", "19", True, True),
+        ("11.0", "11", False, False),
+        ("The answer is 1.9", "1.9", False, False),
+        ("19.5", "19.5", False, False),
+        ("0.19", "0.19", False, False),
+        (".5", "0.5", False, False),
+        ("1,019.0", "1019", False, False),
+        # A minus glued to a word or digit is a hyphen, not a sign.
+        ("Result-19", "19", True, True),
+        ("Result: -19", "-19", False, False),
+        ("7+12=19-0", "0", False, True),
+        ("(-19)", "-19", False, False),
     ],
 )
 def test_score_table(completion, parsed, solved, lenient):

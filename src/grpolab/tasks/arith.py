@@ -4,7 +4,8 @@ Items are generated from a seed (``7 + 12``, ``15 - 4``, ``6 * 3``), so there is
 download. A fixed hash of each expression puts it in train or test, for every seed, so nothing held out
 is ever trained on.
 
-What counts as the answer: the **last integer in the reply**. Small instruction models answer
+What counts as the answer: the **last number in the reply**, read whole (``11.0`` is 11, ``14.4`` is
+14.4 and matches no integer result). Small instruction models answer
 "7 + 12 = 19." or "The answer is 19", so the last number is what a reader takes as the answer; a reply
 that adds numbers after the result is judged on the last one, which is the point of the strict check.
 ``lenient`` is true when the right number appears anywhere in the reply. Only the last 10,000 characters
@@ -18,6 +19,8 @@ import random
 import re
 import zlib
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from grpolab.errors import UserError
@@ -41,10 +44,16 @@ LEVELS: dict[str, tuple[str, int]] = {
 }
 DEFAULT_LEVELS = ("add-20",)
 
-# An integer, with thousands separators only in groups of three ("1,000", not "1,2"). ASCII digits only:
-# \d would also match full-width and other scripts' digits, which a reader would not take as the answer.
-# The minus may be "-", U+2212 or U+FF0D: the same rule as the gsm8k and sudoku graders.
-_INTEGER = re.compile(r"[-\u2212\uff0d]?[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[-\u2212\uff0d]?[0-9]+")
+# A number, with thousands separators only in groups of three ("1,000", not "1,2") and an optional
+# decimal part, read whole: "11.0" is 11 and "14.4" is 14.4 (never its last digit group, 4 or 0). ASCII
+# digits only: \d would also match full-width and other scripts' digits, which a reader would not take as
+# the answer. The minus may be "-", U+2212 or U+FF0D (the rule of the gsm8k and sudoku graders) and counts
+# only when it is not glued to a word, digit or closing bracket before it: "Result-12" is 12, "5-3" is 5
+# and 3, "= -3" is -3.
+_NUMBER = re.compile(
+    r"(?:(?<![\w)\]}])[-\u2212\uff0d])?(?<![0-9.])(?=\.?[0-9])"
+    r"(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)?(?:\.[0-9]+)?"
+)
 _MINUS_SIGNS = str.maketrans({"\u2212": "-", "\uff0d": "-"})
 # Longest integer read as a number. Arith results have at most 5 digits; a longer run of digits is not
 # an answer, and int() refuses strings over 4,300 digits (a 100 kB reply of digits raised ValueError).
@@ -113,27 +122,37 @@ def make_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": USER_TEMPLATE.format(expression=question)}]
 
 
-def _integer(token: str) -> int | None:
-    """The value of one ``_INTEGER`` match, or None when it has more than ``_MAX_DIGITS`` digits."""
+def _number(token: str) -> Fraction | None:
+    """The value of one ``_NUMBER`` match, or None when a part has more than ``_MAX_DIGITS`` digits."""
     digits = token.replace(",", "").translate(_MINUS_SIGNS)
-    return int(digits) if len(digits.lstrip("-")) <= _MAX_DIGITS else None
+    whole, _, decimal = digits.lstrip("-").partition(".")
+    return Fraction(digits) if len(whole) <= _MAX_DIGITS and len(decimal) <= _MAX_DIGITS else None
 
 
-def extract_answer(text: str) -> int | None:
-    """The last integer in the text (thousands separators allowed), or None when there is none."""
-    matches = _INTEGER.findall(text)
-    return _integer(matches[-1]) if matches else None
+def _text(value: Fraction | None) -> str | None:
+    """``19``, ``-19`` or ``14.4``: an integral value as an integer, else its decimal."""
+    if value is None:
+        return None
+    if value.denominator == 1:
+        return str(value.numerator)
+    return str(value.numerator / Decimal(value.denominator))
+
+
+def extract_answer(text: str) -> Fraction | None:
+    """The last number in the text (thousands separators and decimals allowed), or None when there is none."""
+    matches = _NUMBER.findall(text)
+    return _number(matches[-1]) if matches else None
 
 
 def score(completion: str, row: Mapping[str, Any]) -> Verdict:
-    matches = _INTEGER.findall(completion[-MAX_GRADED_CHARS:])  # the last 10,000 characters, as in gsm8k
-    value = _integer(matches[-1]) if matches else None
+    matches = _NUMBER.findall(completion[-MAX_GRADED_CHARS:])  # the last 10,000 characters, as in gsm8k
+    value = _number(matches[-1]) if matches else None
     gold = int(row["answer"])
     solved = value == gold
-    anywhere = any(_integer(match) == gold for match in matches)
+    anywhere = any(_number(match) == gold for match in matches)
     return Verdict(
         solved=solved,
-        parsed=None if value is None else str(value),
+        parsed=_text(value),
         partial=1.0 if solved else 0.0,
         format_ok=value is not None and len(completion.strip()) <= _SHORT_REPLY_CHARS,
         lenient=anywhere,
@@ -141,7 +160,7 @@ def score(completion: str, row: Mapping[str, Any]) -> Verdict:
 
 
 def arith_correct(completions: list, **kwargs) -> list[float]:
-    """1.0 when the last integer of the reply is the right result, else 0.0 (the strict metric)."""
+    """1.0 when the last number of the reply is the right result, else 0.0 (the strict metric)."""
     return [1.0 if verdict.solved else 0.0 for verdict in verdicts(score, completions, kwargs)]
 
 
