@@ -453,3 +453,47 @@ NUMBERISH = st.lists(
 def test_last_number_from_a_tail_equals_the_whole_text(head, tail):
     text = head * (3000 // max(1, len(head)) + 1) + tail  # longer than one tail window
     assert gsm8k._last_number(text) == gsm8k._last_number_in(text)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Third pass: signs lost in LaTeX and currency, unreadable first numbers, mixed numbers, exponent golds
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("completion", "parsed"),
+    [
+        (r"<answer>-\frac{3}{4}</answer>", "-0.75"),  # the minus before \frac was dropped
+        (r"<answer>- \dfrac{3}{4}</answer>", "-0.75"),
+        (r"<answer>\frac{36}{-2}</answer>", "-18"),  # a signed denominator read 36
+        (r"<answer>-\frac{-36}{2}</answer>", "18"),
+        (r"\boxed{-\frac{1}{2}}", "-0.5"),
+        (r"<answer>-\$5</answer>", "-5"),  # an escaped dollar lost the minus
+        (r"<answer>\$1,000</answer>", "1000"),
+        ("<answer>-¥300</answer>", "-300"),
+        ("<answer>-₹300</answer>", "-300"),
+        ("<answer>₹1,200.50</answer>", "1200.5"),
+        ("#### -¥300", "-300"),
+        ("<answer>\uffe5300</answer>", "300"),  # full-width yen
+        ("<answer>2 1/2</answer>", "2.5"),  # a mixed number read 2
+        ("<answer>-2 1/2</answer>", "-2.5"),
+        ("<answer>It takes 3 1/4 hours</answer>", "3.25"),
+        ("<answer>1/0 then 5</answer>", None),  # an unreadable first number let the next one count
+        ("<answer>" + "1" * 40 + " or 7</answer>", None),
+        ("<answer>x = 1/0</answer>", None),
+    ],
+)
+def test_signs_currency_mixed_numbers_and_unreadable_first_numbers(completion, parsed):
+    strict = gsm8k.strict_value(completion)
+    assert (None if strict is None else gsm8k.canonical(strict)) == parsed
+    if parsed is not None:
+        assert score(completion, {"answer": parsed}).solved
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold"),
+    [(2e-05, "0.00002"), (1.5e-3, "0.0015"), (1e20, "100000000000000000000"), ("2e-05", "0.00002"),
+     (float("nan"), None), (float("inf"), None), (0.1, "0.1"), (18, "18"), ("#### 18", "18")],
+)
+def test_gold_answer_of_floats_in_exponent_notation(answer, gold):
+    assert gsm8k.gold_answer(answer) == gold

@@ -2,13 +2,15 @@
 
 Scoring (one grader for rewards, eval and chat):
 
-* Every answer is read as an exact ``Fraction``: ``1,000``, ``$18.00``, ``18 dollars``, ``-5``, ``3/4``,
-  ``\\frac{3}{4}``, ``\\boxed{18}``, ``75%`` (read as 75: GSM8K golds carry no percent sign) all parse.
+* Every answer is read as an exact ``Fraction``: ``1,000``, ``$18.00``, ``-\\$5``, ``¥300``, ``₹300``,
+  ``18 dollars``, ``-5``, ``3/4``, ``2 1/2`` (a mixed number, 5/2), ``\\frac{3}{4}``, ``-\\frac{3}{4}``,
+  ``\\frac{36}{-2}``, ``\\boxed{18}``, ``75%`` (read as 75: GSM8K golds carry no percent sign) all parse.
   Two answers match when they differ by at most ``RELATIVE_TOLERANCE`` of the gold, so ``3/4`` equals
   ``0.75`` and ``0.3333333`` does not equal ``1/3``.
 * Inside a marked span (answer tags, ``\\boxed{}``, ``####``, ``A:``, "the answer is") the stated value is
-  the first number after the last ``=`` if the span has one, else the first number: ``<answer>5 + 3 = 8
-  </answer>`` gives 8 and ``<answer>18 dollars for 3 days</answer>`` gives 18.
+  the first number after the last ``=`` if the span has one, else the first number (one that cannot be
+  read, ``1/0`` or a 40-digit run, makes the span unreadable: the next number does not stand in):
+  ``<answer>5 + 3 = 8</answer>`` gives 8 and ``<answer>18 dollars for 3 days</answer>`` gives 18.
 * **strict** (``Verdict.solved``, the reported accuracy) reads only an explicit final-answer format: the
   last closed ``<answer>...</answer>``; if there is none, the last ``\\boxed{...}``; if none, the last
   ``#### N`` line (``#### Step 2``, a markdown heading, is not one). An answer tag is authoritative: if its
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -89,13 +91,17 @@ MAX_DECIMAL_PLACES = 30
 
 # LaTeX and unicode spellings rewritten to plain text before numbers are read. Each pattern is linear:
 # no nested quantifiers over overlapping alternatives.
-_LATEX_FRACTION_RE = re.compile(r"\\[dt]?frac\s*\{\s*(-?[0-9.,]+)\s*\}\s*\{\s*(-?[0-9.,]+)\s*\}")
+# A LaTeX fraction with the minus before it or inside either brace: -\\frac{3}{4}, \\frac{36}{-2}.
+_LATEX_FRACTION_RE = re.compile(
+    r"(?P<sign>-\s*)?\\[dt]?frac\s*\{\s*(?P<num>-?[0-9.,]+)\s*\}\s*\{\s*(?P<den>-?[0-9.,]+)\s*\}"
+)
 _LATEX_FRACTION_SHORT_RE = re.compile(r"\\[dt]?frac([0-9])([0-9])")  # \frac34
 _LATEX_THOUSANDS_RE = re.compile(r"(?<=[0-9])(?:\{,\}|\\,)(?=[0-9]{3}(?![0-9]))")  # 1{,}000 and 1\,000
-_LATEX_NOISE_RE = re.compile(r"\\[$%!,;: ]")  # escaped dollar and percent, LaTeX spaces
+_LATEX_NOISE_RE = re.compile(r"\\[%!,;: ]")  # escaped percent, LaTeX spaces (an escaped $ stays a $)
 _UNICODE_SPELLINGS = str.maketrans(
-    {"\u2212": "-", "\uff0d": "-", "\uff04": "$", "\u00a0": " ", "\u202f": " "}
+    {"\u2212": "-", "\uff0d": "-", "\uff04": "$", "\uffe5": "¥", "\u00a0": " ", "\u202f": " "}
 )
+_CURRENCY = "$€£¥₹"
 # A number: an optional minus glued to the digits and not to a preceding word or digit (so "5-3" is 5
 # and 3, and a "- 5" bullet is 5), an optional currency sign, digits with well-formed thousands groups
 # or plain digits, an optional decimal part, an optional "/denominator". A leading "." is allowed
@@ -107,7 +113,8 @@ _UNICODE_SPELLINGS = str.maketrans(
 # only, never \d (which also matches Arabic-Indic, full-width and other scripts' digits): the rule of
 # every task's grader. The minus may be "-", U+2212 or U+FF0D (``_clean`` rewrites the last two).
 _NUMBER_RE = re.compile(
-    r"(?:(?<![\w)\]}])(?P<sign>-))?(?:[$€£]\s?)?(?<![0-9.])(?=\.?[0-9])"
+    r"(?:(?<![\w)\]}])(?P<sign>-))?(?:[$€£¥₹]\s?)?(?<![0-9.])(?=\.?[0-9])"
+    r"(?:(?P<whole>[0-9]+)[ \t]+(?=[0-9]+\s?/\s?[0-9]))?"  # a mixed number's whole part: 2 1/2
     r"(?P<int>(?<![0-9],)[0-9]{1,3}(?=(?P<groups>(?:,[0-9]{3})+))(?P=groups)(?![0-9]|,[0-9])|[0-9]+)?"
     r"(?P<dec>\.[0-9]+)?"
     r"(?:\s?/\s?(?P<den>[0-9]+(?:\.[0-9]+)?))?"
@@ -117,10 +124,18 @@ _NUMBER_RE = re.compile(
 def _clean(text: str) -> str:
     """Plain-text spelling of ``text``: LaTeX fractions as ``a/b``, escapes and unicode minus removed."""
     text = text.translate(_UNICODE_SPELLINGS)
-    text = _LATEX_FRACTION_RE.sub(r" \1/\2 ", text)
+    text = _LATEX_FRACTION_RE.sub(_plain_fraction, text)
+    text = text.replace("\\$", "$")
     text = _LATEX_FRACTION_SHORT_RE.sub(r" \1/\2 ", text)
     text = _LATEX_THOUSANDS_RE.sub(",", text)
     return _LATEX_NOISE_RE.sub(" ", text).replace("\\", " ")
+
+
+def _plain_fraction(match: re.Match[str]) -> str:
+    """``a/b`` for a LaTeX fraction, one minus in front when an odd number of its parts carry one."""
+    numerator, denominator = match["num"], match["den"]
+    negative = (bool(match["sign"]) + numerator.startswith("-") + denominator.startswith("-")) % 2
+    return f" {'-' if negative else ''}{numerator.lstrip('-')}/{denominator.lstrip('-')} "
 
 
 def _to_fraction(match: re.Match[str]) -> Fraction | None:
@@ -133,15 +148,18 @@ def _to_fraction(match: re.Match[str]) -> Fraction | None:
     if Fraction(denominator) == 0:
         return None
     value = Fraction(integer + decimal) / Fraction(denominator)
+    if match["whole"]:  # 2 1/2
+        if len(match["whole"]) > MAX_INTEGER_DIGITS:
+            return None
+        value += int(match["whole"])
     return -value if match["sign"] else value
 
 
-def _numbers(text: str) -> Iterable[Fraction]:
-    """Every number in already-cleaned ``text``, in order."""
-    for match in _NUMBER_RE.finditer(text):
-        value = _to_fraction(match)
-        if value is not None:
-            yield value
+def _first_number(text: str) -> Fraction | None:
+    """The first number in already-cleaned ``text``; None when there is none or it cannot be read (``1/0``,
+    a 40-digit run): the number a span states is its first, never the next one after an unreadable one."""
+    match = _NUMBER_RE.search(text)
+    return None if match is None else _to_fraction(match)
 
 
 def canonical(value: Fraction) -> str:
@@ -160,16 +178,22 @@ def canonical(value: Fraction) -> str:
 def stated_value(span: str) -> Fraction | None:
     """The number a marked answer span states: the first number after its last ``=``, else its first."""
     span = _clean(span)
-    value = next(iter(_numbers(span.rpartition("=")[2])), None)
-    return value if value is not None else next(iter(_numbers(span)), None)
+    after = span.rpartition("=")[2]
+    return _first_number(after) if _NUMBER_RE.search(after) else _first_number(span)
+
+
+_EXPONENT_RE = re.compile(r"\s*-?[0-9]+(?:\.[0-9]+)?[eE][-+]?[0-9]{1,3}\s*")  # a float written as 2e-05
 
 
 def normalize_answer(span: str | float | int | None) -> str | None:
     """Canonical number stated by ``span`` (``"$1,000.00"`` -> ``"1000"``), or None if it has none."""
     if span is None:
         return None
-    if isinstance(span, (int, float)):
-        span = repr(span)
+    if isinstance(span, (int, float)) or _EXPONENT_RE.fullmatch(str(span)):
+        try:  # 2e-05 is 1/50000 (repr keeps a float's shortest exact decimal), never 2
+            return canonical(Fraction(repr(span) if isinstance(span, float) else str(span).strip()))
+        except (ValueError, OverflowError):  # nan, inf
+            return None
     value = stated_value(span)
     return None if value is None else canonical(value)
 
@@ -193,7 +217,7 @@ _OPEN_ANSWER_TAG_RE = re.compile(r"<answer>((?:(?!</?answer>).)*)\Z", re.IGNOREC
 # Two levels of nested braces cover \boxed{\frac{3}{4}} and \boxed{\text{\$18}}.
 _BOXED_RE = re.compile(r"\\boxed\s*\{((?:[^{}]|\{(?:[^{}]|\{[^{}]*\})*\})*)\}")
 # "#### 18" as in the GSM8K references; "#### Step 2" (a markdown heading) is not an answer.
-_HASH_RE = re.compile(r"####[ \t]*([-\u2212\uff0d$€£\uff04\\.0-9][^\n]*)")  # any minus _clean reads
+_HASH_RE = re.compile(r"####[ \t]*([-\u2212\uff0d$€£¥₹\uff04\uffe5\\.0-9][^\n]*)")  # any minus _clean reads
 # "A: 18" or "Answer: 18" or "Final answer: 18" at the start of a line, or "the answer is 18" anywhere.
 _ANSWER_PHRASE_RE = re.compile(
     r"(?:^[ \t*#>]*(?:final\s+)?(?:a|answer)[ \t*]*[:\uff1a]|\banswer\s+is\b[ \t*:]*)([^\n]*)",
@@ -223,7 +247,9 @@ def _last_stated(pattern: re.Pattern[str], text: str) -> Fraction | None:
 # (a number spans a space only after a currency sign or around "/"). Reading a text from one gives the
 # same numbers after it as reading the whole text does, so the last number can be looked for in a
 # growing tail instead of converting all of a 100 kB text's 50,000 numbers.
-_BARRIER_RE = re.compile(r"[^\W0-9dtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=[0-9])\s(?=[0-9])")
+_BARRIER_RE = re.compile(
+    r"[^\W0-9dtfrac_]|[<>=#*()\[\]|&@?\"'+^~`]|(?<=[0-9])\s(?=[0-9])(?![0-9]+\s?/\s?[0-9])"
+)
 _TAIL_CHARS = 2048
 
 
