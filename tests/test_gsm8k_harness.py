@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from grpolab.errors import UserError
 from grpolab.tasks.gsm8k import TASK
 from grpolab.tasks.gsm8k_harness import (
     COT_EXEMPLARS,
     HARNESS_FLEXIBLE_RE,
+    HARNESS_IGNORE_RES,
     harness_extract,
     harness_flexible_extract,
     harness_normalize,
@@ -184,3 +187,26 @@ def test_bad_fewshot_options_are_one_line_user_errors(options, message):
 
 def test_task_reports_both_filters_as_checks():
     assert list(TASK.checks) == ["lm-eval strict-match", "lm-eval flexible-extract"]
+
+
+def _normalize_with_the_harness_regexes(text: str) -> str:
+    """lm-eval's own preprocessing, each regex applied with re.sub (quadratic on long text without ####)."""
+    for pattern in HARNESS_IGNORE_RES:
+        text = pattern.sub("", text)
+    return text.lower()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["#### ", "####", "#", " ", "18", ",", "$", ".", "\n", "A", "-"]) | st.text(
+    max_size=3), max_size=30).map("".join))
+def test_normalize_cuts_as_the_harness_regexes_do(text):
+    assert harness_normalize(text) == _normalize_with_the_harness_regexes(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "normalized"),
+    [("." * 5000, "." * 4999), ("1,000.", "1000"), ("a #### b #### $1,8.", "18"),
+     ("x" * 3000 + "#### 5", "5")],
+)
+def test_normalize_on_long_runs(text, normalized):
+    assert harness_normalize(text) == normalized == _normalize_with_the_harness_regexes(text)
