@@ -196,3 +196,102 @@ def test_train_one_step_and_evaluate_four_items_on_the_embedded_model(tmp_path, 
     rows = task.load("test", num=4, seed=0, max_animals=3)
     for sample in samples:  # the report's verdicts are the scorer's, recomputed here
         assert sample["partial"] == task.score(sample["completion"], rows[sample["index"]]).partial
+
+
+# ---- third pass: hash-seed regeneration, answerless items, full disjointness, long text ----------------
+
+# The datasets the README names, and the four whose generators depend on Python's hash seed.
+README_DATASETS = ("leg_counting", "mini_sudoku")
+HASH_SEEDED = ("polynomial_multiplication", "isomorphic_strings", "list_functions", "ransom_note")
+
+_VERDICTS = """
+import json, sys
+from grpolab.cli import main
+from grpolab.tasks import get_task
+path, names, write = sys.argv[1], sys.argv[2].split(","), sys.argv[3] == "write"
+out = {}
+for name in names:
+    file = f"{path}/{name}.jsonl"
+    if write:
+        assert main(["data", "reasoning_gym", "--dataset", name, "--num", "12", "--num_test", "4",
+                     "--out", file]) == 0
+    task = get_task("reasoning_gym/" + name)
+    rows = [json.loads(line) for line in open(file)]
+    for split in ("train", "test"):
+        for row in task.load(split, data_file=file):
+            gold = next(r for r in rows if r["question"] == row["question"])["answer"]
+            for reply in (f"<answer>{gold}</answer>", "<answer>0</answer>", "no tag"):
+                verdict = task.score(reply, row)
+                out.setdefault(name, []).append([verdict.solved, verdict.partial, verdict.format_ok])
+print(json.dumps(out))
+"""
+
+
+def _verdicts(tmp_path, names, hash_seed: str, write: bool) -> dict:
+    import os
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-c", _VERDICTS, str(tmp_path), ",".join(names), "write" if write else "read"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONHASHSEED": hash_seed},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_data_file_scores_the_same_in_a_process_with_another_hash_seed(tmp_path):
+    names = (*README_DATASETS, *HASH_SEEDED)
+    written = _verdicts(tmp_path, names, "1", write=True)
+    read = _verdicts(tmp_path, names, "2", write=False)
+    assert read == written
+    for name in names:  # the gold reply solves every item in both processes: nothing scored against another
+        assert [verdict[0] for verdict in written[name][::3]] == [True] * 16, name
+
+
+def test_a_row_whose_item_regenerates_differently_is_refused_unless_it_stored_its_item():
+    task = get_task("reasoning_gym/polynomial_multiplication")
+    [row] = task.load("train", num=1, seed=0)
+    item = json.loads(row["rg_entry"])
+    assert task.score(f"<answer>{item['answer']}</answer>", row).solved
+    other = {**row, "question": row["question"] + " (as another hash seed wrote it)"}
+    assert task.score(f"<answer>{item['answer']}</answer>", other).solved  # from the stored item
+    with pytest.raises(UserError, match=r"polynomial_multiplication item 0: the question .* differs"):
+        task.score("<answer>1</answer>", {**other, "rg_entry": None})
+
+
+@pytest.mark.parametrize("name", ["propositional_logic", "graph_color"])
+def test_sft_is_refused_for_datasets_whose_items_carry_no_answer(name, tmp_path, capsys):
+    task = get_task(f"reasoning_gym/{name}")
+    [row] = task.load("train", num=1, seed=0)
+    with pytest.raises(UserError, match="carry no answer"):
+        task.reference(row)
+    code = main(["sft", "--task", f"reasoning_gym/{name}", "--task_options", "{}", "--num_train", "4",
+                 "--output_dir", str(tmp_path / "run"), "--dry_run"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "carry no answer" in err and len(err.splitlines()) == 1
+
+
+def test_answered_datasets_keep_their_reference(legs):
+    [row] = legs.load("train", num=1, seed=0)
+    assert legs.reference(row) == f"<answer>{row['answer']}</answer>"
+
+
+@pytest.mark.parametrize("name", ["spell_backward", "chain_sum"])
+def test_held_out_rows_are_checked_against_every_train_row(name, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    assert main(["data", "reasoning_gym", "--dataset", name, "--num", "2000", "--num_test", "200",
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    train = {row["question"] for row in rows if row["split"] == "train"}
+    test = [row["question"] for row in rows if row["split"] == "test"]
+    assert len(train) > 1000 and len(test) == 200 and not train & set(test)
+
+
+def test_only_the_last_graded_characters_are_read(legs):
+    [row] = legs.load("train", num=1, seed=0)
+    early = f"<answer>{row['answer']}</answer>" + " word" * 2_000  # the tag ends 10,000 characters back
+    assert legs.score(early, row).format_ok is False
+    assert legs.rewards["gym_format"]([early], **{k: [v] for k, v in row.items()}) == [0.0]
+    late = "<answer>" * 12_500 + f"<answer>{row['answer']}</answer>"  # 100 kB of unclosed openings
+    assert legs.score(late, row) == legs.score(late[-10_000:], row)

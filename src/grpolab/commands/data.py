@@ -9,6 +9,7 @@ each task keeps its test items out of train.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -107,6 +108,9 @@ def _check_counts(args: argparse.Namespace) -> None:
 
 def _split_rows(task, options: dict[str, Any], args: argparse.Namespace, split: str) -> Rows:
     asked = _split_num(args, split)
+    takes_train_num = "train_num" in inspect.signature(task.generate).parameters
+    if split == "test" and args.split == "both" and takes_train_num:
+        options = {**options, "train_num": args.num}  # held-out rows are checked against every train row
     rows = task.generate(asked, args.seed, split, **options)
     # Test rows are distinct, and small settings hold few (110 add-20 sums): by default take them all.
     takes_what_exists = split == "test" and args.num_test is None and args.split == "both"

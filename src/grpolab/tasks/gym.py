@@ -7,13 +7,22 @@ grpolab uses that scorer as its single source of truth:
 * the answer is the last ``<answer>...</answer>`` of the completion, read by reasoning-gym's own
   ``extract_answer``, and the prompt is its default system prompt, which asks for that format;
 * ``partial`` is the score, ``solved`` (strict accuracy) is a score of exactly 1.0, ``format_ok`` means an
-  answer tag was found; a completion without one scores 0, by reasoning-gym's rule for a missing answer.
+  answer tag was found. A completion without one gets what the dataset's scorer gives a missing answer:
+  0 for most, a small floor for some (countdown: 0.01), never a solve. Only the last ``MAX_GRADED_CHARS``
+  (10,000) characters are read, as in the other graders (reasoning-gym's tag regex is quadratic on long
+  runs of unclosed ``<answer>`` openings: 43 s on 100 kB).
 * A question typed in ``grpolab chat`` has no generated item, so there the reply is judged by exact match
   with the answer given by ``/answer``.
 
 Items are rebuilt for scoring from (dataset, config, index), which each row stores: reasoning-gym
-generates item ``index`` from ``seed + index`` alone, and its scorers need the item's metadata (a grid, a
-graph), which does not survive a trip through Arrow or JSON unchanged.
+generates item ``index`` from ``seed + index``, and its scorers need the item's metadata (a grid, a graph),
+which Arrow's column types would change. Some generators also depend on Python's hash seed
+(polynomial_multiplication, isomorphic_strings, list_functions, ransom_note), so another process may
+regenerate another item: each row therefore also keeps its item as JSON text (``rg_entry``), and scoring
+uses the regenerated item only when its question is the row's, else the stored one. A row with neither
+(a file from an older grpolab) whose question differs is refused in one line, never scored against
+another item. Datasets whose items carry no answer (propositional_logic, boxnet, graph_color, ...) have no
+reference reply, so ``grpolab sft`` refuses them.
 
 Options (``--task_options``) are the dataset's own config fields (``size``, ``seed``, difficulty ranges);
 grpolab's ``--num`` sets ``size`` and its seed sets ``seed`` unless given. The test split uses
@@ -29,13 +38,22 @@ from collections.abc import Mapping
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.tasks.base import ChatSupport, Option, Task, Verdict, completion_text, verdicts
+from grpolab.tasks.base import (
+    MAX_GRADED_CHARS,
+    ChatSupport,
+    Option,
+    Task,
+    Verdict,
+    completion_text,
+    verdicts,
+)
 from grpolab.tasks.jsonl import read_rows
 
 PREFIX = "reasoning_gym/"
 DEFAULT_SIZE = {"train": 1000, "test": 100}
 TEST_SEED_OFFSET = 1_000_003  # far from any train seed a user picks by hand (0, 1, 42, ...)
 _ROW_KEYS = ("question", "answer", "rg_dataset", "rg_config", "rg_index")
+_ENTRY = "rg_entry"  # the item as JSON text: what scoring falls back to when regeneration differs
 
 
 def _gym():
@@ -92,8 +110,18 @@ def _config_json(name: str, split: str, num: int | None, seed: int, options: Map
 
 
 def entry(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The reasoning-gym item a row stands for, regenerated from its dataset, config and index."""
-    return generator(row["rg_dataset"], row["rg_config"])[int(row["rg_index"])]
+    """The reasoning-gym item a row stands for: regenerated from its dataset, config and index when that
+    gives the row's question, else the item the row stored; a UserError when neither is there."""
+    item = generator(row["rg_dataset"], row["rg_config"])[int(row["rg_index"])]
+    if "question" not in row or item["question"] == row["question"]:
+        return item
+    if row.get(_ENTRY):
+        return json.loads(row[_ENTRY])
+    raise UserError(
+        f"reasoning_gym/{row['rg_dataset']} item {row['rg_index']}: the question reasoning-gym regenerates "
+        "differs from the row's (this generator depends on Python's hash seed) and the row stores no item: "
+        "write the data file again with 'grpolab data reasoning_gym', which stores each item"
+    )
 
 
 def make_prompt(question: str) -> list[dict[str, str]]:
@@ -102,7 +130,9 @@ def make_prompt(question: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPTS["default"]}, {"role": "user", "content": question}]
 
 
-def _row(name: str, config_json: str, index: int, item: Mapping[str, Any]) -> dict[str, Any]:
+def _row(
+    name: str, config_json: str, index: int, item: Mapping[str, Any], stored: str | None
+) -> dict[str, Any]:
     return {
         "prompt": make_prompt(item["question"]),
         "question": item["question"],
@@ -111,21 +141,38 @@ def _row(name: str, config_json: str, index: int, item: Mapping[str, Any]) -> di
         "rg_dataset": name,
         "rg_config": config_json,
         "rg_index": index,
+        _ENTRY: stored,
     }
 
 
+def _stored(item: Mapping[str, Any]) -> str:
+    return json.dumps(item, sort_keys=True, default=str)
+
+
 def generate_rows(
-    name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any]
+    name: str, split: str, num: int | None, seed: int, options: Mapping[str, Any],
+    train_num: int | None = None,
 ) -> list[dict]:
-    """One split's rows; test rows whose question is also a train question are left out."""
-    config_json = _config_json(name, split, num, seed, options)
+    """One split's rows; test rows whose question is among the ``train_num`` train questions (every one
+    the train split holds: ``--num``, else the options' size, else 1,000) are left out."""
+    if split != "test":
+        return _rows(name, _config_json(name, split, num, seed, options))
+    train = generator(name, _config_json(name, "train", train_num, seed, options))
+    seen = {train[index]["question"] for index in range(len(train))}
+    wanted = int(num or options.get("size") or DEFAULT_SIZE["test"])
+    for factor in (1, 2, 4, 8):  # generate more items until enough of them are not train questions
+        rows = [row for row in _rows(name, _config_json(name, split, wanted * factor, seed, options))
+                if row["question"] not in seen]
+        if len(rows) >= wanted:
+            break
+    return rows[:wanted]
+
+
+def _rows(name: str, config_json: str) -> list[dict]:
     items = generator(name, config_json)
-    rows = [_row(name, config_json, index, items[index]) for index in range(len(items))]
-    if split == "test":
-        train = generator(name, _config_json(name, "train", None, seed, options))
-        seen = {train[index]["question"] for index in range(len(train))}
-        rows = [row for row in rows if row["question"] not in seen]
-    return rows
+    return [
+        _row(name, config_json, index, items[index], _stored(items[index])) for index in range(len(items))
+    ]
 
 
 def make_task(name: str) -> Task:
@@ -147,7 +194,7 @@ def make_task(name: str) -> Task:
             ]
             rows = [
                 {
-                    **_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row),
+                    **_row(row["rg_dataset"], row["rg_config"], row["rg_index"], row, row.get(_ENTRY)),
                     "answer": str(row["answer"]),
                 }
                 for row in rows[:num]
@@ -156,14 +203,24 @@ def make_task(name: str) -> Task:
             rows = generate_rows(name, split, num, seed, options)
         return datasets.Dataset.from_list(rows)
 
-    def generate(num: int, seed: int = 0, split: str = "train", **options: Any) -> list[dict[str, Any]]:
-        rows = generate_rows(name, split, num, seed, options)
+    def generate(
+        num: int, seed: int = 0, split: str = "train", train_num: int | None = None, **options: Any
+    ) -> list[dict[str, Any]]:
+        rows = generate_rows(name, split, num, seed, options, train_num)
         return [{key: value for key, value in row.items() if key != "prompt"} for row in rows]
+
+    def reference(row: Mapping[str, Any]) -> str:
+        if entry(row)["answer"] is None:
+            raise UserError(
+                f"reasoning_gym/{name} items carry no answer (its scorer checks a reply instead), so there "
+                "is no reference reply for grpolab sft: train it with grpolab train (GRPO) directly"
+            )
+        return f"<answer>{row['answer']}</answer>"
 
     return Task(
         name=PREFIX + name, load=load, prompt=make_prompt, score=score, rewards=REWARDS,
         default_rewards=("gym_score", "gym_format"), default_weights=(1.0, 0.2), options=_options(name),
-        generate=generate, reference=lambda row: f"<answer>{row['answer']}</answer>",
+        generate=generate, reference=reference,
         chat=ChatSupport(hint="type a question; give its answer with /answer TEXT to have the reply judged "
                          "(by exact match: reasoning-gym's scorer needs a generated item)"),
     )
@@ -187,7 +244,7 @@ def score(text: str, row: Mapping[str, Any]) -> Verdict:
     """reasoning-gym's verdict on one completion (see the module docstring)."""
     from reasoning_gym.utils import extract_answer
 
-    answer = extract_answer(text)
+    answer = extract_answer(text[-MAX_GRADED_CHARS:])
     if "rg_index" not in row:  # a question typed in chat: no generated item to hand the scorer
         return Verdict(
             solved=answer is not None and answer == str(row["answer"]).strip(),
@@ -211,7 +268,8 @@ def gym_format(completions: list[Any], **kwargs: Any) -> list[float]:
     """
     from reasoning_gym.utils import extract_answer
 
-    return [1.0 if extract_answer(completion_text(c)) is not None else 0.0 for c in completions]
+    texts = (completion_text(c)[-MAX_GRADED_CHARS:] for c in completions)
+    return [1.0 if extract_answer(text) is not None else 0.0 for text in texts]
 
 
 REWARDS = {reward.__name__: reward for reward in (gym_score, gym_format)}
@@ -235,9 +293,10 @@ def any_dataset() -> Task:
     """A generator for every reasoning-gym dataset at once (``grpolab data``); training takes one by name."""
 
     def generate(
-        num: int, seed: int = 0, split: str = "train", dataset: str = "", **config: Any
+        num: int, seed: int = 0, split: str = "train", dataset: str = "", train_num: int | None = None,
+        **config: Any,
     ) -> list[dict]:
-        return make_task(dataset).generate(num, seed, split, **config)
+        return make_task(dataset).generate(num, seed, split, train_num, **config)
 
     return _AnyDataset(
         name="reasoning_gym", load=_no_load, prompt=make_prompt, score=score, rewards=REWARDS,

@@ -20,7 +20,7 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
     """Validate everything but the weights; returns plan lines saying what was checked."""
     task = get_task(train_args.task)
     lines = [check_rewards(task, train_args, trainer_config) if command == "train" else check_reference(task)]
-    lines.append(check_data(task, train_args, trainer_config.seed))
+    lines.append(check_data(task, train_args, trainer_config.seed, reference=command != "train"))
     check_output_dir(Path(trainer_config.output_dir), train_args.resume)
     if train_args.init_adapter:
         from grpolab import models
@@ -52,8 +52,9 @@ def check_reference(task: Task) -> str:
     return f"targets          the {task.name} task's reference replies"
 
 
-def check_data(task: Task, train_args, seed: int) -> str:
-    """Reads the training rows through the task's own loader (hub data is named, not fetched)."""
+def check_data(task: Task, train_args, seed: int, reference: bool = False) -> str:
+    """Reads the training rows through the task's own loader (hub data is named, not fetched); with
+    ``reference``, the first row's reference reply is built too (a task may have none for its rows)."""
     from grpolab.training.grpo import load_task_data
 
     if train_args.data_file is None and "hub_id" in task.options:
@@ -70,6 +71,8 @@ def check_data(task: Task, train_args, seed: int) -> str:
         raise UserError(
             f"task {task.name} gave rows without a '{missing[0]}' column: its load() is incomplete"
         )
+    if reference:
+        task.reference(dataset[0])
     return f"data             {len(dataset)} rows from {source}"
 
 
