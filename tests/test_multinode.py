@@ -137,3 +137,26 @@ def test_a_generation_batch_of_the_world_must_hold_whole_groups():
         multinode.check_batch(world, config)
     lines = multinode.check_batch(multinode.World(3, 6, 0, "127.0.0.1", 29500), config)
     assert lines[1].endswith("12 / 4 generations = 3 prompts per generation batch")
+
+
+def test_every_node_resumes_from_the_same_step_or_all_refuse_in_one_line():
+    from grpolab.training.checkpoints import agree_on_resume
+
+    agree_on_resume("/run/checkpoint-2", gather=lambda name: [name, name])  # the same step: goes on
+    agree_on_resume(None, gather=lambda name: [name, name])
+    with pytest.raises(multinode.UserError, match="rank 0 resumes from checkpoint-2 but rank 1 from a fresh "
+                                                  "start: copy rank 0's checkpoint to every node"):
+        agree_on_resume("/run/checkpoint-2", gather=lambda name: [name, "a fresh start"])
+    with pytest.raises(multinode.UserError, match="rank 2 from checkpoint-1"):
+        agree_on_resume("/a/checkpoint-2", gather=lambda name: [name, name, "checkpoint-1"])
+    agree_on_resume("/run/checkpoint-2")  # one process, no process group: nothing to agree on
+
+
+def test_save_on_each_node_is_a_flag_and_a_recipe_key_that_reaches_the_trainer(workdir):
+    from grpolab.training.recipes import parse_train_args
+
+    _, config, _ = parse_train_args(["--save_on_each_node", "true", "--max_steps", "1"])
+    assert config.save_on_each_node is True
+    assert config.should_save  # one process: it is the node's first, so it writes run info and tokenizer
+    _, config, _ = parse_train_args(["--max_steps", "1"])
+    assert config.save_on_each_node is False
