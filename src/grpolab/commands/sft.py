@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
         print_plan(train_args, sft_config, model_config, "sft")
     elif train_args.accelerate_config and not inside_launch():
-        return relaunch(args.argv, train_args, "sft")
+        return relaunch(args.argv, train_args, "sft", sft_config)
     else:
         from grpolab.training.sft import sft
 

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print_plan(train_args, grpo_config, model_config)
         return 0
     if train_args.accelerate_config and not inside_launch():
-        return relaunch(args.argv, train_args, "train")
+        return relaunch(args.argv, train_args, "train", grpo_config)
     from grpolab.training.grpo import train
 
     output_dir = train(train_args, grpo_config, model_config)
@@ -64,14 +64,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def relaunch(argv: list[str], train_args, command: str) -> int:
+def relaunch(argv: list[str], train_args, command: str, trainer_config=None) -> int:
     """Run this same command again under ``accelerate launch`` (one process per device)."""
     import subprocess
 
-    from grpolab.training import distributed
+    from grpolab.training import distributed, multinode
 
     distributed.check_backend(train_args.accelerate_config)
+    if trainer_config is not None:  # one line before launch: rank, head address, port, world vs batch
+        multinode.check_world(train_args, trainer_config, command)
     command = distributed.launch_command(argv, train_args.accelerate_config, train_args.num_processes,
-                                         command)
+                                         command, multinode.launch_flags(train_args))
     print("launching:", " ".join(command[2:]))
     return subprocess.call(command, env=distributed.launch_env(train_args.accelerate_config))

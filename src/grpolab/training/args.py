@@ -79,6 +79,20 @@ class TrainArgs:
     num_processes: int | None = field(
         default=None, metadata={"help": "processes for accelerate launch (default: the config's)"}
     )
+    # Several machines (issue 30): passed to 'accelerate launch'; checked by grpolab.training.multinode.
+    num_machines: int | None = field(
+        default=None, metadata={"help": "machines in the run (accelerate's --num_machines; default: 1)"}
+    )
+    machine_rank: int | None = field(
+        default=None, metadata={"help": "this machine's rank, 0 .. num_machines-1 (0 is the head node)"}
+    )
+    main_process_ip: str | None = field(
+        default=None,
+        metadata={"help": "the head node's (machine rank 0) address, needed with several machines"},
+    )
+    main_process_port: int | None = field(
+        default=None, metadata={"help": "the head node's rendezvous port (default: 29500)"}
+    )
     torch_threads: int | None = field(
         default=None, metadata={"help": "torch CPU threads (default: torch's choice)"}
     )

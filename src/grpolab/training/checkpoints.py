@@ -170,3 +170,26 @@ def _remove_new_entries(output_dir: Path, before: set[Path] | None) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def agree_on_resume(resume_from: str | None, gather=None) -> None:
+    """Every process of a multi-node run resumes from the same checkpoint step (issue 30): nodes without a
+    shared filesystem each find their own newest one, and a node whose disk lacks rank 0's refuses in one
+    line (on every rank, so none waits). ``gather(value) -> list`` defaults to torch's all_gather_object."""
+    if gather is None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return
+
+        def gather(value):
+            out = [None] * dist.get_world_size()
+            dist.all_gather_object(out, value)
+            return out
+
+    steps = gather(Path(resume_from).name if resume_from else "a fresh start")
+    odd = [rank for rank, step in enumerate(steps) if step != steps[0]]
+    if odd:
+        raise UserError(f"--resume: rank 0 resumes from {steps[0]} but rank {odd[0]} from {steps[odd[0]]}: "
+                        "copy rank 0's checkpoint to every node (or use a shared filesystem; without one "
+                        "train with --save_on_each_node true)")

@@ -30,6 +30,12 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
         lines.append(f"init adapter     {train_args.init_adapter} (trained on this base model)")
     if train_args.accelerate_config:
         lines.append(check_accelerate(train_args.accelerate_config))
+    if train_args.accelerate_config or train_args.num_machines is not None:
+        from grpolab.training import multinode
+        from grpolab.training.distributed import inside_launch
+
+        # the head node's port is bound by the rendezvous itself once launched: check it only before
+        lines += multinode.check_world(train_args, trainer_config, command, bind=not inside_launch())
     return lines
 
 

@@ -57,7 +57,8 @@ def check_backend(name: str) -> None:
 
 
 def launch_command(
-    argv: list[str], config: str, num_processes: int | None, command: str = "train"
+    argv: list[str], config: str, num_processes: int | None, command: str = "train",
+    machine_flags: list[str] | None = None,
 ) -> list[str]:
     """The accelerate command that runs this same training (``grpolab train`` or ``sft``) in several
     processes."""
@@ -71,6 +72,7 @@ def launch_command(
     ]
     if num_processes:
         launch += ["--num_processes", str(num_processes)]
+    launch += machine_flags or []  # --num_machines/--machine_rank/--main_process_ip/--main_process_port
     return launch + ["-m", "grpolab", command, *rest]
 
 
@@ -81,7 +83,8 @@ def strip_launch_flags(argv: list[str]) -> list[str]:
             skip = False
             continue
         key = item.split("=", 1)[0]
-        if key in ("--accelerate_config", "--num_processes"):
+        if key in ("--accelerate_config", "--num_processes", "--num_machines", "--machine_rank",
+                   "--main_process_ip", "--main_process_port"):
             skip = "=" not in item
             continue
         out.append(item)

@@ -223,11 +223,14 @@ def run_trainer(train_args: TrainArgs, trainer_config, model_config, build) -> P
         torch.set_num_threads(train_args.torch_threads)
     with checkpoints.fresh_run(output_dir, resume_from):
         trainer = build(train_args, trainer_config, model_config)
-        if trainer.is_world_process_zero():
+        checkpoints.agree_on_resume(resume_from)  # several nodes: the same step everywhere, or one line
+        # run info and tokenizer: global rank 0, or each node's first process with save_on_each_node (what
+        # Trainer's should_save says); metrics, samples and plots stay with global rank 0 (RunLogger)
+        if trainer.args.should_save:
             save_run_info(output_dir, train_args, trainer_config, model_config)
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.save_model(str(output_dir))
-        if trainer.is_world_process_zero():
+        if trainer.args.should_save:
             trainer.processing_class.save_pretrained(str(output_dir))
     close_process_group()
     return output_dir

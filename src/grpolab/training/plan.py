@@ -108,7 +108,7 @@ def plan_lines(train_args, grpo_config, model_config) -> list[str]:
     shape = shape_of(name)
     generations = grpo_config.num_generations
     per_step = grpo_config.per_device_train_batch_size * grpo_config.gradient_accumulation_steps
-    world = max(1, grpo_config.world_size)
+    world = max(1, grpo_config.world_size, train_args.num_processes or 1)  # --dry_run: the whole world
     quant = "none"
     if model_config.load_in_4bit or model_config.load_in_8bit:
         quant = "4-bit NF4 (bitsandbytes)" if model_config.load_in_4bit else "8-bit"
