@@ -1,0 +1,136 @@
+"""Tools for multi-turn GRPO: a tool that raises, hangs or returns non-text is a failed call the model sees;
+tools load by import path; a template that cannot render tool calls is refused with the fix."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from grpolab import tools
+from grpolab.errors import UserError
+
+
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers.
+
+    Args:
+        a: the first factor
+        b: the second factor
+    """
+    return a * b
+
+
+def broken(x: int) -> str:
+    """Always fails.
+
+    Args:
+        x: anything
+    """
+    raise ZeroDivisionError("division by zero\nsecond line")
+
+
+def slow(x: int) -> str:
+    """Sleeps too long.
+
+    Args:
+        x: anything
+    """
+    time.sleep(5)
+    return "late"
+
+
+def opaque(x: int) -> dict:
+    """Returns a dict.
+
+    Args:
+        x: anything
+    """
+    return {"x": x}
+
+
+def undocumented(x: int) -> str:
+    return str(x)
+
+
+def test_guarded_tool_returns_text_and_keeps_schema():
+    from transformers.utils import get_json_schema
+
+    guarded = tools.guard(multiply, timeout=1.0)
+    assert guarded(a=123, b=45) == "5535"
+    schema = get_json_schema(guarded)
+    assert schema["function"]["name"] == "multiply"
+    assert set(schema["function"]["parameters"]["properties"]) == {"a", "b"}
+    assert schema["function"]["parameters"]["properties"]["a"]["type"] == "integer"
+
+
+@pytest.mark.parametrize(
+    ("tool", "message"),
+    [
+        (broken, "broken raised ZeroDivisionError: division by zero"),
+        (opaque, "opaque returned dict, not text"),
+    ],
+)
+def test_failing_tool_raises_one_line(tool, message):
+    with pytest.raises(tools.ToolFailure) as caught:
+        tools.guard(tool, timeout=1.0)(x=1)
+    assert str(caught.value) == message
+
+
+def test_hanging_tool_times_out_quickly():
+    start = time.monotonic()
+    with pytest.raises(tools.ToolFailure, match=r"^slow timed out after 0.2 s$"):
+        tools.guard(slow, timeout=0.2)(x=1)
+    assert time.monotonic() - start < 2.0
+
+
+def test_bool_is_not_text():
+    def flag(x: int) -> bool:
+        """A flag.
+
+        Args:
+            x: anything
+        """
+        return True
+
+    with pytest.raises(tools.ToolFailure, match="returned bool"):
+        tools.guard(flag, timeout=0)(x=1)
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("no_colon", "must be 'package.module:function'"),
+        ("nosuchmodule_xyz:f", "cannot import nosuchmodule_xyz"),
+        ("tests.test_tools:missing", "has no function missing"),
+        ("tests.test_tools:undocumented", "needs a docstring"),
+    ],
+)
+def test_load_tool_errors_name_the_fix(spec, fragment):
+    with pytest.raises(UserError, match=fragment):
+        tools.load_tool(spec)
+
+
+def test_load_tools_by_import_path_guards_them():
+    (loaded,) = tools.load_tools(["tests.test_tools:multiply"], timeout=1.0)
+    assert loaded(a=2, b=3) == "6"
+    assert loaded.__wrapped__ is multiply
+
+
+def test_chat_template_errors_and_packaged_name(tmp_path):
+    with pytest.raises(UserError, match="neither a packaged template .*chatml-tools"):
+        tools.resolve_chat_template(str(tmp_path / "missing.jinja"))
+    path = tmp_path / "t.jinja"
+    path.write_text("{{ messages }}")
+    assert tools.resolve_chat_template(str(path)) == "{{ messages }}"
+    assert "<tool_call>" in tools.resolve_chat_template("chatml-tools")
+
+
+def test_smollm2_template_refused_until_chatml_tools(tokenizer):
+    import copy
+
+    own = copy.deepcopy(tokenizer)
+    with pytest.raises(UserError, match="cannot render tool calls: set chat_template: chatml-tools"):
+        tools.require_tool_template(own, "SmolLM2-135M-Instruct")
+    own.chat_template = tools.resolve_chat_template("chatml-tools")
+    tools.require_tool_template(own, "SmolLM2-135M-Instruct")
