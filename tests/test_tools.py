@@ -3,6 +3,7 @@ tools load by import path; a template that cannot render tool calls is refused w
 
 from __future__ import annotations
 
+import sys
 import time
 
 import pytest
@@ -134,3 +135,42 @@ def test_smollm2_template_refused_until_chatml_tools(tokenizer):
         tools.require_tool_template(own, "SmolLM2-135M-Instruct")
     own.chat_template = tools.resolve_chat_template("chatml-tools")
     tools.require_tool_template(own, "SmolLM2-135M-Instruct")
+
+
+TINY_RUN = ("train --task_options {} --output_dir run --max_steps 1 --per_device_train_batch_size 4 "
+            "--num_generations 4 --max_completion_length 8 --num_train 8 --save_steps 1 --logging_steps 1 "
+            "--torch_threads 1 --plot false --max_tool_calling_iterations 2 "
+            "--tools tests.test_tools:multiply").split()
+
+
+def _grpolab(argv, cwd):
+    import os
+    import subprocess
+
+    from tests.conftest import REPO
+
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}"}
+    return subprocess.run([sys.executable, "-m", "grpolab", *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_train_refuses_plain_chatml_template_in_one_line(tmp_path, tiny_model_dir):
+    result = _grpolab([*TINY_RUN, "--model_name_or_path", str(tiny_model_dir)], tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "cannot render tool calls: set chat_template: chatml-tools" in last
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_train_one_step_with_a_user_tool(tmp_path, tiny_model_dir):
+    import json
+
+    argv = [*TINY_RUN, "--model_name_or_path", str(tiny_model_dir), "--chat_template", "chatml-tools"]
+    result = _grpolab(argv, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "grpolab's fast paths off" in result.stderr
+    state = json.loads(next((tmp_path / "run").rglob("trainer_state.json")).read_text())
+    logged = state["log_history"][0]
+    assert "tools/call_frequency" in logged and "tools/failure_frequency" in logged

@@ -121,3 +121,23 @@ def require_tool_template(tokenizer, model_name: str) -> None:
             f"the chat template of {model_name} cannot render tool calls: set chat_template: chatml-tools "
             "(ChatML models such as SmolLM2) or chat_template: path/to/template.jinja"
         )
+
+
+def trainer_tool_arguments(task, train_args, tokenizer, model_name: str) -> dict[str, Any]:
+    """``tools`` / ``environment_factory`` for TRL's GRPOTrainer: the task's own plus the recipe's.
+
+    Sets the recipe's ``chat_template`` on the tokenizer first, then refuses a template that cannot render
+    tool calls (TRL would raise a ValueError deep in its constructor). Empty when the run has no tools.
+    """
+    if train_args.chat_template:
+        tokenizer.chat_template = resolve_chat_template(train_args.chat_template)
+    timeout = train_args.tool_timeout
+    run_tools = [guard(tool, timeout) for tool in task.tools] + load_tools(train_args.tools, timeout)
+    arguments: dict[str, Any] = {}
+    if run_tools:
+        arguments["tools"] = run_tools
+    if task.environment_factory is not None:
+        arguments["environment_factory"] = task.environment_factory
+    if arguments:
+        require_tool_template(tokenizer, model_name)
+    return arguments
