@@ -174,3 +174,32 @@ def test_train_one_step_with_a_user_tool(tmp_path, tiny_model_dir):
     state = json.loads(next((tmp_path / "run").rglob("trainer_state.json")).read_text())
     logged = state["log_history"][0]
     assert "tools/call_frequency" in logged and "tools/failure_frequency" in logged
+
+
+@pytest.mark.parametrize(
+    ("reply", "calls"),
+    [
+        ('<tool_call>\n{"name": "multiply", "arguments": {"a": 123, "b": 45}}\n</tool_call><|im_end|>',
+         [{"name": "multiply", "arguments": {"a": 123, "b": 45}}]),
+        # Malformed calls parse as plain text: no tool runs and the reply is scored as the model's answer.
+        ('<tool_call>\n{"name": "multiply", "arguments": {"a": 123,\n</tool_call><|im_end|>', []),
+        ("<tool_call>multiply(123, 45)</tool_call><|im_end|>", []),
+        ("The answer is 5535.<|im_end|>", []),
+    ],
+)
+def test_trl_parses_chatml_tool_calls_and_malformed_ones_as_text(tokenizer, reply, calls):
+    import copy
+
+    from trl.chat_template_utils import add_response_schema, parse_response
+
+    own = copy.deepcopy(tokenizer)
+    own.chat_template = tools.resolve_chat_template("chatml-tools")
+    own = add_response_schema(own)
+    # TRL's tool loop hands the parser the rendered prompt as prefix (the response_template needs it).
+    prefix = own.apply_chat_template([{"role": "user", "content": "What is 123 * 45?"}], tokenize=True,
+                                     add_generation_prompt=True, return_dict=True)["input_ids"]
+    parsed = parse_response(own, own(reply, add_special_tokens=False)["input_ids"], prefix=list(prefix))
+    found = [call["function"] for call in parsed.get("tool_calls") or []]
+    assert found == calls
+    if not calls:
+        assert "5535" in parsed["content"] or "multiply" in parsed["content"]
