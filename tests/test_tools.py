@@ -143,6 +143,36 @@ TINY_RUN = ("train --task_options {} --output_dir run --max_steps 1 --per_device
             "--tools tests.test_tools:multiply").split()
 
 
+class Counter:
+    """The README's environment: a counter the model can increase; get_reward() is an extra reward column."""
+
+    def reset(self, **row):
+        self.value = 0
+
+    def increment(self, by: int) -> str:
+        """Add to the counter.
+
+        Args:
+            by: how much to add
+        """
+        self.value += by
+        return str(self.value)
+
+    def get_reward(self) -> float:
+        return float(self.value == 10)
+
+
+def _counter_task():
+    import dataclasses
+
+    from grpolab.tasks.arith import TASK as ARITH
+
+    return dataclasses.replace(ARITH, name="counter", environment_factory=Counter)
+
+
+COUNTER_TASK = _counter_task()
+
+
 def _grpolab(argv, cwd):
     import os
     import subprocess
@@ -203,3 +233,17 @@ def test_trl_parses_chatml_tool_calls_and_malformed_ones_as_text(tokenizer, repl
     assert found == calls
     if not calls:
         assert "5535" in parsed["content"] or "multiply" in parsed["content"]
+
+
+@pytest.mark.slow
+def test_train_one_step_with_the_readme_environment(tmp_path, tiny_model_dir):
+    import json
+
+    argv = [*TINY_RUN[:-2], "--task", "tests.test_tools:COUNTER_TASK", "--model_name_or_path",
+            str(tiny_model_dir), "--chat_template", "chatml-tools"]
+    result = _grpolab(argv, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads(next((tmp_path / "run").rglob("trainer_state.json")).read_text())
+    logged = state["log_history"][0]
+    assert "tools/call_frequency" in logged
+    assert any(key.startswith("rewards/Counter") for key in logged), sorted(logged)
