@@ -247,3 +247,23 @@ def test_train_one_step_with_the_readme_environment(tmp_path, tiny_model_dir):
     logged = state["log_history"][0]
     assert "tools/call_frequency" in logged
     assert any(key.startswith("rewards/Counter") for key in logged), sorted(logged)
+
+
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [("123 * 45", "5535"), ("(1234 * 56) + 7 * 89", "69727"), ("-3 + 2", "-1"), ("7 / 2", "3.5"),
+     ("8 / 2", "4"), (" 17 // 5 ", "3"), ("17 % 5", "2")],
+)
+def test_calculator_values(expression, value):
+    assert tools.calculator(expression) == value
+
+
+@pytest.mark.parametrize(
+    ("expression", "fragment"),
+    [("2 ** 100000", "unsupported expression"), ("__import__('os')", "unsupported expression"),
+     ("1 / 0", "division by zero"), ("9" * 25 + " * " + "9" * 25, "more than 30 digits"),
+     ("1+" * 150 + "1", "longer than 200"), ("1 +", "invalid syntax"), ("'a' * 3", "unsupported")],
+)
+def test_calculator_refusals_reach_the_model_as_failed_calls(expression, fragment):
+    with pytest.raises(tools.ToolFailure, match=fragment):
+        tools.guard(tools.calculator, timeout=1.0)(expression=expression)

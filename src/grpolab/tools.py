@@ -15,9 +15,11 @@ grpolab adds what a user's tool needs around that loop:
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import logging
+import operator
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -141,3 +143,40 @@ def trainer_tool_arguments(task, train_args, tokenizer, model_name: str) -> dict
     if arguments:
         require_tool_template(tokenizer, model_name)
     return arguments
+
+
+_OPERATORS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.USub: operator.neg, ast.UAdd: operator.pos,
+}
+# Bounds a call whatever the model writes: no powers, at most this many characters and digits per number.
+MAX_EXPRESSION_CHARS = 200
+MAX_NUMBER_DIGITS = 30
+
+
+def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression with + - * / // % and parentheses, e.g. "(123 * 45) + 6".
+
+    Args:
+        expression: the arithmetic expression to evaluate
+    """
+    if len(expression) > MAX_EXPRESSION_CHARS:
+        raise ValueError(f"expression longer than {MAX_EXPRESSION_CHARS} characters")
+    value = _evaluate(ast.parse(expression.strip(), mode="eval").body)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+def _evaluate(node: ast.AST):
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        value = _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
+    elif isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        value = _OPERATORS[type(node.op)](_evaluate(node.operand))
+    else:
+        raise ValueError(f"unsupported expression: {ast.dump(node)[:60]}")
+    if isinstance(value, int) and len(str(abs(value))) > MAX_NUMBER_DIGITS:
+        raise ValueError(f"result has more than {MAX_NUMBER_DIGITS} digits")
+    return value
