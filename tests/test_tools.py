@@ -267,3 +267,34 @@ def test_calculator_values(expression, value):
 def test_calculator_refusals_reach_the_model_as_failed_calls(expression, fragment):
     with pytest.raises(tools.ToolFailure, match=fragment):
         tools.guard(tools.calculator, timeout=1.0)(expression=expression)
+
+
+@pytest.mark.parametrize("name", ["gsm8k-calculator-qwen2.5-3b", "gsm8k-calculator-qwen3-4b"])
+def test_gpu_calculator_recipes_dry_run_with_their_tool(name, capsys, tmp_path, monkeypatch):
+    from grpolab.cli import main
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["train", "--config", str(REPO / "configs" / f"{name}.yaml"), "--dry_run"]) == 0
+    out = capsys.readouterr().out
+    assert "tools            calculator (timeout 5 s a call)" in out
+    assert "no weights were loaded" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [(["--tools", "nosuchmodule_xyz:f"], "tool 'nosuchmodule_xyz:f': cannot import nosuchmodule_xyz"),
+     (["--chat_template", "nosuch.jinja"], "--chat_template 'nosuch.jinja' is neither"),
+     (["--tool_timeout", "-1"], r"--tool_timeout \(-1\) must be 0")],
+)
+def test_dry_run_refuses_bad_tool_options_in_one_line(flags, fragment, capsys, tmp_path, monkeypatch):
+    import re
+
+    from grpolab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *flags, "--dry_run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(fragment, err.splitlines()[-1]), err
+    assert "Traceback" not in err

@@ -180,3 +180,11 @@ def _evaluate(node: ast.AST):
     if isinstance(value, int) and len(str(abs(value))) > MAX_NUMBER_DIGITS:
         raise ValueError(f"result has more than {MAX_NUMBER_DIGITS} digits")
     return value
+
+
+def check_tool_options(train_args) -> list[str]:
+    """The recipe's tool names, imported, and its chat template read, without a model (``--dry_run``)."""
+    names = [tool.__name__ for tool in load_tools(train_args.tools, train_args.tool_timeout)]
+    if train_args.chat_template:
+        resolve_chat_template(train_args.chat_template)
+    return names
