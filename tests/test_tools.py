@@ -298,3 +298,22 @@ def test_dry_run_refuses_bad_tool_options_in_one_line(flags, fragment, capsys, t
     err = capsys.readouterr().err.strip()
     assert re.search(fragment, err.splitlines()[-1]), err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_build_trainer_hands_guarded_tools_and_the_iteration_cap_to_stock_trl(tmp_path, tiny_model_dir,
+                                                                              monkeypatch):
+    from trl import GRPOTrainer
+
+    from grpolab.training import recipes
+    from grpolab.training.grpo import build_trainer
+
+    monkeypatch.chdir(tmp_path)
+    argv = [*TINY_RUN[1:], "--model_name_or_path", str(tiny_model_dir), "--chat_template", "chatml-tools",
+            "--tool_timeout", "3"]
+    trainer = build_trainer(*recipes.parse_train_args(argv))
+    assert type(trainer) is GRPOTrainer and trainer.generation_mode == "trl"
+    assert trainer.max_tool_calling_iterations == 2
+    (tool,) = trainer.tools
+    assert tool.__wrapped__ is multiply and tool(a=12, b=3) == "36"
+    assert "<tool_call>" in trainer.processing_class.chat_template
