@@ -18,7 +18,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from grpolab.tasks.gsm8k import normalize_answer, score
+from grpolab.tasks.gsm8k import score
+from grpolab.tasks.gsm8k_answers import normalize_answer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared/data/gsm8k/example_model_solutions.jsonl"
 REFERENCE_MARKER = "A:"  # the reference solutions in this file end in "A: N" instead of "#### N"

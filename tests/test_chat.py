@@ -293,7 +293,7 @@ def test_arith_free_text_is_unknown_until_answer_is_given():
 
 
 def test_gsm8k_uses_its_system_prompt_and_answer():
-    from grpolab.tasks import gsm8k
+    from grpolab.tasks import gsm8k_data as gsm8k
 
     session = ChatSession(task=get_chat_task("gsm8k"))
     assert session.system == gsm8k.SYSTEM_PROMPT

@@ -13,20 +13,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grpolab.errors import UserError
-from grpolab.tasks import get_task, gsm8k
+from grpolab.tasks import get_task, gsm8k, gsm8k_answers
+from grpolab.tasks.base import MAX_GRADED_CHARS
 from grpolab.tasks.gsm8k import (
     LENGTH_FREE_CHARS,
     LENGTH_MAX_CHARS,
-    MAX_GRADED_CHARS,
     TASK,
-    answers_match,
-    canonical,
     gsm8k_correct,
     gsm8k_format,
     gsm8k_length_penalty,
-    normalize_answer,
     score,
 )
+from grpolab.tasks.gsm8k_answers import answers_match, canonical, normalize_answer
 from tests.conftest import SHARED_DATA as SHARED_ROOT
 
 SHARED_DATA = SHARED_ROOT / "gsm8k"
@@ -456,7 +454,7 @@ NUMBERISH = st.lists(
 @given(NUMBERISH, NUMBERISH)
 def test_last_number_from_a_tail_equals_the_whole_text(head, tail):
     text = head * (3000 // max(1, len(head)) + 1) + tail  # longer than one tail window
-    assert gsm8k._last_number(text) == gsm8k._last_number_in(text)
+    assert gsm8k_answers._last_number(text) == gsm8k_answers._last_number_in(text)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -488,8 +486,8 @@ def test_last_number_from_a_tail_equals_the_whole_text(head, tail):
     ],
 )
 def test_signs_currency_mixed_numbers_and_unreadable_first_numbers(completion, parsed):
-    strict = gsm8k.strict_value(completion)
-    assert (None if strict is None else gsm8k.canonical(strict)) == parsed
+    strict = gsm8k_answers.strict_value(completion)
+    assert (None if strict is None else gsm8k_answers.canonical(strict)) == parsed
     if parsed is not None:
         assert score(completion, {"answer": parsed}).solved
 
@@ -500,4 +498,4 @@ def test_signs_currency_mixed_numbers_and_unreadable_first_numbers(completion, p
      (float("nan"), None), (float("inf"), None), (0.1, "0.1"), (18, "18"), ("#### 18", "18")],
 )
 def test_gold_answer_of_floats_in_exponent_notation(answer, gold):
-    assert gsm8k.gold_answer(answer) == gold
+    assert gsm8k_answers.gold_answer(answer) == gold

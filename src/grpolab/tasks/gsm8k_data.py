@@ -13,6 +13,7 @@ from typing import Any
 import datasets
 
 from grpolab.errors import UserError, first_line
+from grpolab.tasks.gsm8k_answers import gold_answer
 from grpolab.tasks.gsm8k_harness import fewshot_exemplars, fewshot_prompt, fewshot_settings
 from grpolab.tasks.jsonl import read_rows
 
@@ -32,7 +33,6 @@ _ANSWER_KEYS = ("answer", "solution", "final_answer", "ground_truth")
 
 def _row_problem(record: Mapping[str, Any]) -> str | None:
     """Why a local GSM8K record is unusable, or None when it is fine."""
-    from grpolab.tasks.gsm8k import gold_answer
 
     answer = record["answer"]
     if not isinstance(record["question"], str) or not isinstance(answer, (str, int, float)):
@@ -120,7 +120,6 @@ def difficulty(solution: str) -> str:
 
 def make_row(question: str, answer: Any) -> dict[str, Any] | None:
     """One dataset row from a question and its reference answer; None when the answer has no number."""
-    from grpolab.tasks.gsm8k import gold_answer, make_prompt  # gsm8k imports this module
 
     gold = gold_answer(answer)
     if gold is None:
@@ -143,3 +142,14 @@ def reference(row: Mapping[str, Any]) -> str:
     return (
         f"{reasoning}\n<answer>{row['answer']}</answer>" if reasoning else f"<answer>{row['answer']}</answer>"
     )
+
+
+SYSTEM_PROMPT = (
+    "Solve the math word problem. Reason step by step inside <think> ... </think>, then write only the "
+    "final number inside <answer> ... </answer>, for example <answer>42</answer>."
+)
+
+
+def make_prompt(question: str) -> list[dict[str, str]]:
+    """The chat prompt: the format instructions as the system message, the problem as the user message."""
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question.strip()}]
