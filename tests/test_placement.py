@@ -107,14 +107,15 @@ def test_impossible_requests_are_one_line_errors(hardware, request_, message):
     ],
 )
 def test_detect_reads_torch_and_the_launch_environment(monkeypatch, cuda, native_bf16, env, expected):
-    emulation_asked = []
+    asked = []
 
-    def is_bf16_supported(including_emulation=True):
-        emulation_asked.append(including_emulation)
-        return native_bf16 or including_emulation  # pre-Ampere GPUs report emulated bf16 as supported
+    def properties(index):
+        asked.append(index)
+        return types.SimpleNamespace(major=8 if native_bf16 else 7)  # Ampere or newer computes in bf16
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(placement, "npu_available", lambda: False)
     for name in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED"):
@@ -122,7 +123,7 @@ def test_detect_reads_torch_and_the_launch_environment(monkeypatch, cuda, native
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert placement.detect() == expected
-    assert all(asked is False for asked in emulation_asked)
+    assert asked == ([int(env.get("LOCAL_RANK", 0))] if cuda else [])
 
 
 def test_detect_finds_an_npu_through_torch_npu(monkeypatch):

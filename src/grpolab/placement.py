@@ -163,7 +163,9 @@ def native_bf16() -> bool:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        # Device properties only: is_bf16_supported() calls current_device(), which in a launched rank
+        # (before accelerate's set_device) opens a context on GPU 0 for every rank (review F21).
+        return cuda_device_bf16(torch, int(os.environ.get("LOCAL_RANK", 0)))
     if npu_available():
         return bool(torch.npu.is_bf16_supported())
     return False

@@ -1,0 +1,84 @@
+"""The GPU-path findings of ../shared/notes/gpu-first-run-review.md, each tested at the torch boundary on the
+CPU (fake device counts, monkeypatched ``torch.cuda``), named after its finding."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import torch
+
+from grpolab import placement
+from grpolab.errors import UserError
+from grpolab.training import checkpoints, gpu_preflight
+
+
+def _cuda(monkeypatch, count: int):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_f1_one_process_with_several_gpus_is_refused_naming_ddp(monkeypatch):
+    _cuda(monkeypatch, 4)
+    with pytest.raises(UserError, match=r"--accelerate_config ddp --num_processes 4.*CUDA_VISIBLE_DEVICES=0"):
+        gpu_preflight.refuse_data_parallel(torch, launched=False)
+
+
+@pytest.mark.parametrize(("count", "launched"), [(1, False), (4, True)])
+def test_f1_one_gpu_or_a_launched_rank_passes(monkeypatch, count, launched):
+    _cuda(monkeypatch, count)
+    assert gpu_preflight.refuse_data_parallel(torch, launched=launched) is None
+
+
+def test_f1_train_preflight_refuses_before_any_weight_loads(monkeypatch):
+    from grpolab.training import grpo, recipes
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    train_args, grpo_config, model_config = recipes.parse_train_args(["--report_to", "none"])
+    _cuda(monkeypatch, 2)
+    with pytest.raises(UserError, match="2 GPUs are visible to one process"):
+        grpo.preflight(train_args, grpo_config, model_config)
+
+
+@pytest.mark.parametrize("env", [{}, {"WANDB_API_KEY": "k"}, {"WANDB_MODE": "offline"}])
+def test_f14_wandb_without_the_package_is_refused(monkeypatch, env):
+    monkeypatch.setattr(gpu_preflight.importlib.util, "find_spec", lambda name: None)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match=r"grpolab\[track\]"):
+        gpu_preflight.require_wandb(["tensorboard", "wandb"])
+
+
+def test_f14_wandb_without_a_key_is_refused_and_with_one_passes(monkeypatch, tmp_path):
+    monkeypatch.setattr(gpu_preflight.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(gpu_preflight.Path, "home", lambda: tmp_path)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    with pytest.raises(UserError, match="no WANDB_API_KEY"):
+        gpu_preflight.require_wandb(["wandb"])
+    monkeypatch.setenv("WANDB_API_KEY", "secret")
+    assert gpu_preflight.require_wandb(["wandb"]) is None
+    assert gpu_preflight.require_wandb(["tensorboard"]) is None
+
+
+def test_f16_only_rank_0_clears_an_unsaved_run(monkeypatch, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text("{}\n")
+    monkeypatch.setenv("RANK", "1")
+    assert checkpoints.clear_unsaved_run(tmp_path) == []
+    assert (tmp_path / "metrics.jsonl").is_file()
+    monkeypatch.setenv("RANK", "0")
+    assert checkpoints.clear_unsaved_run(tmp_path) == ["metrics.jsonl"]
+    assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_f21_bf16_detection_reads_the_local_ranks_properties_without_a_context(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: pytest.fail("opened a context on GPU 0"))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda **kw: pytest.fail("calls current_device"))
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: asked.append(index) or types.SimpleNamespace(major=9))
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert placement.native_bf16() is True
+    assert asked == [3]
