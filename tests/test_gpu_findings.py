@@ -82,3 +82,32 @@ def test_f21_bf16_detection_reads_the_local_ranks_properties_without_a_context(m
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert placement.native_bf16() is True
     assert asked == [3]
+
+
+class _LayerCache:
+    """A layer's keys or values that live on another device: indexing checks the index is there too."""
+
+    def __init__(self, tensor, device):
+        self.tensor, self.device, self.index_devices = tensor, torch.device(device), []
+
+    def __getitem__(self, key):
+        self.index_devices.append(key[0].device)
+        return self.tensor[: key[0].shape[0], key[1], key[2]]  # a meta index has no values to gather by
+
+
+def test_f2_eval_decoder_indexes_each_layers_cache_on_its_device():
+    from grpolab.generation import continuous_batching as cb
+
+    rows, heads, length, dim = 3, 2, 5, 4
+    on_cpu = torch.randn(rows, heads, length, dim)
+    elsewhere = _LayerCache(torch.randn(rows, heads, length, dim), "meta")  # stands for cuda:1
+    layers = [types.SimpleNamespace(keys=on_cpu, values=on_cpu), types.SimpleNamespace(keys=elsewhere,
+                                                                                      values=elsewhere)]
+    mask = torch.ones(rows, length, dtype=torch.long)
+    batch = cb._Batch([10, 11, 12], types.SimpleNamespace(layers=layers), mask, torch.arange(rows),
+                      torch.zeros(rows, 7), torch.zeros(rows, dtype=torch.long))
+    kept = cb._drop(batch, [1])
+    assert kept.rows == [10, 12]
+    assert elsewhere.index_devices == [torch.device("meta"), torch.device("meta")]
+    assert kept.cache.layers[1].keys.shape == (2, heads, length, dim)
+    assert torch.equal(kept.cache.layers[0].keys, on_cpu[[0, 2]])

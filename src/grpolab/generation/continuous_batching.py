@@ -236,7 +236,9 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
     index = torch.tensor(keep, device=batch.mask.device)
     mask = batch.mask[index]
     first = int(mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
-    layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in batch.cache.layers]
+    # A model split over devices keeps each layer's cache on that layer's device (review F2).
+    layers = [(_keep(layer.keys, index, first), _keep(layer.values, index, first))
+              for layer in batch.cache.layers]
     return _Batch(
         [batch.rows[row] for row in keep],
         _cache(layers),
@@ -245,6 +247,11 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
         batch.logits[index],
         batch.tokens[index],
     )
+
+
+def _keep(cache, index, first: int):
+    """``cache[index, :, first:]`` with ``index`` moved to the cache's device."""
+    return cache[index.to(cache.device), :, first:]
 
 
 def _merge(old: _Batch, new: _Batch) -> _Batch:
