@@ -4,6 +4,7 @@ CPU (fake device counts, monkeypatched ``torch.cuda``), named after its finding.
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 from grpolab import placement
 from grpolab.errors import UserError
 from grpolab.training import checkpoints, gpu_preflight
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _cuda(monkeypatch, count: int):
@@ -111,3 +114,23 @@ def test_f2_eval_decoder_indexes_each_layers_cache_on_its_device():
     assert elsewhere.index_devices == [torch.device("meta"), torch.device("meta")]
     assert kept.cache.layers[1].keys.shape == (2, heads, length, dim)
     assert torch.equal(kept.cache.layers[0].keys, on_cpu[[0, 2]])
+
+
+@pytest.mark.parametrize("recipe", ["gsm8k-qwen3-32b-unsloth", "gsm8k-qwen3-32b-a100"])
+def test_f4_f8_qwen3_recipes_load_without_unsloth_and_without_thinking(recipe):
+    from grpolab.training import recipes
+
+    path = REPO / "configs" / f"{recipe}.yaml"  # this checkout's recipe, not the installed package's
+    train_args, grpo_config, model_config = recipes.parse_train_args(["--config", str(path)])
+    assert train_args.use_unsloth is False
+    assert model_config.load_in_4bit is True
+    assert grpo_config.chat_template_kwargs == {"enable_thinking": False}
+
+
+def test_f4_missing_unsloth_names_the_flag_not_an_extra_that_cannot_resolve(monkeypatch):
+    from grpolab.training import quantization
+
+    monkeypatch.setattr(quantization.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="pass --use_unsloth false") as error:
+        quantization.require_package("unsloth", "use_unsloth", "unsloth")
+    assert "grpolab[unsloth]" not in str(error.value)

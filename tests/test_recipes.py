@@ -88,7 +88,7 @@ def test_reference_gsm8k_recipe_matches_the_reference_project():
         16,
         16,
         True,
-        True,
+        False,  # Unsloth does not install beside TRL 1.16 (review F4): transformers + bitsandbytes 4-bit
     )
     assert (grpo.per_device_train_batch_size, grpo.gradient_accumulation_steps, grpo.num_generations) == (
         2,
