@@ -134,3 +134,27 @@ def test_f4_missing_unsloth_names_the_flag_not_an_extra_that_cannot_resolve(monk
     with pytest.raises(UserError, match="pass --use_unsloth false") as error:
         quantization.require_package("unsloth", "use_unsloth", "unsloth")
     assert "grpolab[unsloth]" not in str(error.value)
+
+
+def _trl_vllm_range():
+    import importlib.util
+    import re
+
+    text = Path(importlib.util.find_spec("trl.import_utils").origin).read_text()
+    pattern = r'Version\("([\d.]+)"\) <= _vllm_base_version <= Version\("([\d.]+)"\)'
+    return re.search(pattern, text).groups()
+
+
+def test_f3_vllm_is_pinned_to_trls_supported_range_everywhere():
+    import tomllib
+
+    low, high = _trl_vllm_range()
+    optional = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert optional["vllm"] == [f"vllm>={low},<={high}"]
+    import yaml
+
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    for name in ("grpolab-vllm", "vllm"):  # the trainer of server mode needs vllm's client too
+        assert "vllm" in services[name]["build"]["args"]["EXTRAS"].split(","), name
+    assert services["grpolab-vllm"]["image"] == services["vllm"]["image"]
+    assert "'vllm' in os.environ['EXTRAS']" in (REPO / "Dockerfile").read_text()  # no torch 2.7.1 pin then
