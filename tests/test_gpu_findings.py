@@ -158,3 +158,33 @@ def test_f3_vllm_is_pinned_to_trls_supported_range_everywhere():
         assert "vllm" in services[name]["build"]["args"]["EXTRAS"].split(","), name
     assert services["grpolab-vllm"]["image"] == services["vllm"]["image"]
     assert "'vllm' in os.environ['EXTRAS']" in (REPO / "Dockerfile").read_text()  # no torch 2.7.1 pin then
+
+
+def _plan_of(recipe_args):
+    from grpolab.training import plan, recipes
+
+    train_args, grpo_config, model_config = recipes.parse_train_args(recipe_args)
+    shape = plan.shape_of(model_config.model_name_or_path)
+    return plan, shape, (train_args, grpo_config, model_config)
+
+
+def test_f5_24gb_plan_matches_the_reviews_21_to_23_gib_and_warns(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    recipe = str(REPO / "configs" / "gsm8k-qwen3-32b-unsloth.yaml")
+    plan, shape, args = _plan_of(["--config", recipe, "--use_unsloth", "false"])
+    parts = plan.memory_parts(shape, *args)
+    total = sum(value for key, value in parts.items() if key != "trainable") / 2**30
+    assert 21 * 0.9 <= total <= 23 * 1.1  # the review's realistic peak, within 10%
+    assert parts["weights"] / 2**30 == pytest.approx(17.9, abs=0.1)  # NF4 + constants, embeddings in bf16
+    assert parts["kv_cache"] / 2**30 == pytest.approx(2.0, abs=0.05)  # 8 rows (2 x 4 steps) x 1024 tokens
+    line = plan.memory_line(shape, *args)
+    assert line.splitlines()[1].startswith("warning          the plan is 105% of the 22.4 GiB card")
+
+
+def test_f5_a_plan_within_the_card_does_not_warn(monkeypatch):
+    recipe = str(REPO / "configs" / "gsm8k-qwen3-32b-unsloth.yaml")
+    plan, shape, args = _plan_of(["--config", recipe])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # an H200 here
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda index: types.SimpleNamespace(total_memory=141 * 2**30))
+    assert "warning" not in plan.memory_line(shape, *args)
