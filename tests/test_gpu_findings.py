@@ -188,3 +188,40 @@ def test_f5_a_plan_within_the_card_does_not_warn(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_properties",
                         lambda index: types.SimpleNamespace(total_memory=141 * 2**30))
     assert "warning" not in plan.memory_line(shape, *args)
+
+
+def test_f9_eval_loads_a_4bit_run_with_its_quantization(monkeypatch, tmp_path):
+    import json
+
+    from grpolab import models
+
+    (tmp_path / "config.yaml").write_text("load_in_4bit: true\nuse_bnb_nested_quant: true\n")
+    (tmp_path / "run_info.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct"}))
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "r": 8}))
+    loads = []
+
+    def spy(source, dtype, **kwargs):
+        loads.append((dtype, kwargs))
+        raise UserError("stop at from_pretrained")
+
+    monkeypatch.setattr(models, "check_adapter_weights", lambda adapter: None)
+    monkeypatch.setattr(models, "resolve", lambda name: name)
+    monkeypatch.setattr(models, "load_tokenizer", lambda *a, **k: None)
+    monkeypatch.setattr(models, "load_causal_lm", spy)
+    monkeypatch.setattr(placement, "detect", lambda: placement.Hardware("cuda", bf16=True))
+    with pytest.raises(UserError, match="stop at from_pretrained"):
+        models.load_for_inference(adapter=str(tmp_path))
+    [(dtype, kwargs)] = loads
+    quantization = kwargs["quantization_config"]
+    assert (quantization.load_in_4bit, quantization.bnb_4bit_quant_type) == (True, "nf4")
+    assert quantization.bnb_4bit_use_double_quant is True
+    assert quantization.bnb_4bit_compute_dtype == torch.bfloat16 and dtype == "bfloat16"
+    assert kwargs["device_map"] == {"": 0}  # one GPU, never split by "auto"
+
+
+def test_f9_a_16bit_run_loads_without_quantization(tmp_path):
+    from grpolab import models
+
+    (tmp_path / "config.yaml").write_text("load_in_4bit: false\n")
+    assert models.run_quantization(tmp_path) is None
+    assert models.run_quantization(None) is None

@@ -79,7 +79,7 @@ def test_placement_table(hardware, purpose, request_, device, device_map, dtype)
 @pytest.mark.parametrize(
     ("hardware", "request_", "message"),
     [
-        (CPU, {"quantization": "4bit"}, "load_in_4bit needs a CUDA GPU"),
+        (CPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),  # 4-bit NF4 runs on the CPU
         (NPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),
         (CUDA, {"device": "cuda", "quantization": "4bit", "dtype": "int8"}, "unknown dtype 'int8'"),
         (CPU, {"device": "cuda"}, "--device cuda: there is no cuda device here (found: cpu)"),

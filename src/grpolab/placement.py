@@ -24,10 +24,13 @@ device_map:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, replace
 
 from grpolab.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 PURPOSES = ("train", "inference", "merge")
 DEVICES = ("auto", "cpu", "cuda", "npu", "mps")
@@ -70,7 +73,10 @@ def decide(
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
     hardware = _override(hardware, device)
-    if quantization and hardware.accelerator != "cuda":
+    if quantization == "4bit" and hardware.accelerator == "cpu":
+        # bitsandbytes >= 0.48 runs NF4 on the CPU (several times slower than float32 there)
+        logger.warning("load_in_4bit on the CPU: bitsandbytes' NF4 runs, slowly; for tests and small models")
+    elif quantization and hardware.accelerator != "cuda":
         raise UserError(
             f"load_in_{quantization} needs a CUDA GPU (bitsandbytes) and none is used here; {CPU_RECIPE_HINT}"
         )
