@@ -225,3 +225,60 @@ def test_f9_a_16bit_run_loads_without_quantization(tmp_path):
     (tmp_path / "config.yaml").write_text("load_in_4bit: false\n")
     assert models.run_quantization(tmp_path) is None
     assert models.run_quantization(None) is None
+
+
+def _quantized_run(tmp_path):
+    import json
+
+    base = tmp_path / "tiny-bnb-4bit"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"quantization_config": {"load_in_4bit": True}}))
+    parent = tmp_path / "tiny"
+    parent.mkdir()
+    (parent / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_info.json").write_text(json.dumps({"base_model": str(base)}))
+    (run / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "r": 8}))
+    return base, parent, run
+
+
+def test_f7_merge_into_a_prequantized_base_is_refused_naming_the_parent(tmp_path):
+    from grpolab import merge
+
+    _, _, run = _quantized_run(tmp_path)
+    with pytest.raises(UserError, match="pre-quantized .* pass --model with its full-precision parent"):
+        merge.merge(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_f7_merge_into_the_declared_full_precision_parent_is_accepted(monkeypatch, tmp_path):
+    from grpolab import merge, models
+
+    _, parent, run = _quantized_run(tmp_path)
+    seen = {}
+
+    def spy(model, adapter, place=None, check_base=True):
+        seen.update(model=model, check_base=check_base, dtype=place.dtype, quantization=place.quantization)
+        raise UserError("stop at load")
+
+    monkeypatch.setattr(models, "check_adapter_weights", lambda adapter: None)
+    monkeypatch.setattr(models, "load_for_inference", spy)
+    monkeypatch.setattr(merge, "check_memory", lambda *args: None)
+    monkeypatch.setattr(placement, "detect", lambda: placement.Hardware("cpu"))
+    with pytest.raises(UserError, match="stop at load"):
+        merge.merge(run, tmp_path / "out", model=str(parent))
+    assert seen == {"model": str(parent), "check_base": False, "dtype": "float32", "quantization": None}
+
+
+def test_f7_another_full_precision_model_is_still_refused(tmp_path):
+    import json
+
+    from grpolab import merge
+
+    _, parent, run = _quantized_run(tmp_path)
+    for name in ("run_info.json", "adapter_config.json"):
+        (run / name).write_text(json.dumps({"base_model": str(tmp_path / "other"),
+                                            "base_model_name_or_path": str(tmp_path / "other")}))
+    with pytest.raises(UserError, match="was trained on"):
+        merge.merge(run, tmp_path / "out", model=str(parent))

@@ -341,6 +341,7 @@ def load_for_inference(
     adapter: str | None = None,
     dtype: str = "auto",
     place: placement.Placement | None = None,
+    check_base: bool = True,
 ):
     """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter.
 
@@ -348,7 +349,7 @@ def load_for_inference(
     """
     if adapter:
         base = read_run_info(adapter).base_model
-        if model:
+        if model and check_base:  # merge into a pre-quantized base's parent skips it
             check_adapter_base(adapter, model)
         check_adapter_weights(adapter)
         model = model or base
