@@ -282,3 +282,29 @@ def test_f7_another_full_precision_model_is_still_refused(tmp_path):
                                             "base_model_name_or_path": str(tmp_path / "other")}))
     with pytest.raises(UserError, match="was trained on"):
         merge.merge(run, tmp_path / "out", model=str(parent))
+
+
+def _model_on(device: str, layers: int, kv_heads: int, head_dim: int):
+    config = types.SimpleNamespace(num_key_value_heads=kv_heads, num_attention_heads=64, head_dim=head_dim,
+                                   hidden_size=5120, num_hidden_layers=layers)
+    return types.SimpleNamespace(device=torch.device(device), dtype=torch.bfloat16, config=config)
+
+
+def test_f6_eval_batch_is_sized_from_the_models_cache_and_free_memory(monkeypatch):
+    from grpolab.generation import continuous_batching as cb
+
+    model = _model_on("cuda:0", layers=64, kv_heads=8, head_dim=128)  # Qwen3-32B: 256 KiB per token
+    free = 4 * 2**30  # what a 24 GB card has left beside the 4-bit 32B weights
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free, 24 * 2**30))
+    row = 2 * 64 * 8 * 128 * 2 * 1024
+    assert cb.fitting_batch_size(model, 1024) == int(free * 0.5 // (2 * row)) == 4
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (100 * 2**30, 141 * 2**30))
+    assert cb.fitting_batch_size(model, 1024) == 32
+    assert cb.fitting_batch_size(_model_on("cpu", 64, 8, 128), 1024) == 128
+
+
+def test_f6_vllm_engine_is_given_the_context_eval_needs():
+    from grpolab.generation import vllm
+    from grpolab.generation.settings import GenerationSettings
+
+    assert vllm.max_model_len(GenerationSettings(max_new_tokens=512)) == 1024
