@@ -308,3 +308,15 @@ def test_f6_vllm_engine_is_given_the_context_eval_needs():
     from grpolab.generation.settings import GenerationSettings
 
     assert vllm.max_model_len(GenerationSettings(max_new_tokens=512)) == 1024
+
+
+@pytest.mark.parametrize(("stage", "peft", "expected"),
+                         [("3", True, {"use_reentrant": True}), ("2", True, None), ("3", False, None)])
+def test_f11_sft_under_zero3_with_lora_checkpoints_reentrantly(monkeypatch, stage, peft, expected):
+    from grpolab.training import sft
+
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", stage)
+    config = types.SimpleNamespace(deepspeed=None, activation_checkpointing=True,
+                                   activation_checkpointing_kwargs=None)
+    sft.reentrant_checkpointing_under_zero3(config, types.SimpleNamespace(use_peft=peft))
+    assert config.activation_checkpointing_kwargs == expected
