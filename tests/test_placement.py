@@ -443,6 +443,8 @@ def test_unsloth_gets_the_recipes_context_seed_and_checkpointing(
         [
             "--config",
             recipe,
+            "--use_unsloth",  # the recipes ship without Unsloth (it does not install beside TRL 1.16)
+            "true",
             "--model_name_or_path",
             str(tiny_model_dir),
             "--output_dir",
@@ -477,8 +479,8 @@ def test_max_seq_length_must_leave_room_for_the_prompt():
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--config", "gsm8k-qwen3-32b-unsloth"], True),
-        (["--config", "gsm8k-qwen3-32b-unsloth", "--dry_run"], False),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true"], True),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true", "--dry_run"], False),
         (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "false"], False),
         (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth=false"], False),
         (["--use_unsloth"], True),
@@ -501,7 +503,7 @@ def test_train_imports_unsloth_before_the_parser_imports_trl(monkeypatch):
         raise UserError("stop here")
 
     monkeypatch.setattr(recipes, "parse_train_args", parse)
-    assert main(["train", "--config", "gsm8k-qwen3-32b-unsloth"]) == 2
+    assert main(["train", "--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true"]) == 2
     assert order == ["unsloth", "trl"]
 
 
