@@ -34,8 +34,10 @@ WORKDIR /opt/grpolab
 
 # Dependencies first, from pyproject.toml alone, so editing the source does not reinstall them.
 COPY pyproject.toml README.md ./
-RUN python -c "import importlib.metadata as m; print('torch==' + m.version('torch').split('+')[0])" \
-        > /tmp/constraints.txt \
+# vLLM pins its own torch (0.22-0.31 need a newer one than this base's 2.7.1, which admits only vLLM 0.10):
+# an image with the vllm extra lets vLLM choose torch (review F3); every other image keeps the base's.
+RUN python -c "import importlib.metadata as m, os; vllm = 'vllm' in os.environ['EXTRAS'].split(','); \
+print('' if vllm else 'torch==' + m.version('torch').split('+')[0])" > /tmp/constraints.txt \
     && python -c "import sys, tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
 extras = [name for name in sys.argv[1].split(',') if name]; \
 print(*project['dependencies'], *(req for name in extras for req in project['optional-dependencies'][name]), sep='\n')" \

@@ -79,7 +79,7 @@ def test_placement_table(hardware, purpose, request_, device, device_map, dtype)
 @pytest.mark.parametrize(
     ("hardware", "request_", "message"),
     [
-        (CPU, {"quantization": "4bit"}, "load_in_4bit needs a CUDA GPU"),
+        (CPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),  # 4-bit NF4 runs on the CPU
         (NPU, {"quantization": "8bit"}, "load_in_8bit needs a CUDA GPU"),
         (CUDA, {"device": "cuda", "quantization": "4bit", "dtype": "int8"}, "unknown dtype 'int8'"),
         (CPU, {"device": "cuda"}, "--device cuda: there is no cuda device here (found: cpu)"),
@@ -107,14 +107,15 @@ def test_impossible_requests_are_one_line_errors(hardware, request_, message):
     ],
 )
 def test_detect_reads_torch_and_the_launch_environment(monkeypatch, cuda, native_bf16, env, expected):
-    emulation_asked = []
+    asked = []
 
-    def is_bf16_supported(including_emulation=True):
-        emulation_asked.append(including_emulation)
-        return native_bf16 or including_emulation  # pre-Ampere GPUs report emulated bf16 as supported
+    def properties(index):
+        asked.append(index)
+        return types.SimpleNamespace(major=8 if native_bf16 else 7)  # Ampere or newer computes in bf16
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", properties)
+    monkeypatch.setattr(torch.version, "hip", None)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     monkeypatch.setattr(placement, "npu_available", lambda: False)
     for name in ("LOCAL_RANK", "WORLD_SIZE", "ACCELERATE_USE_DEEPSPEED"):
@@ -122,7 +123,7 @@ def test_detect_reads_torch_and_the_launch_environment(monkeypatch, cuda, native
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert placement.detect() == expected
-    assert all(asked is False for asked in emulation_asked)
+    assert asked == ([int(env.get("LOCAL_RANK", 0))] if cuda else [])
 
 
 def test_detect_finds_an_npu_through_torch_npu(monkeypatch):
@@ -442,6 +443,8 @@ def test_unsloth_gets_the_recipes_context_seed_and_checkpointing(
         [
             "--config",
             recipe,
+            "--use_unsloth",  # the recipes ship without Unsloth (it does not install beside TRL 1.16)
+            "true",
             "--model_name_or_path",
             str(tiny_model_dir),
             "--output_dir",
@@ -476,8 +479,8 @@ def test_max_seq_length_must_leave_room_for_the_prompt():
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--config", "gsm8k-qwen3-32b-unsloth"], True),
-        (["--config", "gsm8k-qwen3-32b-unsloth", "--dry_run"], False),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true"], True),
+        (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true", "--dry_run"], False),
         (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "false"], False),
         (["--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth=false"], False),
         (["--use_unsloth"], True),
@@ -500,7 +503,7 @@ def test_train_imports_unsloth_before_the_parser_imports_trl(monkeypatch):
         raise UserError("stop here")
 
     monkeypatch.setattr(recipes, "parse_train_args", parse)
-    assert main(["train", "--config", "gsm8k-qwen3-32b-unsloth"]) == 2
+    assert main(["train", "--config", "gsm8k-qwen3-32b-unsloth", "--use_unsloth", "true"]) == 2
     assert order == ["unsloth", "trl"]
 
 

@@ -86,9 +86,18 @@ def merge(
     )
 
     out = Path(out).expanduser()
-    base_name = model or read_run_info(adapter).base_model
-    if model:  # a refusal comes before any model is fetched or converted
+    trained_on = read_run_info(adapter).base_model
+    base_name = model or trained_on
+    # A run on a pre-quantized 4-bit base merges into that base's full-precision parent (review F7).
+    parent = bool(model) and is_prequantized(trained_on) and not is_prequantized(model)
+    if model and not parent:  # a refusal comes before any model is fetched or converted
         check_adapter_base(adapter, model)
+    if is_prequantized(base_name):
+        raise UserError(
+            f"'{base_name}' is a pre-quantized (bitsandbytes) checkpoint: merging would re-quantize the "
+            "weights and lose most of the adapter; pass --model with its full-precision parent "
+            "(e.g. Qwen/Qwen3-32B for unsloth/Qwen3-32B-unsloth-bnb-4bit)"
+        )
     check_adapter_weights(adapter)
     check_target(out, force, protected=[Path(adapter)])
     source = resolve(base_name)
@@ -99,7 +108,8 @@ def merge(
     atol = _check_atol(atol, place.dtype)
     check_memory(base_name, source, place)
     logger.info("Loading the base model and the adapter %s ...", adapter)
-    peft_model, tokenizer, base_name = load_for_inference(model, str(adapter), place=place)
+    peft_model, tokenizer, base_name = load_for_inference(model, str(adapter), place=place,
+                                                           check_base=not parent)
     batch = probe_batch(tokenizer)
     reference = probe_logits(peft_model, batch)
     with peft_model.disable_adapter():
@@ -127,6 +137,16 @@ def _check_atol(atol: float | None, dtype: str) -> float:
     if not atol >= 0:
         raise UserError(f"--atol must be a number >= 0, got {atol}")
     return atol
+
+
+def is_prequantized(name: str) -> bool:
+    """A checkpoint saved with bitsandbytes weights: its config.json has a quantization_config (a local
+    directory), or its hub name says bnb-4bit/8bit (read offline, before anything is fetched)."""
+    config = Path(name).expanduser() / "config.json"
+    if config.is_file():
+        return "quantization_config" in json.loads(config.read_text())
+    lowered = name.lower()
+    return "bnb-4bit" in lowered or "bnb-8bit" in lowered
 
 
 def checkpoint_dtype(source: str) -> str | None:

@@ -311,11 +311,37 @@ def run_load_options(adapter_dir: str | Path | None) -> dict:
     return load_options(yaml.safe_load(path.read_text()) or {})
 
 
+def run_quantization(adapter_dir: str | Path | None) -> dict | None:
+    """The bitsandbytes settings a run trained with (its config.yaml), so that eval, chat and probe load its
+    base the same way, not in 16-bit (review F9); None for a run without 4-bit/8-bit or a plain adapter."""
+    path = Path(adapter_dir) / "config.yaml" if adapter_dir else None
+    if path is None or not path.is_file():
+        return None
+    import yaml
+
+    config = yaml.safe_load(path.read_text()) or {}
+    if config.get("load_in_4bit"):
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": config.get("bnb_4bit_quant_type") or "nf4",
+                "bnb_4bit_use_double_quant": bool(config.get("use_bnb_nested_quant"))}
+    if config.get("load_in_8bit"):
+        return {"load_in_8bit": True}
+    return None
+
+
+def bnb_config(settings: dict, dtype: str):
+    """transformers' BitsAndBytesConfig for ``run_quantization`` settings, computing in ``dtype``."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(**settings, bnb_4bit_compute_dtype=getattr(torch, dtype))
+
+
 def load_for_inference(
     model: str | None = None,
     adapter: str | None = None,
     dtype: str = "auto",
     place: placement.Placement | None = None,
+    check_base: bool = True,
 ):
     """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter.
 
@@ -323,7 +349,7 @@ def load_for_inference(
     """
     if adapter:
         base = read_run_info(adapter).base_model
-        if model:
+        if model and check_base:  # merge into a pre-quantized base's parent skips it
             check_adapter_base(adapter, model)
         check_adapter_weights(adapter)
         model = model or base
@@ -333,6 +359,11 @@ def load_for_inference(
         )
     source = resolve(model)
     options = run_load_options(adapter)
+    quantized = run_quantization(adapter) if place is None else None
+    if quantized:
+        bits = "4bit" if quantized.get("load_in_4bit") else "8bit"
+        place = placement.decide(placement.detect(), "inference", dtype, quantization=bits)
+        options["quantization_config"] = bnb_config(quantized, place.dtype)
     place = place or placement.decide(placement.detect(), "inference", dtype)
     logger.info("Loading %s on %s ...", model, place.describe())
     tokenizer = load_tokenizer(

@@ -24,10 +24,13 @@ device_map:
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass, replace
 
 from grpolab.errors import UserError
+
+logger = logging.getLogger(__name__)
 
 PURPOSES = ("train", "inference", "merge")
 DEVICES = ("auto", "cpu", "cuda", "npu", "mps")
@@ -70,7 +73,10 @@ def decide(
     if purpose not in PURPOSES:
         raise ValueError(f"purpose {purpose!r} is not one of {PURPOSES}")
     hardware = _override(hardware, device)
-    if quantization and hardware.accelerator != "cuda":
+    if quantization == "4bit" and hardware.accelerator == "cpu":
+        # bitsandbytes >= 0.48 runs NF4 on the CPU (several times slower than float32 there)
+        logger.warning("load_in_4bit on the CPU: bitsandbytes' NF4 runs, slowly; for tests and small models")
+    elif quantization and hardware.accelerator != "cuda":
         raise UserError(
             f"load_in_{quantization} needs a CUDA GPU (bitsandbytes) and none is used here; {CPU_RECIPE_HINT}"
         )
@@ -163,7 +169,9 @@ def native_bf16() -> bool:
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        # Device properties only: is_bf16_supported() calls current_device(), which in a launched rank
+        # (before accelerate's set_device) opens a context on GPU 0 for every rank (review F21).
+        return cuda_device_bf16(torch, int(os.environ.get("LOCAL_RANK", 0)))
     if npu_available():
         return bool(torch.npu.is_bf16_supported())
     return False

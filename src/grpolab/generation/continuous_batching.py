@@ -57,6 +57,24 @@ def default_batch_size(device) -> int:
     return CPU_BATCH_SIZE if torch.device(device).type == "cpu" else ACCELERATOR_BATCH_SIZE
 
 
+def fitting_batch_size(model, tokens_per_row: int) -> int:
+    """At most ``ACCELERATOR_BATCH_SIZE`` rows whose key/value cache fits in half the GPU's free memory,
+    counted twice: ``_merge``/``_drop`` copy the whole cache for a moment (review F6). The CPU default
+    elsewhere."""
+    import torch
+
+    device = model.device
+    if torch.device(device).type != "cuda":
+        return default_batch_size(device)
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    element = torch.finfo(model.dtype).bits // 8 if model.dtype.is_floating_point else 2
+    row_bytes = 2 * config.num_hidden_layers * heads * head_dim * element * tokens_per_row
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return max(1, min(ACCELERATOR_BATCH_SIZE, int(free * 0.5 // (2 * row_bytes))))
+
+
 def generate_stream(model, tokenizer, chats: Sequence[list[dict[str, str]]], settings: GenerationSettings,
                     num_return_sequences: int = 1, batch_size: int | None = None
                     ) -> Iterator[tuple[int, list[str], list[int]]]:
@@ -78,7 +96,8 @@ def generate_stream(model, tokenizer, chats: Sequence[list[dict[str, str]]], set
         for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
         for _ in range(num_return_sequences)
     ]
-    batch_size = batch_size or default_batch_size(model.device)
+    longest = max((len(ids) for ids in prompts), default=0) + settings.max_new_tokens
+    batch_size = batch_size or fitting_batch_size(model, longest)
     decoder = _Decoder(model, tokenizer, settings, prompts)
     done: dict[int, list[int]] = {}  # chat -> finished sequence ids
     for sequence in decoder.run(batch_size):
@@ -236,7 +255,9 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
     index = torch.tensor(keep, device=batch.mask.device)
     mask = batch.mask[index]
     first = int(mask.any(dim=0).int().argmax())  # leading columns that are padding in every row
-    layers = [(layer.keys[index, :, first:], layer.values[index, :, first:]) for layer in batch.cache.layers]
+    # A model split over devices keeps each layer's cache on that layer's device (review F2).
+    layers = [(_keep(layer.keys, index, first), _keep(layer.values, index, first))
+              for layer in batch.cache.layers]
     return _Batch(
         [batch.rows[row] for row in keep],
         _cache(layers),
@@ -245,6 +266,11 @@ def _drop(batch: _Batch, rows: Sequence[int]) -> _Batch | None:
         batch.logits[index],
         batch.tokens[index],
     )
+
+
+def _keep(cache, index, first: int):
+    """``cache[index, :, first:]`` with ``index`` moved to the cache's device."""
+    return cache[index.to(cache.device), :, first:]
 
 
 def _merge(old: _Batch, new: _Batch) -> _Batch:

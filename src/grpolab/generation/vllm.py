@@ -39,6 +39,13 @@ def engine_options() -> dict[str, object]:
     return {} if torch.cuda.is_available() else {"dtype": "float32", "enforce_eager": True}
 
 
+def max_model_len(settings: GenerationSettings) -> int:
+    """Prompt budget plus the completion: the context a row of eval needs (training's context too)."""
+    from grpolab.training.args import PROMPT_BUDGET
+
+    return PROMPT_BUDGET + settings.max_new_tokens
+
+
 def sampling_params(settings: GenerationSettings, k: int, seed: int):
     from vllm import SamplingParams
 
@@ -70,6 +77,9 @@ def generate_stream(
         seed=seed,
         enable_lora=adapter is not None,
         max_lora_rank=lora_rank(adapter) if adapter else 16,
+        # Without it vLLM sizes its cache for the model's whole context (Qwen3: 40,960) and, next to a
+        # 32B model's weights on 24 GB, refuses to start (review F6).
+        max_model_len=max_model_len(settings),
         **engine_options(),
     )
     request = LoRARequest("adapter", 1, str(adapter)) if adapter else None

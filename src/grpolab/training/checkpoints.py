@@ -112,12 +112,14 @@ def clear_unsaved_run(output_dir: Path) -> list[str]:
     Only called when resuming finds no complete checkpoint and no adapter: no weights are lost, and the
     logs would otherwise gain a second step 1. Returns the names removed.
     """
+    if int(os.environ.get("RANK", 0)) != 0:  # every rank resumes; one deletes (review F16)
+        return []
     removed = [name for name in _RUN_FILES if (output_dir / name).is_file()]
     for name in removed:
-        (output_dir / name).unlink()
+        (output_dir / name).unlink(missing_ok=True)
     for child in output_dir.glob("checkpoint-*"):
         if child.is_dir() and _CHECKPOINT.match(child.name) and not is_complete(child):
-            shutil.rmtree(child)
+            shutil.rmtree(child, ignore_errors=True)
             removed.append(child.name)
     return removed
 

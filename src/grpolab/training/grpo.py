@@ -109,8 +109,13 @@ def quantization_config(model_config, place: placement.Placement):
 
 def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
-    from grpolab.training import quantization
+    import torch
 
+    from grpolab.training import gpu_preflight, quantization
+    from grpolab.training.distributed import inside_launch
+
+    gpu_preflight.refuse_data_parallel(torch, inside_launch())
+    gpu_preflight.require_wandb(getattr(grpo_config, "report_to", None))
     if getattr(grpo_config, "use_vllm", False):
         quantization.require_package("vllm", "use_vllm", "vllm")
     if train_args.use_unsloth:

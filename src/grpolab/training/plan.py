@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab import models
-from grpolab.training.args import context_length
+from grpolab.training.args import PROMPT_BUDGET, context_length
 
 
 @dataclass(frozen=True)
@@ -23,12 +23,15 @@ class Shape:
     intermediate: int
     kv_heads_dim: int  # num_key_value_heads * head_dim
     vocab: int
+    embeddings: float = 0.0  # embed_tokens + lm_head parameters: kept in 16-bit under 4-bit/8-bit loading
+    query_dim: int = 0  # num_attention_heads * head_dim when it differs from hidden (Qwen3-32B: 8192)
 
 
 # Architectures of the reference recipes' models, for planning without network access.
 KNOWN_SHAPES: dict[str, Shape] = {
-    "qwen/qwen3-32b": Shape(32.8e9, 5120, 64, 25600, 8 * 128, 151936),
-    "unsloth/qwen3-32b-unsloth-bnb-4bit": Shape(32.8e9, 5120, 64, 25600, 8 * 128, 151936),
+    "qwen/qwen3-32b": Shape(32.8e9, 5120, 64, 25600, 8 * 128, 151936, 2 * 151936 * 5120, 64 * 128),
+    "unsloth/qwen3-32b-unsloth-bnb-4bit": Shape(32.8e9, 5120, 64, 25600, 8 * 128, 151936, 2 * 151936 * 5120,
+                                                64 * 128),
     "qwen/qwen2.5-3b-instruct": Shape(3.09e9, 2048, 36, 11008, 2 * 128, 151936),
     "qwen/qwen2.5-7b-instruct": Shape(7.62e9, 3584, 28, 18944, 4 * 128, 152064),
 }
@@ -67,19 +70,20 @@ def _shape_from_config(config: dict) -> Shape:
     heads = config.get("num_attention_heads", 1)
     head_dim = config.get("head_dim") or hidden // heads
     kv = config.get("num_key_value_heads", heads) * head_dim
-    per_layer = hidden * hidden * 2 + hidden * kv * 2 + 3 * hidden * intermediate
+    query = heads * head_dim
+    per_layer = hidden * query * 2 + hidden * kv * 2 + 3 * hidden * intermediate
     embeddings = vocab * hidden * (1 if config.get("tie_word_embeddings") else 2)
-    return Shape(per_layer * layers + embeddings, hidden, layers, intermediate, kv, vocab)
+    return Shape(per_layer * layers + embeddings, hidden, layers, intermediate, kv, vocab, embeddings, query)
 
 
 def lora_parameters(shape: Shape, rank: int, targets) -> float:
     """r * (in + out) for each targeted projection in every layer ('all-linear' = all seven)."""
-    h, i, kv = shape.hidden, shape.intermediate, shape.kv_heads_dim
+    h, i, kv, q = shape.hidden, shape.intermediate, shape.kv_heads_dim, shape.query_dim or shape.hidden
     sizes = {
-        "q_proj": (h, h),
+        "q_proj": (h, q),
         "k_proj": (h, kv),
         "v_proj": (h, kv),
-        "o_proj": (h, h),
+        "o_proj": (q, h),
         "gate_proj": (h, i),
         "up_proj": (h, i),
         "down_proj": (i, h),
@@ -159,10 +163,30 @@ def continued_adapter(train_args) -> dict | None:
         return {}
 
 
-def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> str:
-    if shape is None:
-        return "memory           unknown (model shape not known offline; give a local path to estimate)"
-    weights = shape.parameters * bytes_per_weight(model_config, grpo_config)
+# NF4 with double quantisation: one 8-bit absmax per 64 weights, its fp32 scale per 256 blocks (~3%).
+NF4_BYTES, INT8_BYTES = 0.5 * 1.03, 1.0 * 1.02
+CUDA_CONTEXT = 0.8 * 2**30  # CUDA context, cuBLAS workspace, allocator slack (0.7-1.5 GiB measured elsewhere)
+# Cards the GPU recipes are written for, in GiB as the driver reports them, for the dry run's warning.
+RECIPE_CARDS = {"gsm8k-qwen3-32b-unsloth": 24e9 / 2**30, "gsm8k-qwen3-32b-a100": 80e9 / 2**30}
+
+
+def weight_bytes(shape: Shape, model_config, grpo_config) -> float:
+    """Storage of the weights: 4-bit/8-bit linears with their quantisation constants, while bitsandbytes
+    keeps the embeddings and the LM head in 16-bit."""
+    if not (model_config.load_in_4bit or model_config.load_in_8bit):
+        return shape.parameters * bytes_per_weight(model_config, grpo_config)
+    linear = shape.parameters - shape.embeddings
+    return linear * (NF4_BYTES if model_config.load_in_4bit else INT8_BYTES) + shape.embeddings * 2
+
+
+def on_accelerator(grpo_config, model_config) -> bool:
+    """A recipe for a GPU (bf16 or bitsandbytes): TRL's fused LM head runs there, no full logits exist."""
+    return bool(grpo_config.bf16 or model_config.load_in_4bit or model_config.load_in_8bit)
+
+
+def memory_parts(shape: Shape, train_args, grpo_config, model_config) -> dict[str, float]:
+    """Bytes per device, by what holds them, at the peak of one GRPO step."""
+    weights = weight_bytes(shape, model_config, grpo_config)
     adapter = continued_adapter(train_args)
     trainable = (
         lora_parameters(shape, model_config.lora_r, model_config.lora_target_modules)
@@ -171,24 +195,59 @@ def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> s
         if adapter is not None
         else shape.parameters
     )
-    optimizer = trainable * (
-        4 + (2 if "8bit" in str(grpo_config.optim) else 8)
-    )  # weights' grads + AdamW moments
-    tokens = grpo_config.per_device_train_batch_size * context_length(train_args, grpo_config)
+    optimizer = trainable * (4 + (2 if "8bit" in str(grpo_config.optim).lower() else 8))  # grads + moments
+    # A GRPO row is a prompt (its budget) plus a completion; max_seq_length only caps it.
+    context = min(context_length(train_args, grpo_config), PROMPT_BUDGET + grpo_config.max_completion_length)
     act_bytes = 2 if grpo_config.bf16 else 4
-    per_layer = tokens * shape.hidden * act_bytes * (2 if grpo_config.activation_checkpointing else 16)
-    activations = (
-        per_layer * (1 if grpo_config.activation_checkpointing else shape.layers) + tokens * shape.vocab * 4
-    )
-    kv_cache = 2 * shape.layers * tokens * shape.kv_heads_dim * act_bytes
-    total = weights + optimizer + activations + kv_cache
+    gpu = on_accelerator(grpo_config, model_config)
+    tokens = grpo_config.per_device_train_batch_size * context  # one training micro-batch
+    # One layer's forward intermediates (attention + MLP), kept by every layer without checkpointing and
+    # recomputed for one layer at a time with it, which also keeps each layer's input hidden state.
+    layer = tokens * (10 * shape.hidden + 4 * shape.intermediate) * act_bytes
+    if grpo_config.activation_checkpointing:
+        activations = layer + shape.layers * tokens * shape.hidden * act_bytes
+    else:
+        activations = layer * shape.layers
+    if not gpu:
+        activations += tokens * shape.vocab * 4  # fp32 logits of the whole micro-batch
+    if model_config.load_in_4bit or model_config.load_in_8bit:
+        activations += shape.hidden * shape.intermediate * 2  # one dequantised weight at a time
+    # TRL generates per_device x steps_per_generation rows in one generate() call.
+    steps_per_generation = getattr(grpo_config, "steps_per_generation", None) or getattr(
+        grpo_config, "gradient_accumulation_steps", 1)
+    rows = grpo_config.per_device_train_batch_size * steps_per_generation
+    kv_cache = 2 * shape.layers * rows * context * shape.kv_heads_dim * act_bytes
     reference = weights if grpo_config.beta > 0 and not model_config.use_peft else 0
-    return (
-        f"memory (rough)   {_gib(total + reference)} per device: weights {_gib(weights)}, "
-        f"trainable {trainable / 1e6:.1f}M params + optimizer {_gib(optimizer)}, activations "
-        f"{_gib(activations)}, "
-        f"KV cache {_gib(kv_cache)}"
+    return {"weights": weights, "optimizer": optimizer, "activations": activations, "kv_cache": kv_cache,
+            "reference": reference, "cuda_context": CUDA_CONTEXT if gpu else 0.0, "trainable": trainable}
+
+
+def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> str:
+    if shape is None:
+        return "memory           unknown (model shape not known offline; give a local path to estimate)"
+    parts = memory_parts(shape, train_args, grpo_config, model_config)
+    total = sum(value for key, value in parts.items() if key != "trainable")
+    line = (
+        f"memory (rough)   {_gib(total)} per device: weights {_gib(parts['weights'])}, "
+        f"trainable {parts['trainable'] / 1e6:.1f}M params + optimizer {_gib(parts['optimizer'])}, "
+        f"activations {_gib(parts['activations'])}, KV cache {_gib(parts['kv_cache'])}"
+        + (f", CUDA context {_gib(parts['cuda_context'])}" if parts["cuda_context"] else "")
     )
+    card = card_gib(grpo_config)
+    if card and total > 0.9 * card * 2**30:
+        line += (f"\nwarning          the plan is {total / 2**30 / card:.0%} of the {card:.1f} GiB card this "
+                 "recipe is for: expect OOM; lower per_device_train_batch_size or max_completion_length")
+    return line
+
+
+def card_gib(grpo_config) -> float | None:
+    """The GPU memory to compare with: this machine's first GPU, else the card the recipe names."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory / 2**30
+    recipe = Path(str(getattr(grpo_config, "grpolab_recipe", "") or "")).stem
+    return RECIPE_CARDS.get(recipe)
 
 
 def sft_plan_lines(train_args, sft_config, model_config) -> list[str]:

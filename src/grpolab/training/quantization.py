@@ -24,6 +24,9 @@ def require_cuda(feature: str) -> None:
 
 def require_package(module: str, feature: str, extra: str) -> None:
     if importlib.util.find_spec(module) is None:
+        if module == "unsloth":  # its releases pin trl<=1.15, so the extra cannot resolve (review F4)
+            raise UserError("use_unsloth needs the package 'unsloth', which does not install beside TRL 1.16 "
+                            "yet: pass --use_unsloth false (transformers + bitsandbytes 4-bit)")
         raise UserError(f"{feature} needs the package '{module}': pip install 'grpolab[{extra}]'")
 
 

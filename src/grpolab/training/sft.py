@@ -75,6 +75,7 @@ def build_trainer(train_args, sft_config, model_config, callbacks=()):
     from grpolab.training.callbacks import ProgressLine, RunLogger
 
     grpo.preflight(train_args, sft_config, model_config)
+    reentrant_checkpointing_under_zero3(sft_config, model_config)
     dataset = reference_dataset(train_args, sft_config.seed)
     model_kwargs = grpo.model_arguments(train_args, sft_config, model_config)
     run_logger = RunLogger(sft_config.output_dir, plot=train_args.plot, curve=plots.loss_curve,
@@ -85,6 +86,19 @@ def build_trainer(train_args, sft_config, model_config, callbacks=()):
                            callbacks=[run_logger, *callbacks])
     grpo.use_progress_line(trainer, ProgressLine("sft"))
     return trainer
+
+
+def reentrant_checkpointing_under_zero3(sft_config, model_config) -> None:
+    """PEFT + ZeRO-3 + activation checkpointing needs reentrant checkpointing (trl#2514: the recomputed
+    partition has shape [0]). TRL's SFTTrainer writes it to ``gradient_checkpointing_kwargs``, which
+    transformers 5.24's Trainer no longer reads (review F11), so it is set under the name it reads."""
+    import os
+
+    stage = os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    zero3 = stage == "3" or "zero3" in str(sft_config.deepspeed or "")
+    if zero3 and model_config.use_peft and sft_config.activation_checkpointing:
+        sft_config.activation_checkpointing_kwargs = {
+            **(sft_config.activation_checkpointing_kwargs or {}), "use_reentrant": True}
 
 
 def sft(train_args, sft_config, model_config) -> Path:
