@@ -32,7 +32,7 @@ def modules() -> dict[str, Path]:
 
 
 def imported(tree: ast.AST, name: str, is_package: bool, known: set[str]) -> set[str]:
-    """The grpolab modules a module imports anywhere in its body (``from m import x`` names m.x if a module)."""
+    """The grpolab modules a module imports anywhere in its body (``from m import x``: m.x if a module)."""
     found = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -43,7 +43,9 @@ def imported(tree: ast.AST, name: str, is_package: bool, known: set[str]) -> set
                 package = name.split(".") if is_package else name.split(".")[:-1]
                 package = package[: len(package) - (node.level - 1)]
                 base = ".".join([*package, base] if base else package)
-            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
+            targets = [
+                f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -115,7 +117,9 @@ def test_the_graph_reader_sees_function_level_imports_and_circles():
 
 def test_the_graph_covers_the_package():
     graph = import_graph()
-    assert {"grpolab.cli", "grpolab.tasks.gsm8k", "grpolab.training.grpo", "grpolab.generation.hf"} <= set(graph)
+    assert {"grpolab.cli", "grpolab.tasks.gsm8k", "grpolab.training.grpo", "grpolab.generation.hf"} <= set(
+        graph
+    )
     assert "grpolab.tasks.base" in graph["grpolab.tasks.gsm8k"]
 
 

@@ -6,6 +6,7 @@ parses them back with TRL's parser (``grpolab.arguments``). Torch-free, so ``--h
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,9 +84,7 @@ class EvalConfig:
         if self.backend not in BACKENDS:
             raise UserError(f"--backend must be transformers, vllm or openai, got {self.backend!r}")
         if self.backend == "openai" or self.base_url is not None:
-            from grpolab.generation.openai import validate
-
-            validate(self)
+            check_server_flags(self)
         for flag, value in (
             ("--num", self.num),
             ("--k", self.k),
@@ -209,3 +208,27 @@ def _weights(value: list[float] | str | None) -> list[float] | None:
         raise UserError(
             f"--reward_weights must be numbers separated by commas, like 1,0.2; got {value!r}"
         ) from None
+
+
+def check_server_flags(config: EvalConfig) -> None:
+    """The openai backend's flags, checked when the EvalConfig is built."""
+    if config.backend != "openai":
+        raise UserError(f"--base_url is for --backend openai (got --backend {config.backend}): add "
+                        "--backend openai, or drop --base_url")
+    if not config.base_url:
+        raise UserError("--backend openai needs --base_url, the server's OpenAI API root, "
+                        "e.g. --base_url http://127.0.0.1:8000/v1")
+    parts = urllib.parse.urlsplit(config.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"--base_url must be an http(s) URL like http://127.0.0.1:8000/v1, "
+                        f"got {config.base_url!r}")
+    if parts.username or parts.password:
+        raise UserError("--base_url must not hold credentials (they would be written to eval_config.json): "
+                        "put the key in an environment variable and name it with --api_key_env")
+    if config.adapter:
+        raise UserError("--adapter is for local backends: serve the adapter (vllm serve BASE --enable-lora "
+                        "--lora-modules NAME=ADAPTER_DIR) and pass --model NAME, with --task if not arith")
+    if config.concurrency < 1:
+        raise UserError(f"--concurrency must be 1 or more, got {config.concurrency}")
+    if not config.timeout > 0:
+        raise UserError(f"--timeout must be more than 0 seconds, got {config.timeout}")

@@ -42,7 +42,8 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
     if config.backend == "openai":
         from grpolab.generation.openai import resolve_served_model
 
-        return replace(config, model=resolve_served_model(config), task=config.task or DEFAULT_TASK)
+        model = resolve_served_model(server_client(config), config.model)
+        return replace(config, model=model, task=config.task or DEFAULT_TASK)
     if not config.adapter:
         return replace(config, model=config.model or models.DEFAULT_MODEL, task=config.task or DEFAULT_TASK)
     info = models.read_run_info(config.adapter)
@@ -138,8 +139,6 @@ def evaluate(
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
     if todo and config.backend == "openai":
-        from grpolab.generation.openai import run_items_openai
-
         run_items_openai(task, dataset, todo, config, out / SAMPLES, progress)
     elif todo and config.backend == "vllm":
         run_items_vllm(task, dataset, todo, config, out / SAMPLES)
@@ -153,3 +152,41 @@ def evaluate(
     metrics = {"name": config.name, **summarize(records), "config": asdict(config)}
     write_results(out, metrics)
     return out, metrics
+
+
+def server_client(config: EvalConfig):
+    """The OpenAI-compatible client for ``--backend openai``, built from the flags' plain values."""
+    from grpolab.generation.openai import ChatClient
+
+    return ChatClient(config.base_url.rstrip("/"), config.api_key_env, config.timeout)
+
+
+def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
+                     progress: bool = True) -> None:
+    """As ``runner.run_items``, with the server generating; each item is appended when its reply is in."""
+    from tqdm.auto import tqdm
+
+    from grpolab.generation.openai import check_model, generate_stream
+
+    client = server_client(config)
+    check_model(client, config.model)
+    chats = [dataset[index]["prompt"] for index in indices]
+    stream = generate_stream(
+        client, config.model, chats, config.settings(), config.k, config.seed, config.concurrency
+    )
+    with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
+        for position, choices in stream:
+            index = indices[position]
+            append_samples(
+                samples_path,
+                score_item(
+                    task,
+                    dataset[index],
+                    index,
+                    [c.text for c in choices],
+                    [c.tokens for c in choices],
+                    config.max_new_tokens,
+                    [c.truncated for c in choices],
+                ),
+            )
+            bar.update(1)

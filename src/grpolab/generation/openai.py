@@ -31,14 +31,10 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grpolab.errors import UserError
 from grpolab.generation.settings import GenerationSettings
-
-if TYPE_CHECKING:
-    from grpolab.evaluation.config import EvalConfig
 
 logger = logging.getLogger(__name__)
 
@@ -69,35 +65,6 @@ class Choice:
     text: str
     tokens: int
     truncated: bool
-
-
-# ------------------------------------------------------------------------------------------ settings
-def validate(config: EvalConfig) -> None:
-    """The openai backend's flags, checked when the EvalConfig is built."""
-    if config.backend != "openai":
-        raise UserError(f"--base_url is for --backend openai (got --backend {config.backend}): add "
-                        "--backend openai, or drop --base_url")
-    if not config.base_url:
-        raise UserError("--backend openai needs --base_url, the server's OpenAI API root, "
-                        "e.g. --base_url http://127.0.0.1:8000/v1")
-    parts = urllib.parse.urlsplit(config.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"--base_url must be an http(s) URL like http://127.0.0.1:8000/v1, "
-                        f"got {config.base_url!r}")
-    if parts.username or parts.password:
-        raise UserError("--base_url must not hold credentials (they would be written to eval_config.json): "
-                        "put the key in an environment variable and name it with --api_key_env")
-    if config.adapter:
-        raise UserError("--adapter is for local backends: serve the adapter (vllm serve BASE --enable-lora "
-                        "--lora-modules NAME=ADAPTER_DIR) and pass --model NAME, with --task if not arith")
-    if config.concurrency < 1:
-        raise UserError(f"--concurrency must be 1 or more, got {config.concurrency}")
-    if not config.timeout > 0:
-        raise UserError(f"--timeout must be more than 0 seconds, got {config.timeout}")
-
-
-def client_for(config: EvalConfig) -> ChatClient:
-    return ChatClient(config.base_url.rstrip("/"), config.api_key_env, config.timeout)
 
 
 # -------------------------------------------------------------------------------------------- client
@@ -229,11 +196,10 @@ def served_models(client: ChatClient) -> list[str] | None:
                         "OpenAI-compatible server? --base_url should be its API root") from None
 
 
-def resolve_served_model(config: EvalConfig) -> str:
-    """``--model`` as given, else the server's only model (asked at /models)."""
-    if config.model:
-        return config.model
-    client = client_for(config)
+def resolve_served_model(client: ChatClient, model: str | None) -> str:
+    """``model`` as given, else the server's only model (asked at /models)."""
+    if model:
+        return model
     names = served_models(client)
     if names is None:
         raise UserError(f"--model is needed: {client.base_url} does not list its models at /models")
@@ -335,35 +301,3 @@ def generate_stream(client: ChatClient, model: str, chats: Sequence[Sequence[Map
             yield futures[future], future.result()
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-
-
-def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
-                     progress: bool = True) -> None:
-    """As ``runner.run_items``, with the server generating; each item is appended when its reply is in."""
-    from tqdm.auto import tqdm
-
-    from grpolab.evaluation.runner import score_item
-    from grpolab.evaluation.samples import append_samples
-
-    client = client_for(config)
-    check_model(client, config.model)
-    chats = [dataset[index]["prompt"] for index in indices]
-    stream = generate_stream(
-        client, config.model, chats, config.settings(), config.k, config.seed, config.concurrency
-    )
-    with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
-        for position, choices in stream:
-            index = indices[position]
-            append_samples(
-                samples_path,
-                score_item(
-                    task,
-                    dataset[index],
-                    index,
-                    [c.text for c in choices],
-                    [c.tokens for c in choices],
-                    config.max_new_tokens,
-                    [c.truncated for c in choices],
-                ),
-            )
-            bar.update(1)
