@@ -17,6 +17,10 @@ from typing import Any
 
 from grpolab.errors import UserError
 
+# Tokens reserved for the prompt when the context is derived from max_completion_length. TRL 1.16 has no
+# max_prompt_length (prompts are never cut); the longest built-in prompts are ~210 tokens (GSM8K) and
+# ~170 (Sudoku 4x4) with the SmolLM2 tokenizer, so 512 leaves room for longer system prompts.
+PROMPT_BUDGET = 512
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_SOURCE = "the default"
 _CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")

@@ -41,7 +41,7 @@ def engine_options() -> dict[str, object]:
 
 def max_model_len(settings: GenerationSettings) -> int:
     """Prompt budget plus the completion: the context a row of eval needs (training's context too)."""
-    from grpolab.training.args import PROMPT_BUDGET
+    from grpolab.generation.settings import PROMPT_BUDGET
 
     return PROMPT_BUDGET + settings.max_new_tokens
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpolab import models
-from grpolab.training.args import PROMPT_BUDGET, context_length
+from grpolab.generation.settings import PROMPT_BUDGET
+from grpolab.training.args import context_length
 
 
 @dataclass(frozen=True)
