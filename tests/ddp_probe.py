@@ -10,7 +10,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from grpolab.training import recipes
-from grpolab.training.grpo import build_trainer, close_process_group
+from grpolab.training.grpo import build_trainer
+from grpolab.training.run import close_process_group
 
 
 class RecordLora(TrainerCallback):

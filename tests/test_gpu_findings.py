@@ -34,13 +34,13 @@ def test_f1_one_gpu_or_a_launched_rank_passes(monkeypatch, count, launched):
 
 
 def test_f1_train_preflight_refuses_before_any_weight_loads(monkeypatch):
-    from grpolab.training import grpo, recipes
+    from grpolab.training import checks, recipes
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     train_args, grpo_config, model_config = recipes.parse_train_args(["--report_to", "none"])
     _cuda(monkeypatch, 2)
     with pytest.raises(UserError, match="2 GPUs are visible to one process"):
-        grpo.preflight(train_args, grpo_config, model_config)
+        checks.preflight(train_args, grpo_config, model_config)
 
 
 @pytest.mark.parametrize("env", [{}, {"WANDB_API_KEY": "k"}, {"WANDB_MODE": "offline"}])

@@ -18,7 +18,9 @@ from grpolab.cli import main
 from grpolab.errors import UserError
 from grpolab.placement import Hardware, decide
 from grpolab.training import grpo as training
+from grpolab.training import model as training_model
 from grpolab.training import recipes
+from grpolab.training import run as training_run
 
 CUDA = Hardware("cuda", bf16=True)
 CUDA_NO_BF16 = Hardware("cuda", bf16=False)  # e.g. T4, V100
@@ -284,9 +286,9 @@ def test_continuing_an_adapter_loads_its_base_with_the_same_placement(tiny_model
         calls.append(kwargs)
         raise Loaded(kwargs)
 
-    monkeypatch.setattr(training.models, "load_causal_lm", load_causal_lm)
+    monkeypatch.setattr(training_model.models, "load_causal_lm", load_causal_lm)
     with pytest.raises(Loaded):
-        training.model_arguments(*parsed)
+        training_model.model_arguments(*parsed)
     assert (calls[0]["device_map"], calls[0]["dtype"], calls[0]["attn_implementation"]) == (
         {"": 3},
         "bfloat16",
@@ -313,7 +315,7 @@ def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_co
         ]
     )
     _on(monkeypatch, CUDA_RANK_3)
-    arguments = training.model_arguments(*parsed)
+    arguments = training_model.model_arguments(*parsed)
     train_args, grpo_config, model_config = parsed
     assert grpo_config.model_init_kwargs["device_map"] == {"": 3}
     quantization = arguments["quantization_config"]
@@ -321,7 +323,7 @@ def test_four_bit_training_goes_on_the_local_ranks_gpu_with_trls_quantization_co
     assert quantization.bnb_4bit_quant_storage == torch.bfloat16
     assert arguments["peft_config"].r == model_config.lora_r
     # The saved recipe keeps the recipe's own model_init_kwargs, not this machine's placement.
-    training.save_run_info(tmp_path, *parsed)
+    training_run.save_run_info(tmp_path, *parsed)
     import yaml
 
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model_init_kwargs"] is None
@@ -341,7 +343,7 @@ def test_a_recipes_own_model_init_kwargs_win(tiny_model_dir, tmp_path, monkeypat
         ]
     )
     _on(monkeypatch, CUDA)
-    training.model_arguments(*parsed)
+    training_model.model_arguments(*parsed)
     assert parsed[1].model_init_kwargs == {
         "revision": "main",
         "trust_remote_code": False,
@@ -456,7 +458,7 @@ def test_unsloth_gets_the_recipes_context_seed_and_checkpointing(
             *flags,
         ]
     )
-    arguments = training.model_arguments(*parsed)
+    arguments = training_model.model_arguments(*parsed)
     assert arguments["model"] == "model" and "peft_config" not in arguments
     assert fake_unsloth["from_pretrained"]["max_seq_length"] == max_seq_length
     assert fake_unsloth["get_peft_model"]["random_state"] == 7

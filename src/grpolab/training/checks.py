@@ -14,6 +14,7 @@ import yaml
 
 from grpolab.errors import UserError
 from grpolab.tasks import Task, get_task
+from grpolab.training.args import TrainArgs
 
 
 def check_run(train_args, trainer_config, model_config, command: str = "train") -> list[str]:
@@ -61,8 +62,6 @@ def check_reference(task: Task) -> str:
 def check_data(task: Task, train_args, seed: int, reference: bool = False) -> str:
     """Reads the training rows through the task's own loader (hub data is named, not fetched); with
     ``reference``, the first row's reference reply is built too (a task may have none for its rows)."""
-    from grpolab.training.grpo import load_task_data
-
     if train_args.data_file is None and "hub_id" in task.options:
         hub_id = train_args.task_options.get("hub_id", "the task's default")
         return f"data             {hub_id} from the Hugging Face hub (not fetched by a dry run)"
@@ -119,3 +118,31 @@ def check_accelerate(name: str) -> str:
     except UserError as error:
         return f"accelerate       {path} (note: {error})"
     return f"accelerate       {path}"
+
+
+def load_task_data(task: Task, train_args: TrainArgs, seed: int):
+    return task.load_dataset(
+        "train", train_args.data_file, train_args.num_train, seed, train_args.task_options
+    )
+
+
+def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
+    """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
+    import torch
+
+    from grpolab.training import gpu_preflight, quantization
+    from grpolab.training.distributed import inside_launch
+
+    gpu_preflight.refuse_data_parallel(torch, inside_launch())
+    gpu_preflight.require_wandb(getattr(grpo_config, "report_to", None))
+    if getattr(grpo_config, "use_vllm", False):
+        quantization.require_package("vllm", "use_vllm", "vllm")
+    if train_args.use_unsloth:
+        quantization.require_package("unsloth", "use_unsloth", "unsloth")
+        quantization.require_cuda("use_unsloth")
+    if model_config.load_in_4bit or model_config.load_in_8bit:
+        feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
+        quantization.require_package("bitsandbytes", feature, "gpu")
+    from grpolab.training.model import placement_for
+
+    placement_for(train_args, grpo_config, model_config)  # refuses 4-bit/8-bit off CUDA, a bad dtype

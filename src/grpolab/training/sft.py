@@ -40,8 +40,9 @@ from grpolab import plots
 from grpolab.errors import UserError
 from grpolab.generation.hf import with_cache
 from grpolab.tasks import get_task
-from grpolab.training import grpo
+from grpolab.training import checks, run
 from grpolab.training.fast_grpo import selective_logprobs
+from grpolab.training.model import model_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def reference_dataset(train_args, seed: int):
     if task.reference is None:
         raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised "
                         "warm-up")
-    dataset = grpo.load_task_data(task, train_args, seed)
+    dataset = checks.load_task_data(task, train_args, seed)
     return dataset.map(lambda row: {"completion": [{"role": "assistant", "content": task.reference(row)}]})
 
 
@@ -74,17 +75,17 @@ def trainer_class(choice: str, device_type: str) -> type[SFTTrainer]:
 def build_trainer(train_args, sft_config, model_config, callbacks=()):
     from grpolab.training.callbacks import ProgressLine, RunLogger
 
-    grpo.preflight(train_args, sft_config, model_config)
+    checks.preflight(train_args, sft_config, model_config)
     reentrant_checkpointing_under_zero3(sft_config, model_config)
     dataset = reference_dataset(train_args, sft_config.seed)
-    model_kwargs = grpo.model_arguments(train_args, sft_config, model_config)
+    model_kwargs = model_arguments(train_args, sft_config, model_config)
     run_logger = RunLogger(sft_config.output_dir, plot=train_args.plot, curve=plots.loss_curve,
                            curve_file="loss_curve.png",
                            title=f"SFT on {train_args.task}: {model_config.model_name_or_path}")
     trainer_type = trainer_class(train_args.logprobs, sft_config.device.type)
     trainer = trainer_type(**model_kwargs, args=sft_config, train_dataset=dataset,
                            callbacks=[run_logger, *callbacks])
-    grpo.use_progress_line(trainer, ProgressLine("sft"))
+    run.use_progress_line(trainer, ProgressLine("sft"))
     return trainer
 
 
@@ -103,7 +104,7 @@ def reentrant_checkpointing_under_zero3(sft_config, model_config) -> None:
 
 def sft(train_args, sft_config, model_config) -> Path:
     """Train and save the warm-up adapter; returns the run directory."""
-    return grpo.run_trainer(train_args, sft_config, model_config, build_trainer)
+    return run.run_trainer(train_args, sft_config, model_config, build_trainer)
 
 
 class PlainHeadSFTTrainer(SFTTrainer):
