@@ -4,7 +4,7 @@ No generation: a synthetic batch shaped like a default-recipe step (2 arith prom
 template, 8 completions each of up to 20 tokens, some ending early) goes through ``_compute_loss`` and
 ``backward`` on the embedded SmolLM2-135M with LoRA r16, for each path of ``--logprobs``:
 
-- ``fused``: TRL 1.16's fused LM head (every position scored on the CPU, see grpolab.training.fast_grpo),
+- ``fused``: TRL 1.16's fused LM head (every position scored on the CPU, see grpolab.training.grpo_trainer),
 - ``plain``: the completion's logits, log-softmax and gather,
 - ``shared``: as plain, with each distinct prompt run once.
 

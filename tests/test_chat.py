@@ -14,7 +14,8 @@ import sys
 import pexpect
 import pytest
 
-from grpolab.chat import ChatInputError, ChatSession, Turn, get_chat_task, parse_setting
+from grpolab.chat import repl
+from grpolab.chat.session import ChatInputError, ChatSession, Turn, get_chat_task, parse_setting
 from grpolab.commands import chat as chat_command
 from grpolab.generation.settings import GenerationSettings
 
@@ -351,7 +352,7 @@ def _lines(*lines):
 
 def test_repl_streams_replies_and_the_second_turn_sees_the_first():
     session, out, seen = ChatSession(), io.StringIO(), []
-    code = chat_command.run_repl(
+    code = repl.run_repl(
         session,
         _fake_stream(["Hi ", "Ada"], seen=seen),
         _count_characters,
@@ -369,7 +370,7 @@ def test_repl_streams_replies_and_the_second_turn_sees_the_first():
 
 def test_ctrl_c_while_generating_keeps_the_partial_reply_and_the_session():
     session, out = ChatSession(), io.StringIO()
-    chat_command.run_repl(
+    repl.run_repl(
         session,
         _fake_stream(["Once ", "upon ", "a time"], interrupt_after=2),
         _count_characters,
@@ -386,7 +387,7 @@ def test_ctrl_c_while_generating_keeps_the_partial_reply_and_the_session():
 @pytest.mark.parametrize("leave", [EOFError(), KeyboardInterrupt(), "/exit"])
 def test_eof_ctrl_c_at_the_prompt_and_exit_leave_with_0(leave):
     session = ChatSession()
-    code = chat_command.run_repl(
+    code = repl.run_repl(
         session,
         _fake_stream(["x"]),
         _count_characters,
@@ -402,7 +403,7 @@ def test_repl_reports_bad_input_and_trimming_in_one_line_each():
     )
     session.system = None  # keep the fake token counts small
     out = io.StringIO()
-    chat_command.run_repl(
+    repl.run_repl(
         session,
         _fake_stream(["no"]),
         lambda messages: 400 * len(messages),
@@ -443,8 +444,8 @@ def test_chat_with_a_run_takes_its_completion_length_unless_the_flag_is_given(
         raise EOFError
 
     run = trained_run(tmp_path / "run", tiny_model_dir, max_completion_length=7)
-    monkeypatch.setattr(chat_command, "_line_reader", lambda: leave)
-    monkeypatch.setattr(chat_command, "_take_ctrl_c", lambda: None)
+    monkeypatch.setattr(repl, "line_reader", lambda: leave)
+    monkeypatch.setattr(repl, "take_ctrl_c", lambda: None)
     assert main(["chat", "--adapter", str(run), *flags]) == 0
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("settings:")]
     assert line.startswith(settings)

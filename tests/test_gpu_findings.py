@@ -128,11 +128,11 @@ def test_f4_f8_qwen3_recipes_load_without_unsloth_and_without_thinking(recipe):
 
 
 def test_f4_missing_unsloth_names_the_flag_not_an_extra_that_cannot_resolve(monkeypatch):
-    from grpolab.training import quantization
+    from grpolab.training import gpu_extras
 
-    monkeypatch.setattr(quantization.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(gpu_extras.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pass --use_unsloth false") as error:
-        quantization.require_package("unsloth", "use_unsloth", "unsloth")
+        gpu_extras.require_package("unsloth", "use_unsloth", "unsloth")
     assert "grpolab[unsloth]" not in str(error.value)
 
 

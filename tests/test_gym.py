@@ -132,7 +132,7 @@ def test_missing_package_is_a_user_error(monkeypatch):
 
 
 def test_chat_judges_a_typed_question_by_exact_match():
-    from grpolab import chat
+    from grpolab.chat import session as chat
 
     task = chat.get_chat_task(LEGS)
     assert "<answer>" in task.system

@@ -495,7 +495,7 @@ def test_wants_unsloth_reads_the_recipe_and_flags_without_trl(argv, expected):
 
 
 def test_train_imports_unsloth_before_the_parser_imports_trl(monkeypatch):
-    from grpolab.training import quantization as accel
+    from grpolab.training import gpu_extras as accel
 
     order = []
     monkeypatch.setattr(accel, "import_unsloth", lambda: order.append("unsloth"))

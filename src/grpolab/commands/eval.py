@@ -18,7 +18,7 @@ accuracy_by_label.png to --out (default: ADAPTER/eval-SPLIT or outputs/eval-MODE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grpolab.arguments import add_fields
+    from grpolab.commands._flags import add_fields
     from grpolab.evaluation.config import SERVER_FIELDS, EvalConfig
 
     add_fields(parser, EvalConfig, groups={"--backend openai": SERVER_FIELDS})
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab.arguments import parse_fields
+    from grpolab.commands._flags import parse_fields
     from grpolab.evaluation import report, runner
     from grpolab.evaluation.config import EvalConfig
 

@@ -18,7 +18,7 @@ make it harder | make it easier: the numbers'. Writes probe.json, probe.md and s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from grpolab.arguments import add_fields
+    from grpolab.commands._flags import add_fields
     from grpolab.evaluation.config import ProbeConfig
 
     add_fields(parser, ProbeConfig)
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from grpolab.arguments import parse_fields
+    from grpolab.commands._flags import parse_fields
     from grpolab.evaluation import probe
     from grpolab.evaluation.config import ProbeConfig
 

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from grpolab.training import recipes
 
     if not args.help_trl and recipes.wants_unsloth(args.argv, DEFAULT_RECIPE):
-        from grpolab.training.quantization import import_unsloth
+        from grpolab.training.gpu_extras import import_unsloth
 
         import_unsloth()  # before TRL: Unsloth patches it on import
     from trl import SFTConfig

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         parser.print_help()
         return 0
     if recipes.wants_unsloth(args.argv):
-        from grpolab.training.quantization import import_unsloth
+        from grpolab.training.gpu_extras import import_unsloth
 
         import_unsloth()  # before the parser imports TRL: Unsloth patches it on import
     train_args, grpo_config, model_config = recipes.parse_train_args(args.argv)

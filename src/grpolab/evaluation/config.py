@@ -1,7 +1,7 @@
 """What ``grpolab eval`` and ``grpolab probe`` run and how: one dataclass each, whose fields are the flags.
 
 Each field's default and help are written here once; ``grpolab eval`` builds its flags from them and
-parses them back with TRL's parser (``grpolab.arguments``). Torch-free, so ``--help`` stays fast.
+parses them back with TRL's parser (``grpolab.commands._flags``). Torch-free, so ``--help`` stays fast.
 """
 
 from __future__ import annotations

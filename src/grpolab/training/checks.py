@@ -130,19 +130,19 @@ def preflight(train_args: TrainArgs, grpo_config, model_config) -> None:
     """Fail in one line, before any data or weights load, when a GPU-only path cannot run here."""
     import torch
 
-    from grpolab.training import gpu_preflight, quantization
+    from grpolab.training import gpu_extras, gpu_preflight
     from grpolab.training.distributed import inside_launch
 
     gpu_preflight.refuse_data_parallel(torch, inside_launch())
     gpu_preflight.require_wandb(getattr(grpo_config, "report_to", None))
     if getattr(grpo_config, "use_vllm", False):
-        quantization.require_package("vllm", "use_vllm", "vllm")
+        gpu_extras.require_package("vllm", "use_vllm", "vllm")
     if train_args.use_unsloth:
-        quantization.require_package("unsloth", "use_unsloth", "unsloth")
-        quantization.require_cuda("use_unsloth")
+        gpu_extras.require_package("unsloth", "use_unsloth", "unsloth")
+        gpu_extras.require_cuda("use_unsloth")
     if model_config.load_in_4bit or model_config.load_in_8bit:
         feature = "load_in_4bit" if model_config.load_in_4bit else "load_in_8bit"
-        quantization.require_package("bitsandbytes", feature, "gpu")
+        gpu_extras.require_package("bitsandbytes", feature, "gpu")
     from grpolab.training.model import placement_for
 
     placement_for(train_args, grpo_config, model_config)  # refuses 4-bit/8-bit off CUDA, a bad dtype

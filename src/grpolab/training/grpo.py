@@ -27,7 +27,7 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
 
     from grpolab.tools import trainer_tool_arguments
     from grpolab.training.callbacks import ProgressLine, RunLogger, SamplingCheck
-    from grpolab.training.fast_grpo import generation_path, trainer_class
+    from grpolab.training.grpo_trainer import generation_path, trainer_class
 
     preflight(train_args, grpo_config, model_config)
     task = get_task(train_args.task)

@@ -44,7 +44,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     place = placement_for(train_args, trainer_config, model_config)
     logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:
-        from grpolab.training.quantization import load_unsloth
+        from grpolab.training.gpu_extras import load_unsloth
 
         model = load_unsloth(source, model_config, trainer_config, context_length(train_args, trainer_config))
         return {"model": model, "processing_class": tokenizer}

@@ -41,7 +41,7 @@ from grpolab.errors import UserError
 from grpolab.generation.hf import with_cache
 from grpolab.tasks import get_task
 from grpolab.training import checks, run
-from grpolab.training.fast_grpo import selective_logprobs
+from grpolab.training.grpo_trainer import selective_logprobs
 from grpolab.training.model import model_arguments
 
 logger = logging.getLogger(__name__)

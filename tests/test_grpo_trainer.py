@@ -1,4 +1,4 @@
-"""The plain log-prob path (grpolab.training.fast_grpo) against TRL's fused LM head, on the same batch."""
+"""The plain log-prob path (grpolab.training.grpo_trainer) against TRL's fused LM head, on the same batch."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from trl.trainer.utils import disable_dropout_in_model
 
 from grpolab.errors import UserError
 from grpolab.training import recipes
-from grpolab.training.fast_grpo import (
+from grpolab.training.grpo_trainer import (
     FastGRPOTrainer,
     PlainLogprobGRPOTrainer,
     SharedPromptGRPOTrainer,
@@ -142,7 +142,7 @@ def trl_logprobs(trainer):
 
 
 def test_plain_logprobs_and_entropies_match_trl(trainer, monkeypatch):
-    from grpolab.training import fast_grpo
+    from grpolab.training import grpo_trainer as fast_grpo
 
     shared_calls = []
     original = fast_grpo.shared_prompt_logits
@@ -228,7 +228,7 @@ def _generate(trainer, mode, prompts, seed=5):
 @pytest.mark.parametrize("do_sample", [True, False])
 def test_fast_generation_samples_what_trl_samples(trainer, monkeypatch, do_sample):
     """Same seed, same completions: the logits agree and the random draws come in the same order."""
-    from grpolab.training import fast_grpo
+    from grpolab.training import grpo_trainer as fast_grpo
 
     monkeypatch.setattr(trainer.generation_config, "do_sample", do_sample)
     monkeypatch.setattr(trainer.generation_config, "min_new_tokens", 6)  # the tiny model ends at random

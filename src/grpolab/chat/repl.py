@@ -1,0 +1,122 @@
+"""The chat REPL: read a line, run a /command or stream the model's reply, keep the session's history.
+
+``model_backend`` is all it needs from a loaded model (a stream of reply text and a token counter), so
+the tests drive it with a fake model.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from typing import TextIO
+
+from grpolab.generation.settings import GenerationSettings
+
+Messages = list[dict[str, str]]
+
+
+Stream = Callable[[Messages, GenerationSettings], Iterator[str]]
+
+
+CountTokens = Callable[[Messages], int]
+
+
+def take_ctrl_c() -> None:
+    """Make Ctrl-C raise KeyboardInterrupt even when SIGINT was inherited as ignored.
+
+    A shell without job control starts background commands with SIGINT ignored, and Python then leaves it
+    ignored: chat would neither stop a reply nor exit on Ctrl-C. Chat is interactive, so it takes Ctrl-C back.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def line_reader() -> Callable[[str], str]:
+    try:
+        import readline  # noqa: F401  (gives input() line editing and arrow-key history)
+    except ImportError:
+        pass
+    return input
+
+
+def model_backend(model, tokenizer) -> tuple[Stream, CountTokens]:
+    """(stream, count_tokens) for a loaded model: all the REPL needs from it."""
+    from grpolab.generation.hf import stream_chat
+
+    def stream(messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        return stream_chat(model, tokenizer, messages, settings)
+
+    def count_tokens(messages: Messages) -> int:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return stream, count_tokens
+
+
+def run_repl(
+    session,
+    stream: Stream,
+    count_tokens: CountTokens,
+    read_line: Callable[[str], str] = input,
+    out: TextIO | None = None,
+) -> int:
+    """Read lines until /exit, EOF or Ctrl-C at the prompt; return the exit code (0)."""
+    from grpolab.chat.session import PROMPT
+
+    out = out or sys.stdout
+    while not session.done:
+        try:
+            line = read_line(PROMPT)
+        except (EOFError, KeyboardInterrupt):
+            print(file=out)
+            break
+        if not line.strip():
+            continue
+        answer = session.handle_command(line)
+        if answer is None:
+            respond(session, line, stream, count_tokens, out)
+        else:
+            print(answer, file=out)
+    return 0
+
+
+def respond(session, line: str, stream: Stream, count_tokens: CountTokens, out: TextIO) -> None:
+    """One model turn: read the message, fit the context, stream the reply, show the task's verdict."""
+    from grpolab.chat.session import ChatInputError
+
+    try:
+        session.add_user(line)
+        dropped = session.trim_history(count_tokens)
+    except ChatInputError as error:
+        session.cancel_pending()
+        print(error, file=out)
+        return
+    if dropped:
+        print(
+            f"[context: the {dropped} oldest turn(s) no longer fit the {session.context_tokens}-token "
+            f"window and were left out of the prompt; /history still shows them]",
+            file=out,
+        )
+    reply, stopped = _stream_reply(session, stream, out)
+    verdict = session.finish_reply(reply, stopped)
+    if stopped:
+        print("[stopped: the partial reply is kept in the history; /reset clears it]", file=out)
+    if verdict is not None:
+        print(verdict, file=out)
+
+
+def _stream_reply(session, stream: Stream, out: TextIO) -> tuple[str, bool]:
+    """The reply, printed piece by piece as it comes, and whether Ctrl-C cut it short."""
+    pieces: list[str] = []
+    stopped = False
+    try:
+        with closing(stream(session.messages_for_model(), session.settings)) as reply:
+            for piece in reply:
+                pieces.append(piece)
+                print(piece, end="", file=out, flush=True)
+    except KeyboardInterrupt:
+        stopped = True
+    print(file=out)
+    return "".join(pieces), stopped
