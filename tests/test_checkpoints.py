@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from grpolab import rundir
 from grpolab.errors import UserError
 from grpolab.training import checkpoints
 
@@ -54,21 +55,21 @@ def test_no_resume_means_fresh(tmp_path):
 
 
 def test_changing_model_or_task_on_resume_is_refused(tmp_path):
-    (tmp_path / checkpoints.RUN_INFO).write_text(json.dumps({"identity": {"model": "a", "task": "arith"}}))
+    (tmp_path / rundir.RUN_INFO).write_text(json.dumps({"identity": {"model": "a", "task": "arith"}}))
     checkpoints.check_same_run(tmp_path, {"model": "a", "task": "arith"})
     with pytest.raises(UserError, match="the config changes task: 'arith' -> 'sudoku'"):
         checkpoints.check_same_run(tmp_path, {"model": "a", "task": "sudoku"})
 
 
 def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path):
-    for name in ("metrics.jsonl", "samples.jsonl", "config.yaml", checkpoints.RUN_INFO):
+    for name in ("metrics.jsonl", "samples.jsonl", "config.yaml", rundir.RUN_INFO):
         (tmp_path / name).write_text("{}\n")
     (tmp_path / "checkpoint-1").mkdir()  # killed while writing it: no trainer_state.json
     (tmp_path / "notes.txt").write_text("mine")
     assert checkpoints.holds_run(tmp_path)
     assert checkpoints.resolve_resume("latest", tmp_path) is None
     removed = checkpoints.clear_unsaved_run(tmp_path)
-    assert sorted(removed) == sorted(["metrics.jsonl", "samples.jsonl", "config.yaml", checkpoints.RUN_INFO,
+    assert sorted(removed) == sorted(["metrics.jsonl", "samples.jsonl", "config.yaml", rundir.RUN_INFO,
                                       "checkpoint-1"])
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
     assert not checkpoints.holds_run(tmp_path)

@@ -447,7 +447,7 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(
 def test_run_max_new_tokens_table(tmp_path, layout, expected):
     import yaml
 
-    from grpolab.generation.settings import run_max_new_tokens
+    from grpolab.rundir import run_max_new_tokens
 
     run = tmp_path / "run"
     (run / "checkpoint-20").mkdir(parents=True)
@@ -473,7 +473,7 @@ def test_run_max_new_tokens_table(tmp_path, layout, expected):
 
 
 def test_a_broken_run_config_is_one_line(tmp_path):
-    from grpolab.generation.settings import run_max_new_tokens
+    from grpolab.rundir import run_max_new_tokens
 
     (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
     with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):

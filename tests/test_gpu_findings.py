@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpolab import placement
+from grpolab import placement, rundir
 from grpolab.errors import UserError
 from grpolab.training import checkpoints, gpu_preflight
 
@@ -220,11 +220,10 @@ def test_f9_eval_loads_a_4bit_run_with_its_quantization(monkeypatch, tmp_path):
 
 
 def test_f9_a_16bit_run_loads_without_quantization(tmp_path):
-    from grpolab import models
 
     (tmp_path / "config.yaml").write_text("load_in_4bit: false\n")
-    assert models.run_quantization(tmp_path) is None
-    assert models.run_quantization(None) is None
+    assert rundir.run_quantization(tmp_path) is None
+    assert rundir.run_quantization(None) is None
 
 
 def _quantized_run(tmp_path):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from grpolab import cli
+from grpolab import cli, rundir
 from grpolab import merge as merging
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -72,7 +72,7 @@ def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(
         "tokenizer.json",
         "tokenizer_config.json",
         "chat_template.jinja",
-        merging.INFO_FILE,
+        rundir.MERGE_INFO,
     } <= files
     assert not any("adapter" in name for name in files)  # nothing that would make transformers load PEFT
     assert not list(tmp_path.glob(".merged.*"))  # the staging directory is gone
@@ -84,7 +84,7 @@ def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(
     base, _ = _logits(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), tokenizer)
     assert merging.max_abs_diff(expected, actual, mask) < 1e-5
     assert merging.max_abs_diff(base, actual, mask) > 1e-2
-    info = json.loads((out / merging.INFO_FILE).read_text())
+    info = json.loads((out / rundir.MERGE_INFO).read_text())
     assert (
         info["task"] == "arith" and info["base_model"] == str(tiny_model_dir) and info["dtype"] == "float32"
     )
@@ -241,7 +241,7 @@ def test_merge_runs_in_the_bases_own_dtype_with_its_tolerance(fixture, dtype, ex
     assert (report.ok, report.dtype, report.atol) == (True, expected, merging.DEFAULT_ATOL[expected])
     with safe_open(tmp_path / "m" / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {getattr(torch, expected)}
-    assert json.loads((tmp_path / "m" / merging.INFO_FILE).read_text())["dtype"] == expected
+    assert json.loads((tmp_path / "m" / rundir.MERGE_INFO).read_text())["dtype"] == expected
 
 
 def test_merge_estimates_memory_from_the_checkpoint(adapter_dir, tiny_model_dir):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from grpolab.errors import UserError
+from grpolab.rundir import MERGE_INFO
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ PROBE_CHATS = (
 # base,
 # merge with --dtype float32 where memory allows (1.1e-4 measured).
 DEFAULT_ATOL = {"float32": 1e-3, "bfloat16": 2.0, "float16": 0.5}
-INFO_FILE = "grpolab_merge.json"
 BYTES_PER_WEIGHT = {"float32": 4, "bfloat16": 2, "float16": 2}
 # The merge holds one copy of the weights at a time (the merged model is freed before the saved one is
 # reloaded; safe_merge copies one layer at a time); 20% covers the adapter, the allocator's slack and the
@@ -327,7 +327,7 @@ def load_plain(directory: Path, place):
 
 
 def _write_info(directory: Path, adapter, base_name: str, dtype: str, difference: float, atol: float) -> None:
-    from grpolab.models import read_run_info
+    from grpolab.rundir import read_run_info
 
     info = {
         "base_model": base_name,
@@ -338,7 +338,7 @@ def _write_info(directory: Path, adapter, base_name: str, dtype: str, difference
         "atol": atol,
         "probe_chats": PROBE_CHATS,
     }
-    (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    (directory / MERGE_INFO).write_text(json.dumps(info, indent=2) + "\n")
 
 
 def install(staging: Path, out: Path) -> None:

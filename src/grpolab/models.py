@@ -23,6 +23,7 @@ from pathlib import Path
 
 from grpolab import paths, placement
 from grpolab.errors import UserError, first_line
+from grpolab.rundir import check_adapter_weights, read_run_info, run_quantization
 
 logger = logging.getLogger(__name__)
 
@@ -233,55 +234,6 @@ def load_causal_lm(source: str, dtype: str = "float32", **kwargs):
         ) from None
 
 
-@dataclass
-class RunInfo:
-    """What a training run directory says about itself (written by ``grpolab train``)."""
-
-    base_model: str
-    task: str | None
-    task_options: dict
-
-
-def read_run_info(adapter_dir: str | Path) -> RunInfo:
-    """Base model and task of an adapter directory; a plain PEFT adapter gives its base model only."""
-    directory = Path(adapter_dir)
-    if not directory.is_dir():
-        raise UserError(
-            f"adapter directory {directory} does not exist: give the output_dir of a training run"
-        )
-    info_path = directory / "grpolab_run.json"
-    if info_path.is_file():
-        info = _read_json_object(info_path, "base_model")
-        return RunInfo(info["base_model"], info.get("task"), info.get("task_options") or {})
-    config_path = directory / "adapter_config.json"
-    if not config_path.is_file():
-        raise UserError(f"{directory} holds no LoRA adapter (no adapter_config.json): has training finished?")
-    base = _read_json_object(config_path).get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"{config_path} names no base model: pass --model")
-    return RunInfo(base, None, {})
-
-
-def _read_json_object(path: Path, required: str | None = None) -> dict:
-    """A run's JSON file as a dict; a damaged one is a UserError naming it."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is damaged ({first_line(error)}): retrain, or restore the file") from None
-    if not isinstance(data, dict) or (required and required not in data):
-        raise UserError(f"{path} is damaged (no {required or 'JSON object'}): retrain, or restore the file")
-    return data
-
-
-def check_adapter_weights(adapter_dir: str | Path) -> None:
-    """Refuse an adapter whose weights file is damaged (truncated, overwritten) before any model loads."""
-    from grpolab.training.checkpoints import damaged_weights
-
-    damage = damaged_weights(Path(adapter_dir))
-    if damage:
-        raise UserError(f"{damage}: retrain, or restore the file")
-
-
 def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
     """Refuse an adapter trained on another base model than the one given."""
     expected = read_run_info(adapter_dir).base_model
@@ -309,23 +261,6 @@ def run_load_options(adapter_dir: str | Path | None) -> dict:
     import yaml
 
     return load_options(yaml.safe_load(path.read_text()) or {})
-
-
-def run_quantization(adapter_dir: str | Path | None) -> dict | None:
-    """The bitsandbytes settings a run trained with (its config.yaml), so that eval, chat and probe load its
-    base the same way, not in 16-bit (review F9); None for a run without 4-bit/8-bit or a plain adapter."""
-    path = Path(adapter_dir) / "config.yaml" if adapter_dir else None
-    if path is None or not path.is_file():
-        return None
-    import yaml
-
-    config = yaml.safe_load(path.read_text()) or {}
-    if config.get("load_in_4bit"):
-        return {"load_in_4bit": True, "bnb_4bit_quant_type": config.get("bnb_4bit_quant_type") or "nf4",
-                "bnb_4bit_use_double_quant": bool(config.get("use_bnb_nested_quant"))}
-    if config.get("load_in_8bit"):
-        return {"load_in_8bit": True}
-    return None
 
 
 def bnb_config(settings: dict, dtype: str):

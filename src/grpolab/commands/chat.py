@@ -78,7 +78,7 @@ def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
     """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
     if args.max_new_tokens is not None:
         return ""
-    from grpolab.generation.settings import DEFAULT_SOURCE, run_max_new_tokens
+    from grpolab.rundir import DEFAULT_SOURCE, run_max_new_tokens
 
     args.max_new_tokens, source = run_max_new_tokens(args.adapter, args.model)
     return "" if source == DEFAULT_SOURCE else source
@@ -117,10 +117,12 @@ def _print_banner(args: argparse.Namespace, name: str, session, length_from: str
 def _trained_task(args: argparse.Namespace) -> str | None:
     """The task a run directory or a merged model was trained on, where it says so."""
     if args.adapter:
-        from grpolab.models import read_run_info
+        from grpolab.rundir import read_run_info
 
         return read_run_info(args.adapter).task
-    merge_info = Path(args.model or "") / "grpolab_merge.json"
+    from grpolab.rundir import MERGE_INFO
+
+    merge_info = Path(args.model or "") / MERGE_INFO
     if args.model and merge_info.is_file():
         return json.loads(merge_info.read_text()).get("task")
     return None

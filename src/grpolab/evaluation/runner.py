@@ -18,13 +18,14 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from grpolab import rundir
 from grpolab.errors import UserError
 from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig
 from grpolab.evaluation.metrics import summarize
 from grpolab.evaluation.report import write_results
 from grpolab.evaluation.samples import SAMPLES, append_samples, open_output, read_samples
 from grpolab.generation.continuous_batching import generate_stream
-from grpolab.generation.settings import run_max_new_tokens
+from grpolab.rundir import run_max_new_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
         return replace(config, model=model, task=config.task or DEFAULT_TASK)
     if not config.adapter:
         return replace(config, model=config.model or models.DEFAULT_MODEL, task=config.task or DEFAULT_TASK)
-    info = models.read_run_info(config.adapter)
+    info = rundir.read_run_info(config.adapter)
     if config.model:
         models.check_adapter_base(config.adapter, config.model)
-    models.check_adapter_weights(config.adapter)
+    rundir.check_adapter_weights(config.adapter)
     task = config.task or info.task or DEFAULT_TASK
     options = {**info.task_options, **config.task_options} if task == info.task else config.task_options
     return replace(config, model=config.model or info.base_model, task=task, task_options=options)

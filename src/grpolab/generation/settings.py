@@ -7,23 +7,16 @@ flags, chat's ``/set`` and its help all read them from here.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
-
-from grpolab.errors import UserError
 
 # Tokens reserved for the prompt when the context is derived from max_completion_length. TRL 1.16 has no
 # max_prompt_length (prompts are never cut); the longest built-in prompts are ~210 tokens (GSM8K) and
 # ~170 (Sudoku 4x4) with the SmolLM2 tokenizer, so 512 leaves room for longer system prompts.
 PROMPT_BUDGET = 512
 DEFAULT_MAX_NEW_TOKENS = 256
-DEFAULT_SOURCE = "the default"
-_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
 
 
 @dataclass
@@ -106,39 +99,3 @@ def check_settings(config: Any, names: Sequence[str]) -> None:
             raise ValueError(f"--{name} must be {RULES[name][0]}, got {value!r}")
 
 
-def run_max_new_tokens(adapter: str | None = None, model: str | None = None) -> tuple[int, str]:
-    """(max_new_tokens, where it came from) for eval and chat when no flag gives it.
-
-    A trained run wrote replies up to its ``max_completion_length`` tokens; fewer cut its Sudoku grids and
-    GSM8K reasoning off. The run directory's config.yaml holds it (a ``checkpoint-N`` folder's run is its
-    parent); a merged model's grpolab_merge.json names the adapter it came from. Otherwise: 256.
-    """
-    for path in _run_configs(adapter, model):
-        value = _completion_length(path)
-        if value is not None:
-            return value, f"max_completion_length in {path}"
-    return DEFAULT_MAX_NEW_TOKENS, DEFAULT_SOURCE
-
-
-def _run_configs(adapter: str | None, model: str | None) -> list[Path]:
-    merge_info = Path(model or "") / "grpolab_merge.json"
-    if not adapter and model and merge_info.is_file():
-        adapter = json.loads(merge_info.read_text(encoding="utf-8")).get("adapter")
-    if not adapter:
-        return []
-    run = Path(adapter)
-    candidates = [run / "config.yaml"]
-    if _CHECKPOINT_DIR.fullmatch(run.name):
-        candidates.append(run.parent / "config.yaml")
-    return [path for path in candidates if path.is_file()]
-
-
-def _completion_length(path: Path) -> int | None:
-    import yaml
-
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise UserError(f"{path} is not valid YAML: repair it, or pass --max_new_tokens") from None
-    value = config.get("max_completion_length") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None

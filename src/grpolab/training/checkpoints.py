@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from grpolab.errors import UserError
+from grpolab.rundir import RUN_INFO, damaged_weights
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-RUN_INFO = "grpolab_run.json"
 
 
 def is_complete(checkpoint: Path) -> bool:
@@ -28,23 +28,6 @@ def is_complete(checkpoint: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
-
-
-def damaged_weights(directory: Path) -> str | None:
-    """Why a ``*.safetensors`` file of ``directory`` cannot be loaded (file and reason), or None.
-
-    Reads each file's header only (``safe_open`` checks that it is whole and that every tensor's bytes lie
-    inside the file), so a truncated or overwritten file is caught before a model is built around it.
-    """
-    from safetensors import safe_open
-
-    for path in sorted(directory.glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt") as weights:
-                weights.keys()
-        except Exception as error:  # safetensors raises its own SafetensorError and OSError subclasses
-            return f"{path} is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-    return None
 
 
 def latest_complete(output_dir: Path) -> Path | None:

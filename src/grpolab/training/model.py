@@ -8,7 +8,7 @@ import logging
 from dataclasses import asdict, replace
 from typing import Any
 
-from grpolab import models, placement
+from grpolab import models, placement, rundir
 from grpolab.training.args import TrainArgs, context_length
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
         from peft import PeftModel
 
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
-        models.check_adapter_weights(train_args.init_adapter)
+        rundir.check_adapter_weights(train_args.init_adapter)
         base = models.load_causal_lm(source, quantization_config=quantization, **init_kwargs)
         model = PeftModel.from_pretrained(base, train_args.init_adapter, is_trainable=True)
         return {"model": model, "processing_class": tokenizer}

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from grpolab import rundir
 from grpolab.training import checkpoints
 from grpolab.training.args import TrainArgs
 
@@ -49,7 +50,7 @@ def save_run_info(output_dir: Path, train_args: TrainArgs, grpo_config, model_co
         "task_options": train_args.task_options,
         "recipe": getattr(grpo_config, "grpolab_recipe", None),
     }
-    (output_dir / checkpoints.RUN_INFO).write_text(json.dumps(info, indent=2))
+    (output_dir / rundir.RUN_INFO).write_text(json.dumps(info, indent=2))
 
 
 # Fields the trainer config derives from others; writing them back would make the saved recipe contradict
