@@ -104,6 +104,7 @@ dist.destroy_process_group()  # without it gloo aborts at exit now and then
 """
 
 
+@pytest.mark.slow
 def test_cpu2_starts_two_gloo_processes(tmp_path):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)

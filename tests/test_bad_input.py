@@ -451,6 +451,7 @@ def fast_results(tmp_path_factory, request):
     return {name: future.result() for name, future in futures.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("item", FAST, ids=[item.id for item in FAST])
 def test_bad_input_is_one_line(fast_results, item):
     check(item, *fast_results[item.id])

@@ -90,6 +90,7 @@ def test_merge_saves_a_plain_checkpoint_with_the_adapters_logits(
     )
 
 
+@pytest.mark.slow
 def test_merged_model_loads_and_generates_without_grpolab_or_peft(adapter_dir, tmp_path):
     out = tmp_path / "merged"
     merging.merge(adapter_dir, out)

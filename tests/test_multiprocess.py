@@ -16,6 +16,7 @@ from tests.test_training import tiny_flags
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_end_with_identical_lora_weights(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",

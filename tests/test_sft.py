@@ -52,6 +52,7 @@ def test_two_sft_steps_on_the_embedded_model(tmp_path, embedded_model_dir, capfd
     assert [row["step"] for row in metric_rows(run)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_sft_resume_continues_to_the_same_weights(tmp_path, tiny_model_dir):
     """Stop at step 2 (max_steps), resume to step 4: the steps continue, and the LoRA weights equal a run
     of 4 steps never stopped (exact: one thread, constant learning rate, restored optimizer and sampler)."""

@@ -123,6 +123,7 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reaches_the_planned_steps(tmp_path, tiny_model_dir):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "grpolab", "train", *tiny_flags(tiny_model_dir, out, 6)]
@@ -270,6 +271,7 @@ def test_sft_writes_tensorboard_scalars(tmp_path, tiny_model_dir):
     assert [step for step, _ in scalars["train/loss"]] == [1] and scalars["train/loss"][0][1] > 0
 
 
+@pytest.mark.slow
 def test_a_resumed_run_equals_an_unbroken_one(tmp_path, tiny_model_dir):
     """kill -9 mid-run, resume: the same data order, RNG streams and LoRA weights as a run never stopped.
 
