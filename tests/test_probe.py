@@ -206,8 +206,8 @@ def test_combined_rewards_pass_chat_completions_and_skip_none():
     ({"k": 1}, "--k 1 is a group of one"),
     ({"temperature": 0.0}, "--temperature 0.0 makes the 8 completions of a prompt equal"),
     ({"num": 0}, "--num must be 1 or more"),
-    ({"top_p": 0.0}, "--top_p must be in (0, 1]"),
-    ({"max_new_tokens": 0}, "--max_new_tokens must be 1 or more"),
+    ({"top_p": 0.0}, "--top_p must be a number above 0 and at most 1"),
+    ({"max_new_tokens": 0}, "--max_new_tokens must be a whole number of at least 1"),
 ])
 def test_bad_settings_are_user_errors(changes, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace("[", r"\[")):

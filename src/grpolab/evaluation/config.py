@@ -85,20 +85,8 @@ class EvalConfig:
             raise UserError(f"--backend must be transformers, vllm or openai, got {self.backend!r}")
         if self.backend == "openai" or self.base_url is not None:
             check_server_flags(self)
-        for flag, value in (
-            ("--num", self.num),
-            ("--k", self.k),
-            ("--max_new_tokens", self.max_new_tokens),
-            ("--batch_size", self.batch_size),
-        ):
-            if value is not None and value < 1:
-                raise UserError(f"{flag} must be 1 or more, got {value}")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
-        try:
-            check_settings(self, ("top_p",))
-        except ValueError as error:
-            raise UserError(str(error)) from None
+        _check_counts(("--num", self.num), ("--k", self.k), ("--batch_size", self.batch_size))
+        _check_generation_settings(self)
         if self.k > 1 and self.temperature == 0:
             raise UserError(
                 f"--k {self.k} needs sampling: add --temperature 0.7 (greedy gives K equal answers)"
@@ -172,13 +160,8 @@ class ProbeConfig:
         self.task_options = parse_task_options(self.task_options)
         self.reward_funcs = _names(self.reward_funcs)
         self.reward_weights = _weights(self.reward_weights)
-        for flag, value in (
-            ("--num", self.num),
-            ("--max_new_tokens", self.max_new_tokens),
-            ("--batch_size", self.batch_size),
-        ):
-            if value is not None and value < 1:
-                raise UserError(f"{flag} must be 1 or more, got {value}")
+        _check_counts(("--num", self.num), ("--batch_size", self.batch_size))
+        _check_generation_settings(self)
         if self.k < 2:
             raise UserError(
                 f"--k {self.k} is a group of one, which never has a spread: use GRPO's group "
@@ -189,8 +172,20 @@ class ProbeConfig:
                 f"--temperature {self.temperature} makes the {self.k} completions of a prompt "
                 "equal, so every group would show no signal: sample as training does, e.g. 1.0"
             )
-        if not 0 < self.top_p <= 1:
-            raise UserError(f"--top_p must be in (0, 1], got {self.top_p}")
+
+
+def _check_counts(*flags: tuple[str, int | None]) -> None:
+    for flag, value in flags:
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be 1 or more, got {value}")
+
+
+def _check_generation_settings(config: EvalConfig | ProbeConfig) -> None:
+    """max_new_tokens, temperature and top_p by their one rule (``generation.settings.RULES``)."""
+    try:
+        check_settings(config, ("max_new_tokens", "temperature", "top_p"))
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def _names(value: list[str] | str | None) -> list[str] | None:
