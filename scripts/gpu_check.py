@@ -8,7 +8,8 @@ decoder with one layer's cache on another device (CUDA only: layer 1 on the CPU)
 process with save/resume (needs deepspeed); (4) QLoRA from a pre-quantized bnb-4bit checkpoint, eval, merge
 into its full-precision parent (--model); (5) peak memory of one GRPO step on Qwen3-32B-shaped slices of
 2 and 6 layers, extrapolated to 64 (CUDA only). Writes gpu_check.json and gpu_check.md under --out; the
-last line printed starts with "gpu check:". A check that cannot run here is "skipped" with the reason, never "pass".
+last line printed starts with "gpu check:". A check that cannot run here is "skipped" with the reason,
+never "pass".
 """
 
 from __future__ import annotations
