@@ -51,12 +51,9 @@ def run(args: argparse.Namespace) -> int:
         import_unsloth()  # before the parser imports TRL: Unsloth patches it on import
     train_args, grpo_config, model_config = recipes.parse_train_args(args.argv)
     if train_args.dry_run:
-        from grpolab.tools import check_tool_options
         from grpolab.training.plan import print_plan
 
         print_plan(train_args, grpo_config, model_config)
-        if tool_names := check_tool_options(train_args):
-            print(f"tools            {', '.join(tool_names)} (timeout {train_args.tool_timeout:g} s a call)")
         return 0
     if train_args.accelerate_config and not inside_launch():
         return relaunch(args.argv, train_args, "train", grpo_config)

@@ -97,9 +97,6 @@ class Task:
     checks: other named correctness checks, (completion, row) -> bool, that eval reports beside strict
         and lenient with an interval each (e.g. lm-evaluation-harness's GSM8K filters).
     chat: how ``grpolab chat`` reads a question and judges a reply.
-    tools: functions the model may call (typed, with Google-style docstrings), handed to TRL's ``tools=``.
-    environment_factory: a class or callable TRL makes one instance of per rollout (``reset()`` required,
-        public methods become tools, an optional ``get_reward()`` becomes a reward column).
     """
 
     name: str
@@ -114,8 +111,6 @@ class Task:
     reference: Callable[[Mapping[str, Any]], str] | None = None
     checks: Mapping[str, Callable[[str, Mapping[str, Any]], bool]] = field(default_factory=dict)
     chat: ChatSupport = field(default_factory=ChatSupport)
-    tools: Sequence[Callable[..., Any]] = ()
-    environment_factory: Callable[[], Any] | None = None
 
     def load_dataset(self, split: str, data_file: str | None = None, num: int | None = None, seed: int = 0,
                      options: Mapping[str, Any] | None = None) -> Any:

@@ -124,35 +124,12 @@ class TrainArgs:
         },
     )
 
-    tools: list[str] | None = field(
-        default=None,
-        metadata={"help": "extra tools the model may call: 'package.module:function' (typed, documented)"},
-    )
-    tool_timeout: float = field(
-        default=10.0,
-        metadata={
-            "help": "seconds one tool call may take; a call that hangs, raises or returns non-text is a "
-            "failed call whose error the model sees (0 = no limit)"
-        },
-    )
-    chat_template: str | None = field(
-        default=None,
-        metadata={
-            "help": "chat template for tool calls: 'chatml-tools' (ChatML models such as SmolLM2) or a "
-            ".jinja path; default: the model's own"
-        },
-    )
-
     def __post_init__(self) -> None:
         from grpolab.tasks.base import parse_task_options
 
         self.task_options = parse_task_options(self.task_options)
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
-        if isinstance(self.tools, str):
-            self.tools = [self.tools]
-        if self.tool_timeout < 0:
-            raise ValueError(f"--tool_timeout ({self.tool_timeout:g}) must be 0 (no limit) or more seconds")
         if self.reward_timeout < 0:
             raise ValueError(
                 f"--reward_timeout ({self.reward_timeout:g}) must be 0 (no limit) or more seconds"

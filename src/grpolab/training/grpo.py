@@ -23,9 +23,6 @@ logger = logging.getLogger(__name__)
 
 
 def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()):
-    from trl import GRPOTrainer
-
-    from grpolab.tools import trainer_tool_arguments
     from grpolab.training.callbacks import ProgressLine, RunLogger, SamplingCheck
     from grpolab.training.grpo_trainer import generation_path, trainer_class
 
@@ -46,23 +43,14 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
         title=f"GRPO on {task.name}: {model_config.model_name_or_path}",
     )
     trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
-    generation = generation_path(train_args.generation, grpo_config.device.type)
-    tool_kwargs = trainer_tool_arguments(
-        task, train_args, model_kwargs["processing_class"], model_config.model_name_or_path
-    )
-    if tool_kwargs:
-        # The shared-prompt log-prob and generation paths are not checked against TRL's tool mask yet.
-        logger.info("tools in this run: stock TRL log-probs and generation (grpolab's fast paths off)")
-        trainer_type, generation = GRPOTrainer, "trl"
     trainer = trainer_type(
         **model_kwargs,
-        **tool_kwargs,
         reward_funcs=reward_funcs,
         args=grpo_config,
         train_dataset=dataset,
         callbacks=[logger_callback, SamplingCheck(), *callbacks],
     )
-    trainer.generation_mode = generation
+    trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
     use_progress_line(trainer, ProgressLine())
     return trainer
 
