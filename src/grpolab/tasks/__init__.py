@@ -14,6 +14,7 @@ TASKS: dict[str, str] = {
     "arith": "grpolab.tasks.arith",
     "sudoku": "grpolab.tasks.sudoku",
     "gsm8k": "grpolab.tasks.gsm8k",
+    "calc": "grpolab.tasks.calc",
 }
 
 __all__ = [

@@ -64,6 +64,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     tokenizer = models.load_tokenizer(
         source, revision=options["revision"], trust_remote_code=options["trust_remote_code"]
     )
+    tokenizer = tool_tokenizer(tokenizer, train_args, model_config.model_name_or_path)
     place = placement_for(train_args, trainer_config, model_config)
     logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:
@@ -96,6 +97,28 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
         "quantization_config": quantization,
         "peft_config": get_peft_config(model_config),
     }
+
+
+# ------------------------------------------------------------------------------------- tools (issue 28)
+def uses_tools(task: Task, train_args: TrainArgs) -> bool:
+    return bool(task.tools or task.environment_factory or train_args.tools)
+
+
+def run_tools(task: Task, train_args: TrainArgs) -> list:
+    """The task's tools and the recipe's, each with the per-call timeout and text check (grpolab.tools)."""
+    from grpolab.tools import guarded, load_tools
+
+    return [guarded(tool, train_args.tool_timeout) for tool in (*task.tools, *load_tools(train_args.tools))]
+
+
+def tool_tokenizer(tokenizer, train_args: TrainArgs, model_name: str):
+    """The tokenizer with the tool chat template and TRL's response parser, for a run that uses tools."""
+    from grpolab.tools import prepare_tokenizer
+
+    task = get_task(train_args.task)
+    if not uses_tools(task, train_args):
+        return tokenizer
+    return prepare_tokenizer(tokenizer, train_args.chat_template or task.chat_template, model_name)
 
 
 def quantization_config(model_config, place: placement.Placement):
@@ -142,17 +165,33 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
         train_args.plot,
         title=f"GRPO on {task.name}: {model_config.model_name_or_path}",
     )
-    trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
+    logprobs, generation = train_args.logprobs, train_args.generation
+    tool_kwargs = {}
+    if uses_tools(task, train_args):
+        tool_kwargs = {"tools": run_tools(task, train_args) or None,
+                       "environment_factory": task.environment_factory}
+        logprobs, generation = fast_paths_for_tools(logprobs, generation)
+    trainer_type = trainer_class(logprobs, grpo_config.device.type)
     trainer = trainer_type(
         **model_kwargs,
         reward_funcs=reward_funcs,
         args=grpo_config,
         train_dataset=dataset,
         callbacks=[logger_callback, SamplingCheck(), *callbacks],
+        **tool_kwargs,
     )
-    trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
+    trainer.generation_mode = generation_path(generation, grpo_config.device.type)
     use_progress_line(trainer, ProgressLine())
     return trainer
+
+
+def fast_paths_for_tools(logprobs: str, generation: str) -> tuple[str, str]:
+    """TRL's own log-prob and generation paths for a tool run: grpolab's shared-prompt paths are tested on
+    single-turn completions only, and a multi-turn completion holds tool results (TRL's tool mask)."""
+    if (logprobs, generation) != ("fused", "trl"):
+        logger.info("tools in use: grpolab's CPU fast paths are off (--logprobs fused, --generation trl); "
+                    "multi-turn completions go through TRL's own log-probs and generation")
+    return "fused", "trl"
 
 
 def use_progress_line(trainer, progress) -> None:
