@@ -43,7 +43,7 @@ def calculator(expression: str) -> str:
     if len(expression) > _MAX_EXPRESSION_CHARS:
         raise ValueError(f"expression longer than {_MAX_EXPRESSION_CHARS} characters")
     try:
-        tree = ast.parse(expression.replace("×", "*"), mode="eval")
+        tree = ast.parse(expression.replace("×", "*").strip(), mode="eval")
     except SyntaxError:
         raise ValueError(f"cannot read {expression!r}: use integers, +, -, * and parentheses") from None
     value = _evaluate(tree.body)
