@@ -307,3 +307,35 @@ def test_a_tool_task_reaches_trl_with_its_tools_and_trl_paths(tiny_model_dir, tm
         "fused", "trl", 2)
     assert trainer.tools[1].__wrapped__ is raising  # guarded
     assert sum("fast paths are off" in r.getMessage() for r in caplog.records) == 1
+
+
+# ------------------------------------------------------------------------------------------------- chat
+def test_chat_shows_each_call_and_result_and_judges_the_final_reply(tokenizer, monkeypatch):
+    import copy
+    import io
+
+    from grpolab import chat
+    from grpolab.commands import chat as chat_command
+    from grpolab.evaluation import tool_runner
+
+    replies = [CALL.format(expression="123 * 456"), "56088"]
+    monkeypatch.setattr(tool_runner, "hf_generate",
+                        lambda model, tok, settings: scripted(tok, replies))
+    task = chat.get_chat_task("calc")
+    stream, count_tokens = chat_command.tool_backend(None, copy.deepcopy(tokenizer), task.task)
+    session = chat.ChatSession(task=task)
+    out = io.StringIO()
+    lines = iter(["/tools", "123 * 456", "/exit"])
+    chat_command.run_repl(session, stream, count_tokens, read_line=lambda prompt: next(lines), out=out)
+    shown = out.getvalue()
+    assert "  calculator: Evaluate an arithmetic expression with integers" in shown
+    assert "[call calculator(expression='123 * 456')]\n[calculator -> 56088]\n56088\n" in shown
+    assert "solved: yes (answer 56088)" in shown
+    assert session.turns[0].reply == "56088"
+
+
+def test_chat_tools_command_without_a_tool_task_says_how_to_get_one():
+    from grpolab import chat
+
+    assert chat.ChatSession().handle_command("/tools") == (
+        "no tools: start the chat with a tool task, e.g. --task calc")
