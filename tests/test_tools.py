@@ -339,3 +339,59 @@ def test_chat_tools_command_without_a_tool_task_says_how_to_get_one():
 
     assert chat.ChatSession().handle_command("/tools") == (
         "no tools: start the chat with a tool task, e.g. --task calc")
+
+
+# ----------------------------------------------------------------------------- a stateful environment
+def test_the_number_game_answers_higher_lower_correct_and_owns_a_reward():
+    from grpolab.tasks.guess import MAX_GUESSES, NumberGame
+
+    game = NumberGame()
+    assert game.reset(answer="37", question="q") is None
+    assert [game.guess(50), game.guess(25), game.guess(37)] == ["lower", "higher", "correct"]
+    assert game.get_reward() == 1.0 and game.guesses == 3
+    game.reset(answer="5")
+    assert game.get_reward() == 0.0
+    for _ in range(MAX_GUESSES):
+        game.guess(1)
+    assert game.guess(5) == f"no guesses left ({MAX_GUESSES} made)" and game.get_reward() == 0.0
+
+
+def test_an_environment_episode_gets_a_fresh_game_per_row_and_its_methods_as_tools(tool_tokenizer):
+    from grpolab.tasks import guess
+    from grpolab.tools import environment_tools
+
+    row = {"question": guess.USER, "answer": "37", "label": "1-100"}
+    game, tools, prompt = environment_tools(guess.NumberGame, row, guess.make_prompt(row["question"]))
+    assert [tool.__name__ for tool in tools] == ["guess"] and prompt == guess.make_prompt(guess.USER)
+    other, _, _ = environment_tools(guess.NumberGame, {**row, "answer": "3"}, prompt)
+    assert other is not game and (game.target, other.target) == (37, 3)
+    call = '<tool_call>\n{{"name": "guess", "arguments": {{"number": {n}}}}}\n</tool_call>'
+    generate = scripted(tool_tokenizer, [call.format(n=50), call.format(n=37), "37"])
+    episode = run_episode(generate, tool_tokenizer, prompt, [guarded(tool) for tool in tools], 8, 400)
+    assert [m["content"] for m in episode.messages if m["role"] == "tool"] == ["lower", "correct"]
+    assert game.get_reward() == 1.0 and guess.guess_correct([episode.messages], answer=["37"]) == [1.0]
+
+
+def test_guess_splits_hold_out_a_quarter_of_the_numbers():
+    from grpolab.tasks import guess
+
+    train = {row["answer"] for row in guess.generate_rows(500, split="train")}
+    test = {row["answer"] for row in guess.generate_rows(200, split="test")}
+    assert not train & test and 10 < len(test) < 40
+
+
+def test_an_environment_task_reaches_trl_through_environment_factory(tiny_model_dir, tmp_path):
+    from grpolab.tasks.guess import NumberGame
+    from grpolab.training import recipes
+    from grpolab.training.grpo import build_trainer
+
+    train_args, grpo_config, model_config = recipes.parse_train_args([
+        "--task", "guess", "--task_options", "{}", "--num_train", "8", "--model_name_or_path",
+        str(tiny_model_dir), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+        "--num_generations", "2", "--per_device_train_batch_size", "2", "--max_completion_length", "16",
+        "--report_to", "none",
+    ])
+    trainer = build_trainer(train_args, grpo_config, model_config)
+    assert [tool.__name__ for tool in trainer.tools] == ["guess"]
+    assert isinstance(trainer.tools[0].__self__, NumberGame)
+    assert trainer.logprob_mode == "fused"

@@ -15,6 +15,7 @@ as that reply.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -122,6 +123,19 @@ def prepare_tokenizer(tokenizer, chat_template: str | None, model_name: str = "t
             f"TRL has no response parser for this chat template ({str(error).splitlines()[0]}): use "
             "chat_template: chatml-tools, or a model whose template TRL knows (Qwen2.5, Qwen3, Llama 3.1)"
         ) from None
+
+
+def environment_tools(factory: Callable[[], Any], row: Mapping[str, Any], messages: list[dict[str, Any]]):
+    """(instance, its tools, the prompt) for one rollout, as TRL sets an environment up: a new instance,
+    ``reset(**row)``, its public methods but reset/get_reward as tools, a text observation appended to the
+    last message."""
+    instance = factory()
+    observation = instance.reset(**row)
+    tools = [getattr(instance, name) for name, _ in inspect.getmembers(type(instance), inspect.isfunction)
+             if name not in ("reset", "get_reward") and not name.startswith("_")]
+    if isinstance(observation, str):
+        messages = messages[:-1] + [{**messages[-1], "content": messages[-1]["content"] + observation}]
+    return instance, tools, messages
 
 
 # ------------------------------------------------------------------------------------------ one episode

@@ -71,7 +71,7 @@ def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], con
     from tqdm.auto import tqdm
     from trl.chat_template_utils import supports_tool_calling
 
-    from grpolab.tools import guarded, load_tools, prepare_tokenizer, run_episode
+    from grpolab.tools import environment_tools, guarded, load_tools, prepare_tokenizer, run_episode
 
     if config.k != 1:
         logger.info("tool tasks: one episode per item (k=%d asked)", config.k)
@@ -81,8 +81,12 @@ def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], con
     tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
     generate = hf_generate(model, tokenizer, config.settings())
     for index in tqdm(indices, unit="item", desc=f"eval {config.name}", disable=not progress):
-        row = dataset[index]
-        episode = run_episode(
-            generate, tokenizer, row["prompt"], tools, max_iterations, config.max_new_tokens
-        )
-        append_samples(samples_path, [episode_record(task, row, index, episode)])
+        row, prompt, item_tools, environment = dataset[index], dataset[index]["prompt"], tools, None
+        if task.environment_factory is not None:
+            environment, methods, prompt = environment_tools(task.environment_factory, row, prompt)
+            item_tools = tools + [guarded(method, timeout) for method in methods]
+        episode = run_episode(generate, tokenizer, prompt, item_tools, max_iterations, config.max_new_tokens)
+        record = episode_record(task, row, index, episode)
+        if hasattr(environment, "get_reward"):
+            record["environment_reward"] = float(environment.get_reward())
+        append_samples(samples_path, [record])

@@ -15,6 +15,7 @@ TASKS: dict[str, str] = {
     "sudoku": "grpolab.tasks.sudoku",
     "gsm8k": "grpolab.tasks.gsm8k",
     "calc": "grpolab.tasks.calc",
+    "guess": "grpolab.tasks.guess",
 }
 
 __all__ = [
