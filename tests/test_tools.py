@@ -395,3 +395,23 @@ def test_an_environment_task_reaches_trl_through_environment_factory(tiny_model_
     assert [tool.__name__ for tool in trainer.tools] == ["guess"]
     assert isinstance(trainer.tools[0].__self__, NumberGame)
     assert trainer.logprob_mode == "fused"
+
+
+def test_probe_and_eval_run_the_same_episodes_and_verdicts(tokenizer, monkeypatch, tmp_path):
+    import copy
+
+    from grpolab.evaluation import tool_runner
+    from grpolab.evaluation.config import ProbeConfig
+    from grpolab.evaluation.probe import sample_groups
+    from grpolab.training.rewards import select_rewards
+
+    replies = [CALL.format(expression="123 * 456"), "56088", "56000"] * 2
+    monkeypatch.setattr(tool_runner, "hf_generate", lambda model, tok, settings: scripted(tok, replies))
+    dataset = calc.TASK.load_dataset("test", num=1)
+    dataset = dataset.map(lambda row: {"answer": "56088", "prompt": calc.make_prompt("123 * 456")})
+    config = ProbeConfig(model="m", task="calc", k=2, max_new_tokens=200)
+    rewards = select_rewards(calc.TASK, None, None)
+    [group] = sample_groups(None, copy.deepcopy(tokenizer), calc.TASK, dataset, config, rewards,
+                            tmp_path / "samples.jsonl", progress=False)
+    # the first episode calls the tool and answers 56088; the second answers 56000 without a call
+    assert group["solved"] == [True, False] and group["rewards"] == [1.0, 0.0]

@@ -65,28 +65,42 @@ def hf_generate(model, tokenizer, settings):
     return generate
 
 
-def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], config, samples_path: Path,
-                    progress: bool = True) -> None:
-    """Run one episode per item of ``indices`` and append its record to ``samples_path``."""
-    from tqdm.auto import tqdm
+def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int, config):
+    """(index, k sample records) per item: ``k`` episodes each, as eval runs them (probe samples groups)."""
     from trl.chat_template_utils import supports_tool_calling
 
     from grpolab.tools import environment_tools, guarded, load_tools, prepare_tokenizer, run_episode
 
-    if config.k != 1:
-        logger.info("tool tasks: one episode per item (k=%d asked)", config.k)
     max_iterations, timeout, extra = run_settings(config)
     template = None if supports_tool_calling(tokenizer) else task.chat_template
     tokenizer = prepare_tokenizer(tokenizer, template, str(config.model))
     tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
-    generate = hf_generate(model, tokenizer, config.settings())
-    for index in tqdm(indices, unit="item", desc=f"eval {config.name}", disable=not progress):
-        row, prompt, item_tools, environment = dataset[index], dataset[index]["prompt"], tools, None
-        if task.environment_factory is not None:
-            environment, methods, prompt = environment_tools(task.environment_factory, row, prompt)
-            item_tools = tools + [guarded(method, timeout) for method in methods]
-        episode = run_episode(generate, tokenizer, prompt, item_tools, max_iterations, config.max_new_tokens)
-        record = episode_record(task, row, index, episode)
-        if hasattr(environment, "get_reward"):
-            record["environment_reward"] = float(environment.get_reward())
-        append_samples(samples_path, [record])
+    generate = hf_generate(model, tokenizer, settings)
+    for index in indices:
+        row, records = dataset[index], []
+        for sample in range(k):
+            prompt, item_tools, environment = row["prompt"], tools, None
+            if task.environment_factory is not None:
+                environment, methods, prompt = environment_tools(task.environment_factory, row, prompt)
+                item_tools = tools + [guarded(method, timeout) for method in methods]
+            episode = run_episode(
+                generate, tokenizer, prompt, item_tools, max_iterations, settings.max_new_tokens
+            )
+            record = {**episode_record(task, row, index, episode), "sample": sample}
+            if hasattr(environment, "get_reward"):
+                record["environment_reward"] = float(environment.get_reward())
+            records.append(record)
+        yield index, records
+
+
+def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], config, samples_path: Path,
+                    progress: bool = True) -> None:
+    """Run one episode per item of ``indices`` and append its record to ``samples_path``."""
+    from tqdm.auto import tqdm
+
+    if config.k != 1:
+        logger.info("tool tasks: one episode per item in eval (k=%d asked)", config.k)
+    stream = episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config)
+    for _, records in tqdm(stream, total=len(indices), unit="item", desc=f"eval {config.name}",
+                           disable=not progress):
+        append_samples(samples_path, records)
