@@ -55,6 +55,55 @@ def model_backend(model, tokenizer) -> tuple[Stream, CountTokens]:
     return stream, count_tokens
 
 
+class ToolStream:
+    """A stream that runs one tool episode per message (``grpolab.tools.run_episode``, as eval does): each
+    call and its result are shown as they happen, then the final reply; ``last_reply`` is what is judged."""
+
+    def __init__(self, model, tokenizer, task) -> None:
+        from grpolab.evaluation.tool_runner import DEFAULT_MAX_ITERATIONS
+        from grpolab.tools import guarded, prepare_tokenizer
+
+        self.model, self.task = model, task
+        self.tokenizer = prepare_tokenizer(tokenizer, task.chat_template)
+        self.tools = [guarded(tool) for tool in task.tools]
+        self.max_iterations = DEFAULT_MAX_ITERATIONS
+        self.last_reply = ""
+
+    def __call__(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
+        from grpolab.evaluation.tool_runner import hf_generate
+        from grpolab.tasks.base import completion_text
+        from grpolab.tools import run_episode
+
+        generate = hf_generate(self.model, self.tokenizer, settings)
+        episode = run_episode(generate, self.tokenizer, messages, self.tools, self.max_iterations,
+                              settings.max_new_tokens)
+        self.last_reply = completion_text(episode.messages)
+        for message in episode.messages:
+            yield from _shown(message)
+
+
+def _shown(message) -> Iterator[str]:
+    if message["role"] == "tool":
+        yield f"[{message['name']} -> {message['content']}]\n"
+    for call in message.get("tool_calls") or ():
+        function = call["function"]
+        arguments = ", ".join(f"{key}={value!r}" for key, value in function["arguments"].items())
+        yield f"[call {function['name']}({arguments})]\n"
+    if message["role"] == "assistant" and message.get("content"):
+        yield message["content"]
+
+
+def tool_backend(model, tokenizer, task) -> tuple[Stream, CountTokens]:
+    """(stream, count_tokens) for a tool task: replies are whole tool episodes."""
+    stream = ToolStream(model, tokenizer, task)
+
+    def count_tokens(messages: Messages) -> int:
+        return len(stream.tokenizer.apply_chat_template(
+            messages, tools=stream.tools, add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    return stream, count_tokens
+
+
 def run_repl(
     session,
     stream: Stream,
@@ -100,6 +149,8 @@ def respond(session, line: str, stream: Stream, count_tokens: CountTokens, out: 
             file=out,
         )
     reply, stopped = _stream_reply(session, stream, out)
+    if isinstance(stream, ToolStream) and not stopped:
+        reply = stream.last_reply  # the model's final words, without the calls and results shown
     verdict = session.finish_reply(reply, stopped)
     if stopped:
         print("[stopped: the partial reply is kept in the history; /reset clears it]", file=out)

@@ -56,6 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "/history": ("", "show the settings, the system message and the conversation"),
     "/save": ("FILE", "write the conversation and the settings to FILE as JSON"),
     "/answer": ("GOLD", "with --task: judge the last reply against this answer, e.g. /answer 42"),
+    "/tools": ("", "with a tool task: list the tools the model may call"),
     "/exit": ("", "leave (so do /quit, Ctrl-D, and Ctrl-C at the prompt)"),
 }
 _ALIASES = {"/quit": "/exit", "/settings": "/set"}
@@ -243,6 +244,13 @@ class ChatSession:
         except ChatInputError as error:
             return str(error)
         return self.judge(answered[-1])
+
+    def _command_tools(self, argument: str) -> str:
+        tools = self.task.task.tools if self.task is not None else ()
+        if not tools:
+            return "no tools: start the chat with a tool task, e.g. --task calc"
+        return "\n".join(f"  {tool.__name__}: {(tool.__doc__ or '').strip().splitlines()[0]}"
+                         for tool in tools)
 
     def _command_exit(self, argument: str) -> str:
         self.done = True

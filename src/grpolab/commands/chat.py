@@ -63,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
 
         torch.manual_seed(args.seed)
     _print_banner(args, name, session, length_from)
-    stream, count_tokens = repl.model_backend(model, tokenizer)
+    if task is not None and task.task.tools:
+        stream, count_tokens = repl.tool_backend(model, tokenizer, task.task)
+    else:
+        stream, count_tokens = repl.model_backend(model, tokenizer)
     repl.take_ctrl_c()
     return repl.run_repl(session, stream, count_tokens, read_line=repl.line_reader())
 

@@ -76,6 +76,11 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         metrics["checks"] = {name: _mean([float(r["checks"][name]) for r in records]) for name in checks}
         intervals["checks"] = {name: item_interval(_item_means(items, lambda r, n=name: r["checks"][n]), k)
                                for name in checks}
+    if records and all("tool_calls" in r for r in records):  # tool tasks (evaluation.tool_runner)
+        metrics["tool_calls_per_item"] = _mean([float(r["tool_calls"]) for r in records])
+        metrics["failed_calls_per_item"] = _mean([float(r["failed_calls"]) for r in records])
+        metrics["tool_use_rate"] = _mean([float(r["tool_calls"] > 0) for r in records])
+        metrics["turns_per_item"] = _mean([float(r["turns"]) for r in records])
     metrics["ci95"] = intervals
     return metrics
 

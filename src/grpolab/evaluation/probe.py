@@ -236,10 +236,17 @@ def sample_groups(
     prompts = [dataset[index]["prompt"] for index in range(len(dataset))]
     groups = []
     with tqdm(total=len(prompts), unit="prompt", desc="probe", disable=not progress) as bar:
-        stream = generate_stream(model, tokenizer, prompts, settings, config.k, config.batch_size)
+        if task.tools or task.environment_factory:  # each completion is a tool episode, as in training
+            from grpolab.evaluation.tool_runner import episodes
+
+            stream = ((index, [r["completion"] for r in records], records) for index, records in episodes(
+                model, tokenizer, task, dataset, range(len(dataset)), settings, config.k, config))
+        else:
+            stream = generate_stream(model, tokenizer, prompts, settings, config.k, config.batch_size)
         for index, texts, lengths in stream:
             row = dataset[index]
-            records = score_item(task, row, index, texts, lengths, config.max_new_tokens)
+            records = lengths if isinstance(lengths[0], dict) else score_item(
+                task, row, index, texts, lengths, config.max_new_tokens)
             totals, per_function = combined_rewards(functions, weights, row, texts)
             for sample, record in enumerate(records):
                 record.update(reward=totals[sample], rewards={n: v[sample] for n, v in per_function.items()})

@@ -148,7 +148,12 @@ def evaluate(
         from transformers import set_seed
 
         set_seed(config.seed)
-        run_items(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
+        if task.tools or task.environment_factory:
+            from grpolab.evaluation.tool_runner import run_items_tools
+
+            run_items_tools(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
+        else:
+            run_items(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
     records = [r for r in read_samples(out / SAMPLES) if r["index"] < len(dataset)]
     metrics = {"name": config.name, **summarize(records), "config": asdict(config)}
     write_results(out, metrics)

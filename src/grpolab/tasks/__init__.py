@@ -14,6 +14,8 @@ TASKS: dict[str, str] = {
     "arith": "grpolab.tasks.arith",
     "sudoku": "grpolab.tasks.sudoku",
     "gsm8k": "grpolab.tasks.gsm8k",
+    "calc": "grpolab.tasks.calc",
+    "guess": "grpolab.tasks.guess",
 }
 
 __all__ = [

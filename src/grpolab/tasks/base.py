@@ -97,6 +97,14 @@ class Task:
     checks: other named correctness checks, (completion, row) -> bool, that eval reports beside strict
         and lenient with an interval each (e.g. lm-evaluation-harness's GSM8K filters).
     chat: how ``grpolab chat`` reads a question and judges a reply.
+    tools: functions the model may call (TRL's ``tools=``; see grpolab.tools); a recipe's ``tools`` adds more.
+    environment_factory: TRL's ``environment_factory``, one stateful object per rollout whose public methods
+        are tools (``reset(**row)`` required, ``get_reward()`` optional).
+    chat_template: the template tool tasks need where the model's own cannot render tool calls
+        (a packaged name such as ``chatml-tools``, or a path); the recipe's ``chat_template`` wins.
+    reference_episode(row) -> the ideal multi-turn reply (assistant tool calls, tool results, the answer),
+        what ``sft`` trains a tool task on (loss on the assistant's tokens only); ``reference`` is its
+        final text.
     """
 
     name: str
@@ -111,6 +119,10 @@ class Task:
     reference: Callable[[Mapping[str, Any]], str] | None = None
     checks: Mapping[str, Callable[[str, Mapping[str, Any]], bool]] = field(default_factory=dict)
     chat: ChatSupport = field(default_factory=ChatSupport)
+    tools: Sequence[Callable[..., str]] = ()
+    environment_factory: Callable[[], Any] | None = None
+    chat_template: str | None = None
+    reference_episode: Callable[[Mapping[str, Any]], list[dict[str, Any]]] | None = None
 
     def load_dataset(self, split: str, data_file: str | None = None, num: int | None = None, seed: int = 0,
                      options: Mapping[str, Any] | None = None) -> Any:
@@ -131,7 +143,10 @@ def completion_text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
     if isinstance(completion, list) and completion and isinstance(completion[-1], Mapping):
-        return str(completion[-1].get("content") or "")
+        # A multi-turn completion is judged on the model's last message, never on a tool's result (TRL ends
+        # one with a tool message when the reply after it did not fit).
+        replies = [message for message in completion if message.get("role", "assistant") == "assistant"]
+        return str(replies[-1].get("content") or "") if replies else ""
     if isinstance(completion, list) and not completion:
         return ""
     raise TypeError(f"unexpected completion type {type(completion).__name__}")

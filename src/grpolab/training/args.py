@@ -124,6 +124,22 @@ class TrainArgs:
         },
     )
 
+    tools: list[str] | None = field(
+        default=None,
+        metadata={"help": "extra tools the model may call, as 'package.module:function' (typed, with a "
+                          "docstring); the task's own tools come first"},
+    )
+    tool_timeout: float = field(
+        default=10.0,
+        metadata={"help": "seconds one tool call may take; a slower call is abandoned and the model is told "
+                          "(0 = no limit)"},
+    )
+    chat_template: str | None = field(
+        default=None,
+        metadata={"help": "chat template for tool use: 'chatml-tools' (TRL's ChatML tool template, for "
+                          "SmolLM2) or a .jinja path; default: the task's, else the model's own"},
+    )
+
     def __post_init__(self) -> None:
         from grpolab.tasks.base import parse_task_options
 
@@ -138,6 +154,10 @@ class TrainArgs:
             raise ValueError(f"--logprobs ({self.logprobs}) must be auto, shared, plain or fused")
         if self.generation not in ("auto", "shared", "merged", "trl"):
             raise ValueError(f"--generation ({self.generation}) must be auto, shared, merged or trl")
+        if isinstance(self.tools, str):
+            self.tools = [self.tools]
+        if self.tool_timeout < 0:
+            raise ValueError(f"--tool_timeout ({self.tool_timeout:g}) must be 0 (no limit) or more seconds")
         if self.num_train is not None and self.num_train < 1:
             raise ValueError(f"--num_train ({self.num_train}) must be at least 1")
         if self.max_seq_length is not None and self.max_seq_length < 1:

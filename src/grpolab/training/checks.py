@@ -22,6 +22,8 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
     task = get_task(train_args.task)
     lines = [check_rewards(task, train_args, trainer_config) if command == "train" else check_reference(task)]
     lines.append(check_data(task, train_args, trainer_config.seed, reference=command != "train"))
+    if task.tools or task.environment_factory or train_args.tools:
+        lines.append(check_tools(task, train_args))
     check_output_dir(Path(trainer_config.output_dir), train_args.resume)
     if train_args.init_adapter:
         from grpolab import models
@@ -40,6 +42,21 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
         # the head node's port is bound by the rendezvous itself once launched: check it only before
         lines += multinode.check_world(train_args, trainer_config, command, bind=not inside_launch())
     return lines
+
+
+def check_tools(task: Task, train_args) -> str:
+    """The recipe's tools import, and the chat template named (if any) can be read; the model's own template
+    is checked when the tokenizer loads (no download in a dry run)."""
+    from grpolab.tools import load_tools, template_text
+
+    tools = [*task.tools, *load_tools(train_args.tools)]
+    template = train_args.chat_template or task.chat_template
+    if template:
+        template_text(template)
+    names = ", ".join(tool.__name__ for tool in tools) or "none"
+    environment = f"; environment {task.environment_factory.__name__}" if task.environment_factory else ""
+    shown = template or "the model's own"
+    return f"tools            {names}{environment}; chat template {shown}"
 
 
 def check_rewards(task: Task, train_args, grpo_config) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from grpolab import models, placement, rundir
 from grpolab.training.args import TrainArgs, context_length
+from grpolab.training.tool_use import tool_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
     tokenizer = models.load_tokenizer(
         source, revision=options["revision"], trust_remote_code=options["trust_remote_code"]
     )
+    tokenizer = tool_tokenizer(tokenizer, train_args, model_config.model_name_or_path)
     place = placement_for(train_args, trainer_config, model_config)
     logger.info("Loading %s on %s ...", model_config.model_name_or_path, place.describe())
     if train_args.use_unsloth:

@@ -57,7 +57,25 @@ def reference_dataset(train_args, seed: int):
         raise UserError(f"task {task.name} has no reference replies, so it cannot be used for a supervised "
                         "warm-up")
     dataset = checks.load_task_data(task, train_args, seed)
+    if task.reference_episode is not None:
+        return tool_episodes(task, train_args, dataset)
     return dataset.map(lambda row: {"completion": [{"role": "assistant", "content": task.reference(row)}]})
+
+
+def tool_episodes(task, train_args, dataset):
+    """Conversations of prompt + reference episode with the tools' schema, for TRL's ``assistant_only_loss``
+    (the tool results are context, not targets, as in GRPO's tool mask)."""
+    import json
+
+    from transformers.utils import get_json_schema
+
+    from grpolab.training.tool_use import run_tools
+
+    schema = json.dumps([get_json_schema(tool) for tool in run_tools(task, train_args)])
+    return dataset.map(
+        lambda row: {"messages": row["prompt"] + task.reference_episode(row), "tools": schema},
+        remove_columns=["prompt"],
+    )
 
 
 def lm_head_path(choice: str, device_type: str) -> str:
@@ -82,6 +100,8 @@ def build_trainer(train_args, sft_config, model_config, callbacks=()):
     run_logger = RunLogger(sft_config.output_dir, plot=train_args.plot, curve=plots.loss_curve,
                            curve_file="loss_curve.png",
                            title=f"SFT on {train_args.task}: {model_config.model_name_or_path}")
+    if "messages" in dataset.column_names:
+        sft_config.assistant_only_loss = True
     trainer_type = trainer_class(train_args.logprobs, sft_config.device.type)
     trainer = trainer_type(**model_kwargs, args=sft_config, train_dataset=dataset,
                            callbacks=[run_logger, *callbacks])

@@ -1,0 +1,106 @@
+"""Eval of a tool task: every item is one multi-turn episode (``grpolab.tools.run_episode``), run with the
+same parser, tool execution and iteration cap as training, and judged on its final reply by the task's scorer.
+
+Each sample record keeps every turn (``messages``) and adds ``tool_calls``, ``failed_calls`` and ``turns``;
+``metrics.summarize`` reports them per item beside strict accuracy.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from grpolab.evaluation.samples import append_samples
+from grpolab.generation.settings import _run_configs
+from grpolab.tasks.base import completion_text
+
+logger = logging.getLogger(__name__)
+
+# The cap when the run does not say (a base model): enough for a sum of products done one call at a time.
+DEFAULT_MAX_ITERATIONS = 4
+
+
+def run_settings(config) -> tuple[int | None, float, list[str]]:
+    """(max_tool_calling_iterations, tool_timeout, extra tools) of the adapter's run, else the defaults."""
+    for path in _run_configs(config.adapter, config.model):
+        run = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        if "tool_timeout" in run or "max_tool_calling_iterations" in run:
+            return run.get("max_tool_calling_iterations"), float(run.get("tool_timeout") or 0), run.get(
+                "tools") or []
+    return DEFAULT_MAX_ITERATIONS, 10.0, []
+
+
+def episode_record(task, row: Mapping[str, Any], index: int, episode) -> dict[str, Any]:
+    """One sample record: the training reward's verdict on the final reply, and the episode's counts."""
+    completion = completion_text(episode.messages)
+    verdict = task.score(completion, row)
+    return {
+        "index": index, "sample": 0, "label": str(row.get("label", "all")), "question": row.get("question"),
+        "answer": row.get("answer"), "completion": completion, "solved": bool(verdict.solved),
+        "parsed": verdict.parsed, "partial": float(verdict.partial), "format_ok": bool(verdict.format_ok),
+        "lenient": verdict.lenient, "tokens": episode.tokens, "truncated": episode.truncated,
+        "tool_calls": episode.tool_calls, "failed_calls": episode.failed_calls, "turns": episode.turns,
+        "messages": episode.messages,
+    }
+
+
+def hf_generate(model, tokenizer, settings):
+    """``generate(prompt_ids, max_new_tokens) -> new ids`` on a transformers model (one sequence)."""
+    import torch
+
+    kwargs = settings.to_kwargs()
+    kwargs.pop("max_new_tokens", None)
+
+    def generate(prompt_ids: list[int], max_new_tokens: int) -> list[int]:
+        ids = torch.tensor([prompt_ids], device=model.device)
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **kwargs)
+        return out[0, len(prompt_ids):].tolist()
+
+    return generate
+
+
+def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int, config):
+    """(index, k sample records) per item: ``k`` episodes each, as eval runs them (probe samples groups)."""
+    from trl.chat_template_utils import supports_tool_calling
+
+    from grpolab.tools import environment_tools, guarded, load_tools, prepare_tokenizer, run_episode
+
+    max_iterations, timeout, extra = run_settings(config)
+    template = None if supports_tool_calling(tokenizer) else task.chat_template
+    tokenizer = prepare_tokenizer(tokenizer, template, str(config.model))
+    tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
+    generate = hf_generate(model, tokenizer, settings)
+    for index in indices:
+        row, records = dataset[index], []
+        for sample in range(k):
+            prompt, item_tools, environment = row["prompt"], tools, None
+            if task.environment_factory is not None:
+                environment, methods, prompt = environment_tools(task.environment_factory, row, prompt)
+                item_tools = tools + [guarded(method, timeout) for method in methods]
+            episode = run_episode(
+                generate, tokenizer, prompt, item_tools, max_iterations, settings.max_new_tokens
+            )
+            record = {**episode_record(task, row, index, episode), "sample": sample}
+            if hasattr(environment, "get_reward"):
+                record["environment_reward"] = float(environment.get_reward())
+            records.append(record)
+        yield index, records
+
+
+def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], config, samples_path: Path,
+                    progress: bool = True) -> None:
+    """Run one episode per item of ``indices`` and append its record to ``samples_path``."""
+    from tqdm.auto import tqdm
+
+    if config.k != 1:
+        logger.info("tool tasks: one episode per item in eval (k=%d asked)", config.k)
+    stream = episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config)
+    for _, records in tqdm(stream, total=len(indices), unit="item", desc=f"eval {config.name}",
+                           disable=not progress):
+        append_samples(samples_path, records)
