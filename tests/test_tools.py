@@ -281,9 +281,9 @@ def test_calc_bad_level_is_a_one_line_error():
 
 # --------------------------------------------------------------------------------------- training wiring
 def test_tool_runs_switch_the_cpu_fast_paths_off_with_one_log_line(caplog):
-    from grpolab.training.grpo import fast_paths_for_tools
+    from grpolab.training.tool_use import fast_paths_for_tools
 
-    with caplog.at_level(logging.INFO, logger="grpolab.training.grpo"):
+    with caplog.at_level(logging.INFO, logger="grpolab.training.tool_use"):
         assert fast_paths_for_tools("auto", "auto") == ("fused", "trl")
     lines = [r.getMessage() for r in caplog.records if "fast paths are off" in r.getMessage()]
     assert len(lines) == 1 and "--logprobs fused, --generation trl" in lines[0]
@@ -314,19 +314,19 @@ def test_chat_shows_each_call_and_result_and_judges_the_final_reply(tokenizer, m
     import copy
     import io
 
-    from grpolab import chat
-    from grpolab.commands import chat as chat_command
+    from grpolab.chat import repl
+    from grpolab.chat import session as chat
     from grpolab.evaluation import tool_runner
 
     replies = [CALL.format(expression="123 * 456"), "56088"]
     monkeypatch.setattr(tool_runner, "hf_generate",
                         lambda model, tok, settings: scripted(tok, replies))
     task = chat.get_chat_task("calc")
-    stream, count_tokens = chat_command.tool_backend(None, copy.deepcopy(tokenizer), task.task)
+    stream, count_tokens = repl.tool_backend(None, copy.deepcopy(tokenizer), task.task)
     session = chat.ChatSession(task=task)
     out = io.StringIO()
     lines = iter(["/tools", "123 * 456", "/exit"])
-    chat_command.run_repl(session, stream, count_tokens, read_line=lambda prompt: next(lines), out=out)
+    repl.run_repl(session, stream, count_tokens, read_line=lambda prompt: next(lines), out=out)
     shown = out.getvalue()
     assert "  calculator: Evaluate an arithmetic expression with integers" in shown
     assert "[call calculator(expression='123 * 456')]\n[calculator -> 56088]\n56088\n" in shown
@@ -335,7 +335,7 @@ def test_chat_shows_each_call_and_result_and_judges_the_final_reply(tokenizer, m
 
 
 def test_chat_tools_command_without_a_tool_task_says_how_to_get_one():
-    from grpolab import chat
+    from grpolab.chat import session as chat
 
     assert chat.ChatSession().handle_command("/tools") == (
         "no tools: start the chat with a tool task, e.g. --task calc")

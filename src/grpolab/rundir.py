@@ -115,14 +115,14 @@ def run_max_new_tokens(adapter: str | None = None, model: str | None = None) -> 
     GSM8K reasoning off. The run directory's config.yaml holds it (a ``checkpoint-N`` folder's run is its
     parent); a merged model's grpolab_merge.json names the adapter it came from. Otherwise: 256.
     """
-    for path in _run_configs(adapter, model):
+    for path in run_configs(adapter, model):
         value = _completion_length(path)
         if value is not None:
             return value, f"max_completion_length in {path}"
     return DEFAULT_MAX_NEW_TOKENS, DEFAULT_SOURCE
 
 
-def _run_configs(adapter: str | None, model: str | None) -> list[Path]:
+def run_configs(adapter: str | None, model: str | None) -> list[Path]:
     merge_info = Path(model or "") / MERGE_INFO
     if not adapter and model and merge_info.is_file():
         adapter = json.loads(merge_info.read_text(encoding="utf-8")).get("adapter")

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from grpolab.evaluation.samples import append_samples
-from grpolab.generation.settings import _run_configs
+from grpolab.rundir import run_configs
 from grpolab.tasks.base import completion_text
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ DEFAULT_MAX_ITERATIONS = 4
 
 def run_settings(config) -> tuple[int | None, float, list[str]]:
     """(max_tool_calling_iterations, tool_timeout, extra tools) of the adapter's run, else the defaults."""
-    for path in _run_configs(config.adapter, config.model):
+    for path in run_configs(config.adapter, config.model):
         run = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         if "tool_timeout" in run or "max_tool_calling_iterations" in run:
             return run.get("max_tool_calling_iterations"), float(run.get("tool_timeout") or 0), run.get(

@@ -35,6 +35,8 @@ KNOWN_SHAPES: dict[str, Shape] = {
                                                 64 * 128),
     "qwen/qwen2.5-3b-instruct": Shape(3.09e9, 2048, 36, 11008, 2 * 128, 151936),
     "qwen/qwen2.5-7b-instruct": Shape(7.62e9, 3584, 28, 18944, 4 * 128, 152064),
+    # Qwen3-4B-Instruct-2507 (the tool recipe): 32 query heads x 128 = 4096, tied embeddings
+    "qwen/qwen3-4b-instruct-2507": Shape(4.02e9, 2560, 36, 9728, 8 * 128, 151936, 151936 * 2560, 32 * 128),
 }
 
 
