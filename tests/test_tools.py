@@ -440,3 +440,30 @@ def test_sft_on_tool_episodes_trains_on_the_assistant_tokens_only(tiny_model_dir
     # the call and the bare answer are targets; the prompt, the tool schema and the tool result are not
     assert f'"expression": "{question}"' in trained and trained.rstrip().endswith(f"{answer}<|im_end|>")
     assert "<tool_response>" not in trained and "system" not in trained and "What is" not in trained
+
+
+def test_chat_through_a_pty_lists_tools_and_judges_a_tool_task_reply(tiny_model_dir):
+    import os
+    import sys
+
+    import pexpect
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "grpolab", "chat", "--model", str(tiny_model_dir), "--task", "calc", "--max_new_tokens", "8"],
+        env=env, encoding="utf-8", timeout=120, dimensions=(50, 400),
+    )
+    child.expect_exact("type a product such as 123 * 456")
+    child.expect_exact(">>> ")
+    child.sendline("/tools")
+    child.expect_exact("calculator: Evaluate an arithmetic expression")
+    child.expect_exact(">>> ")
+    child.sendline("123 * 456")
+    child.expect_exact("[calc] parsed: ")  # a random model's reply, judged by the task's scorer
+    child.expect_exact("(answer 56088)")
+    child.expect_exact(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
