@@ -415,3 +415,55 @@ def test_probe_and_eval_run_the_same_episodes_and_verdicts(tokenizer, monkeypatc
                             tmp_path / "samples.jsonl", progress=False)
     # the first episode calls the tool and answers 56088; the second answers 56000 without a call
     assert group["solved"] == [True, False] and group["rewards"] == [1.0, 0.0]
+
+
+def test_sft_on_tool_episodes_trains_on_the_assistant_tokens_only(tiny_model_dir, tmp_path):
+    from trl import SFTConfig
+
+    from grpolab.training import recipes
+    from grpolab.training.sft import build_trainer
+
+    train_args, sft_config, model_config = recipes.parse_train_args(
+        ["--task", "calc", "--task_options", '{"levels": "mul-3"}', "--num_train", "4",
+         "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "sft"),
+         "--max_steps", "1", "--report_to", "none", "--max_length", "512"],
+        SFTConfig, "sft-sudoku-smollm2.yaml", "sft",
+    )
+    trainer = build_trainer(train_args, sft_config, model_config)
+    assert trainer.args.assistant_only_loss
+    row = trainer.train_dataset[0]
+    tokenizer = trainer.processing_class
+    mask = row["assistant_masks"] if "assistant_masks" in row else [label != -100 for label in row["labels"]]
+    trained = tokenizer.decode([t for t, m in zip(row["input_ids"], mask, strict=True) if m])
+    question = calc.TASK.load_dataset("train", num=4, options={"levels": "mul-3"})[0]["question"]
+    answer = calc.calculator(question)
+    # the call and the bare answer are targets; the prompt, the tool schema and the tool result are not
+    assert f'"expression": "{question}"' in trained and trained.rstrip().endswith(f"{answer}<|im_end|>")
+    assert "<tool_response>" not in trained and "system" not in trained and "What is" not in trained
+
+
+def test_chat_through_a_pty_lists_tools_and_judges_a_tool_task_reply(tiny_model_dir):
+    import os
+    import sys
+
+    import pexpect
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "grpolab", "chat", "--model", str(tiny_model_dir), "--task", "calc", "--max_new_tokens", "8"],
+        env=env, encoding="utf-8", timeout=120, dimensions=(50, 400),
+    )
+    child.expect_exact("type a product such as 123 * 456")
+    child.expect_exact(">>> ")
+    child.sendline("/tools")
+    child.expect_exact("calculator: Evaluate an arithmetic expression")
+    child.expect_exact(">>> ")
+    child.sendline("123 * 456")
+    child.expect_exact("[calc] parsed: ")  # a random model's reply, judged by the task's scorer
+    child.expect_exact("(answer 56088)")
+    child.expect_exact(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
