@@ -182,7 +182,7 @@ def test_every_data_task_has_an_example():
     from grpolab.tasks import TASKS, get_task
 
     generating = {name for name in [*TASKS, "reasoning_gym"] if get_task(name).generate is not None}
-    assert generating == {"sudoku", "arith", "reasoning_gym"}
+    assert generating == {"sudoku", "arith", "reasoning_gym", "calc", "guess"}
     for name in generating:
         assert f"grpolab data {name} " in data.EXAMPLE
 

@@ -232,7 +232,7 @@ ANSWERISH = st.lists(
 def test_score_never_raises_on_answer_like_text(text):
     verdict = score(text, {"answer": "18"})
     # What is parsed is a canonical number (it round-trips), and a solve means that number is the gold.
-    assert verdict.parsed is None or gsm8k.canonical(Fraction(verdict.parsed)) == verdict.parsed
+    assert verdict.parsed is None or gsm8k_answers.canonical(Fraction(verdict.parsed)) == verdict.parsed
     assert not verdict.solved or verdict.parsed == "18"
     assert verdict.partial == (1.0 if verdict.solved else 0.0)
 

@@ -23,6 +23,8 @@ EXAMPLE = """examples:
   grpolab data sudoku --num 200 --seed 1 --blanks 12 --split test --out data/sudoku-difficult.jsonl
   grpolab data arith --num 2000 --levels add-20,addsub-20 --out data/arith.jsonl
   grpolab data reasoning_gym --dataset leg_counting --num 2000 --num_test 200 --out data/legs.jsonl
+  grpolab data calc --num 1000 --levels mul-3,sumprod --out data/calc.jsonl      # for the calculator tool
+  grpolab data guess --num 500 --out data/guess.jsonl                            # the number game
   grpolab data mypackage.tasks:TASK --num 100 --out data/mine.jsonl
 """
 SPLITS = ("train", "test")
