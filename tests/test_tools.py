@@ -3,7 +3,6 @@ and the calculator task."""
 
 from __future__ import annotations
 
-import logging
 import time
 
 import pytest
@@ -280,16 +279,7 @@ def test_calc_bad_level_is_a_one_line_error():
 
 
 # --------------------------------------------------------------------------------------- training wiring
-def test_tool_runs_switch_the_cpu_fast_paths_off_with_one_log_line(caplog):
-    from grpolab.training.tool_use import fast_paths_for_tools
-
-    with caplog.at_level(logging.INFO, logger="grpolab.training.tool_use"):
-        assert fast_paths_for_tools("auto", "auto") == ("fused", "trl")
-    lines = [r.getMessage() for r in caplog.records if "fast paths are off" in r.getMessage()]
-    assert len(lines) == 1 and "--logprobs fused, --generation trl" in lines[0]
-
-
-def test_a_tool_task_reaches_trl_with_its_tools_and_trl_paths(tiny_model_dir, tmp_path, caplog):
+def test_a_tool_task_reaches_trl_with_its_tools_and_the_cpu_fast_paths(tiny_model_dir, tmp_path):
     from grpolab.training import recipes
     from grpolab.training.grpo import build_trainer
 
@@ -300,13 +290,11 @@ def test_a_tool_task_reaches_trl_with_its_tools_and_trl_paths(tiny_model_dir, tm
         "--per_device_train_batch_size", "2", "--max_completion_length", "16", "--report_to", "none",
         "--tools", "tests.test_tools:raising", "--max_tool_calling_iterations", "2",
     ])
-    with caplog.at_level(logging.INFO):
-        trainer = build_trainer(train_args, grpo_config, model_config)
+    trainer = build_trainer(train_args, grpo_config, model_config)
     assert [tool.__name__ for tool in trainer.tools] == ["calculator", "raising"]
     assert (trainer.logprob_mode, trainer.generation_mode, trainer.max_tool_calling_iterations) == (
-        "fused", "trl", 2)
+        "shared", "shared", 2)
     assert trainer.tools[1].__wrapped__ is raising  # guarded
-    assert sum("fast paths are off" in r.getMessage() for r in caplog.records) == 1
 
 
 # ------------------------------------------------------------------------------------------------- chat

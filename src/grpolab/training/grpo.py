@@ -18,7 +18,7 @@ from grpolab.training.checks import load_task_data, preflight
 from grpolab.training.model import model_arguments
 from grpolab.training.rewards import SampleRecorder, select_rewards
 from grpolab.training.run import run_trainer, use_progress_line
-from grpolab.training.tool_use import fast_paths_for_tools, run_tools, uses_tools
+from grpolab.training.tool_use import run_tools, uses_tools
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,11 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
         train_args.plot,
         title=f"GRPO on {task.name}: {model_config.model_name_or_path}",
     )
-    logprobs, generation = train_args.logprobs, train_args.generation
     tool_kwargs = {}
     if uses_tools(task, train_args):
         tool_kwargs = {"tools": run_tools(task, train_args) or None,
                        "environment_factory": task.environment_factory}
-        logprobs, generation = fast_paths_for_tools(logprobs, generation)
-    trainer_type = trainer_class(logprobs, grpo_config.device.type)
+    trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)
     trainer = trainer_type(
         **model_kwargs,
         reward_funcs=reward_funcs,
@@ -58,7 +56,7 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
         callbacks=[logger_callback, SamplingCheck(), *callbacks],
         **tool_kwargs,
     )
-    trainer.generation_mode = generation_path(generation, grpo_config.device.type)
+    trainer.generation_mode = generation_path(train_args.generation, grpo_config.device.type)
     use_progress_line(trainer, ProgressLine())
     return trainer
 

@@ -1,14 +1,14 @@
-"""What a GRPO or SFT run with tools needs from TRL: the guarded tools, the tool chat template, and TRL's
-own log-prob and generation paths for multi-turn completions."""
+"""What a GRPO or SFT run with tools needs from TRL: the guarded tools and the tool chat template.
+
+grpolab's CPU fast paths (training/grpo_trainer.py) stay on: a multi-turn completion is token ids after a
+shared prompt like any other, TRL's tool_mask keeps the tool results out of the loss after the log-probs,
+and the turn after a result is a plain generate call (tests/test_tool_fast_paths.py checks log-probs, loss,
+gradients and samples against TRL's own methods on a batch from TRL's tool loop)."""
 
 from __future__ import annotations
 
-import logging
-
 from grpolab.tasks import Task, get_task
 from grpolab.training.args import TrainArgs
-
-logger = logging.getLogger(__name__)
 
 
 def uses_tools(task: Task, train_args: TrainArgs) -> bool:
@@ -30,12 +30,3 @@ def tool_tokenizer(tokenizer, train_args: TrainArgs, model_name: str):
     if not uses_tools(task, train_args):
         return tokenizer
     return prepare_tokenizer(tokenizer, train_args.chat_template or task.chat_template, model_name)
-
-
-def fast_paths_for_tools(logprobs: str, generation: str) -> tuple[str, str]:
-    """TRL's own log-prob and generation paths for a tool run: grpolab's shared-prompt paths are tested on
-    single-turn completions only, and a multi-turn completion holds tool results (TRL's tool mask)."""
-    if (logprobs, generation) != ("fused", "trl"):
-        logger.info("tools in use: grpolab's CPU fast paths are off (--logprobs fused, --generation trl); "
-                    "multi-turn completions go through TRL's own log-probs and generation")
-    return "fused", "trl"
