@@ -111,6 +111,17 @@ def test_flags_override_yaml():
     assert model.lora_r == 4
 
 
+@pytest.mark.parametrize(("argv", "task", "options"), [
+    (["--task", "calc"], "calc", {}),  # the default recipe's arith levels are not calc's
+    (["--task=calc"], "calc", {}),
+    (["--task", "arith"], "arith", {"levels": "add-20"}),  # the recipe's own task keeps its options
+    (["--task", "calc", "--task_options", '{"levels": "mul-4"}'], "calc", {"levels": "mul-4"}),
+])
+def test_task_options_follow_the_task(argv, task, options):
+    train_args, _, _ = recipes.parse_train_args(argv)
+    assert (train_args.task, train_args.task_options) == (task, options)
+
+
 def test_default_recipe_is_used_without_config():
     train_args, grpo, model = recipes.parse_train_args([])
     assert train_args.task == "arith"

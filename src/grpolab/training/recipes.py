@@ -181,6 +181,7 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     apply_env(config.pop("env", None), config_path)
     check_keys(config, known, str(config_path))
     check_flags(argv, known, command)
+    _options_follow_task(argv, config)
     parser.set_defaults_with_config(**{**device_defaults(), **config})
     try:
         train_args, grpo_config, model_config = parser.parse_args_into_dataclasses(args=argv)
@@ -212,6 +213,16 @@ def wants_unsloth(argv: list[str], default_recipe: str = DEFAULT_RECIPE) -> bool
     argv = list(argv)
     config = read_yaml(_pop_config(argv, default_recipe))
     return _flag(argv, "use_unsloth", config) and not _flag(argv, "dry_run", config)
+
+
+def _options_follow_task(argv: list[str], config: dict[str, Any]) -> None:
+    """A recipe's task_options belong to its task: ``--task calc`` on the default (arith) recipe drops them
+    unless ``--task_options`` is given too."""
+    given = {item.partition("=")[0] for item in argv}
+    task = next((item.partition("=")[2] or (argv[i + 1] if i + 1 < len(argv) else "")
+                 for i, item in enumerate(argv) if item.partition("=")[0] == "--task"), None)
+    if task is not None and task != config.get("task") and "--task_options" not in given:
+        config.pop("task_options", None)
 
 
 def _flag(argv: list[str], name: str, config: dict[str, Any]) -> bool:
