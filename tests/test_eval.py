@@ -260,6 +260,30 @@ def test_continuous_batching_matches_one_at_a_time_greedy(eval_tiny_model, batch
     assert [results[i][1][0] for i in range(len(CHATS))] == expected_lengths
 
 
+def test_generate_ids_keeps_each_budget_and_the_stop_token(eval_tiny_model, monkeypatch):
+    """What a batched tool episode needs: token-id contexts, a budget per row, the stop token kept."""
+    from grpolab.generation.continuous_batching import generate_ids
+    from grpolab.generation.settings import GenerationSettings
+
+    model, tokenizer = eval_tiny_model
+    _, free_running = _one_at_a_time(model, tokenizer, CHATS, 10)
+    stop = next(token for token in free_running[0] if any(token not in other for other in free_running))
+    monkeypatch.setattr(model.generation_config, "eos_token_id", [tokenizer.eos_token_id, stop])
+    _, expected = _one_at_a_time(model, tokenizer, CHATS, 10)
+    contexts = [tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+                          add_special_tokens=False)["input_ids"] for chat in CHATS]
+    budgets = [10, 3, 10, 1, 10, 5, 10]
+    settings = GenerationSettings(max_new_tokens=2)  # the budgets rule, not this
+    got = generate_ids(model, tokenizer, contexts, budgets, settings, batch_size=3)
+    for tokens, budget, ids in zip(expected, budgets, got, strict=True):
+        if len(tokens) < budget:  # stopped: the stop token is kept at the end
+            assert ids[:-1] == tokens and ids[-1] in (stop, tokenizer.eos_token_id)
+        else:  # cut at its own budget
+            assert ids == tokens[:budget]
+    assert any(len(tokens) < budget for tokens, budget in zip(expected, budgets, strict=True))
+    assert generate_ids(model, tokenizer, [], [], GenerationSettings()) == []
+
+
 def test_eager_attention_batching_matches_one_at_a_time_greedy(eval_tiny_model, monkeypatch):
     """The decoder's padding mask and position ids hold with eager attention as well as with SDPA."""
     from grpolab.generation.continuous_batching import generate_stream

@@ -160,6 +160,38 @@ def test_an_episode_calls_the_tool_feeds_the_result_back_and_ends_on_the_answer(
     assert "<tool_response>\n56088\n</tool_response>" in tool_tokenizer.decode(suffix)
 
 
+def test_episodes_run_side_by_side_end_as_they_do_one_at_a_time(tool_tokenizer):
+    """run_episodes batches each turn of every unfinished episode; each ends as run_episode ends it alone."""
+    from grpolab.tools import run_episodes
+
+    scripts = [  # per conversation: its replies in turn
+        [CALL.format(expression="123 * 456"), "56088"],
+        ["56000"],
+        [CALL.format(expression="1 +"), CALL.format(expression="2 * 3"), "6"],
+        [CALL.format(expression="9 * 9")] * 5,
+    ]
+    tools = [guarded(calc.calculator)]
+    conversations = [calc.make_prompt(q) for q in ("123 * 456", "7 * 8", "2 * 3", "9 * 9")]
+    alone = [run_episode(scripted(tool_tokenizer, replies), tool_tokenizer, messages, tools, 2, 400)
+             for replies, messages in zip(scripts, conversations, strict=True)]
+    generators, calls = [scripted(tool_tokenizer, replies) for replies in scripts], []
+
+    def batched(contexts, budgets):
+        calls.append(len(contexts))
+        rows = [next(i for i, prompt in enumerate(own_prompts) if c[: len(prompt)] == prompt)
+                for c in contexts]
+        return [generators[row](c, budget) for row, c, budget in zip(rows, contexts, budgets, strict=True)]
+
+    own_prompts = [list(tool_tokenizer.apply_chat_template(m, tools=tools, add_generation_prompt=True,
+                                                           tokenize=True, return_dict=True)["input_ids"])
+                   for m in conversations]
+    together = run_episodes(batched, tool_tokenizer, conversations, [tools] * 4, 2, 400)
+    assert together == alone
+    assert calls == [4, 3, 2]  # 2 ends at once, 1 after its result, 3 on its answer, 4 at the cap
+    assert [e.tool_calls for e in together] == [1, 0, 2, 2] and together[2].failed_calls == 1
+    assert [e.turns for e in together] == [2, 1, 3, 3]
+
+
 def test_a_malformed_call_is_the_model_reply_not_a_tool_call(tool_tokenizer):
     malformed = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1 *'
     generate = scripted(tool_tokenizer, [malformed + "</tool_call>"])
@@ -287,7 +319,7 @@ def test_a_tool_task_reaches_trl_with_its_tools_and_the_cpu_fast_paths(tiny_mode
         "--task", "calc", "--task_options", '{"levels": "mul-3"}', "--num_train", "8",
         "--model_name_or_path", str(tiny_model_dir),
         "--output_dir", str(tmp_path / "run"), "--max_steps", "1", "--num_generations", "2",
-        "--per_device_train_batch_size", "2", "--max_completion_length", "16", "--report_to", "none",
+        "--per_device_train_batch_size", "2", "--max_completion_length", "128", "--report_to", "none",
         "--tools", "tests.test_tools:raising", "--max_tool_calling_iterations", "2",
     ])
     trainer = build_trainer(train_args, grpo_config, model_config)
@@ -295,6 +327,21 @@ def test_a_tool_task_reaches_trl_with_its_tools_and_the_cpu_fast_paths(tiny_mode
     assert (trainer.logprob_mode, trainer.generation_mode, trainer.max_tool_calling_iterations) == (
         "shared", "shared", 2)
     assert trainer.tools[1].__wrapped__ is raising  # guarded
+
+
+def test_a_completion_budget_that_cannot_hold_an_episode_is_refused_before_training(tiny_model_dir, tmp_path):
+    """TRL drops a tool result that does not fit, so every episode would end on its call and score 0."""
+    from grpolab.training import recipes
+    from grpolab.training.grpo import build_trainer
+
+    args = recipes.parse_train_args([
+        "--task", "calc", "--num_train", "8", "--model_name_or_path", str(tiny_model_dir),
+        "--output_dir", str(tmp_path / "run"), "--num_generations", "2", "--per_device_train_batch_size", "2",
+        "--max_completion_length", "64", "--report_to", "none",
+    ])
+    with pytest.raises(UserError, match=r"max_completion_length 64 cannot hold a calc episode \(\d+ tokens.*"
+                                        r"set --max_completion_length \d+ or more"):
+        build_trainer(*args)
 
 
 # ------------------------------------------------------------------------------------------------- chat
@@ -382,7 +429,7 @@ def test_an_environment_task_reaches_trl_through_environment_factory(tiny_model_
     trainer = build_trainer(train_args, grpo_config, model_config)
     assert [tool.__name__ for tool in trainer.tools] == ["guess"]
     assert isinstance(trainer.tools[0].__self__, NumberGame)
-    assert trainer.logprob_mode == "fused"
+    assert (trainer.logprob_mode, trainer.generation_mode) == ("shared", "shared")
 
 
 def test_probe_and_eval_run_the_same_episodes_and_verdicts(tokenizer, monkeypatch, tmp_path):
@@ -393,8 +440,14 @@ def test_probe_and_eval_run_the_same_episodes_and_verdicts(tokenizer, monkeypatc
     from grpolab.evaluation.probe import sample_groups
     from grpolab.training.rewards import select_rewards
 
-    replies = [CALL.format(expression="123 * 456"), "56088", "56000"] * 2
-    monkeypatch.setattr(tool_runner, "hf_generate", lambda model, tok, settings: scripted(tok, replies))
+    # both episodes take their first turn in one batch: a call and a guess; then the called one answers
+    replies = [CALL.format(expression="123 * 456"), "56000", "56088"]
+
+    def batched(model, tok, settings, batch_size=None):
+        generate = scripted(tok, replies)
+        return lambda contexts, budgets: [generate(c, b) for c, b in zip(contexts, budgets, strict=True)]
+
+    monkeypatch.setattr(tool_runner, "batched_generate", batched)
     dataset = calc.TASK.load_dataset("test", num=1)
     dataset = dataset.map(lambda row: {"answer": "56088", "prompt": calc.make_prompt("123 * 456")})
     config = ProbeConfig(model="m", task="calc", k=2, max_new_tokens=200)

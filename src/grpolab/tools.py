@@ -171,50 +171,85 @@ def execute_calls(tool_calls: Sequence[Mapping[str, Any]], tools: Mapping[str, C
 
 def run_episode(generate: Callable[[list[int], int], list[int]], tokenizer, messages: list[dict[str, Any]],
                 tools: Sequence[Callable], max_iterations: int | None, max_completion_length: int) -> Episode:
+    """One episode of ``run_episodes``, with ``generate(prompt_ids, max_new_tokens) -> new ids``."""
+    def each(contexts: list[list[int]], budgets: list[int]) -> list[list[int]]:
+        return [generate(context, budget) for context, budget in zip(contexts, budgets, strict=True)]
+
+    return run_episodes(each, tokenizer, [messages], [tools], max_iterations, max_completion_length)[0]
+
+
+@dataclass
+class _Rollout:
+    prompt_ids: list[int]
+    tools: list[Callable]
+    context: list[int]
+    episode: Episode = field(default_factory=Episode)
+    iteration: int = 0
+    done: bool = False
+
+
+def run_episodes(generate: Callable[[list[list[int]], list[int]], list[list[int]]], tokenizer,
+                 conversations: Sequence[list[dict[str, Any]]], tools: Sequence[Sequence[Callable]],
+                 max_iterations: int | None, max_completion_length: int) -> list[Episode]:
     """Generate, run the tool calls, append their results, generate again, until a reply without calls, the
-    iteration cap or the token budget; ``generate(prompt_ids, max_new_tokens) -> new ids`` (stop token
-    included when the model stopped).
+    iteration cap or the token budget, for each conversation (with its own tools). Every unfinished
+    episode's next turn goes to one ``generate(contexts, budgets) -> new ids per context`` call (stop token
+    included when the model stopped), as TRL's loop regenerates every row that called a tool at once.
 
     Token accounting follows TRL's: the completion is everything after the prompt, tool results included,
     at most ``max_completion_length`` tokens; a tool result that would not fit ends the episode.
     """
+    rollouts = []
+    for messages, item_tools in zip(conversations, tools, strict=True):
+        prompt_ids = list(tokenizer.apply_chat_template(messages, tools=list(item_tools) or None,
+                                                        add_generation_prompt=True, tokenize=True,
+                                                        return_dict=True)["input_ids"])
+        rollouts.append(_Rollout(prompt_ids, list(item_tools), list(prompt_ids)))
+    active = rollouts
+    while active:
+        budgets = [max_completion_length - (len(r.context) - len(r.prompt_ids)) for r in active]
+        asked = [i for i, budget in enumerate(budgets) if budget > 0]
+        outputs = dict(zip(asked, generate([active[i].context for i in asked], [budgets[i] for i in asked]),
+                           strict=True))
+        for i, rollout in enumerate(active):
+            _advance(rollout, outputs.get(i, []), tokenizer, max_iterations, max_completion_length)
+        active = [rollout for rollout in active if not rollout.done]
+    for rollout in rollouts:
+        rollout.episode.tokens = len(rollout.context) - len(rollout.prompt_ids)
+    return [rollout.episode for rollout in rollouts]
+
+
+def _advance(rollout: _Rollout, new_ids: list[int], tokenizer, max_iterations: int | None,
+             max_completion_length: int) -> None:
+    """One turn of an episode: parse the reply, then end it or run its calls and append their results."""
     from trl.chat_template_utils import parse_response
 
-    by_name = {tool.__name__: tool for tool in tools}
-    prompt_ids = list(tokenizer.apply_chat_template(
-        messages, tools=list(tools) or None, add_generation_prompt=True, tokenize=True, return_dict=True
-    )["input_ids"])
-    context = list(prompt_ids)
-    episode = Episode()
-    iteration = 0
-    while True:
-        budget = max_completion_length - (len(context) - len(prompt_ids))
-        new_ids = generate(context, budget) if budget > 0 else []
-        episode.turns += 1
-        reply = parse_response(tokenizer, new_ids, prefix=context, tools=list(tools)) if new_ids else {}
-        context += new_ids
-        if not reply:
-            episode.truncated = True
-            break
-        episode.messages.append(reply)
-        calls = reply.get("tool_calls")
-        if not calls or (max_iterations is not None and iteration >= max_iterations):
-            episode.truncated = tokenizer.eos_token_id not in new_ids[-1:] and len(context) - len(
-                prompt_ids) >= max_completion_length
-            break
-        results = execute_calls(calls, by_name)
-        episode.tool_calls += len(results)
-        episode.failed_calls += sum(failed for _, _, failed in results)
-        tool_messages = [{"role": "tool", "name": name, "content": content} for name, content, _ in results]
-        suffix = tool_suffix_ids(tokenizer, tool_messages)
-        if len(context) + len(suffix) - len(prompt_ids) > max_completion_length:
-            episode.truncated = True
-            break
-        episode.messages += tool_messages
-        context += suffix
-        iteration += 1
-    episode.tokens = len(context) - len(prompt_ids)
-    return episode
+    episode = rollout.episode
+    episode.turns += 1
+    reply = parse_response(tokenizer, new_ids, prefix=rollout.context, tools=rollout.tools) if new_ids else {}
+    rollout.context += new_ids
+    used = len(rollout.context) - len(rollout.prompt_ids)
+    rollout.done = True
+    if not reply:
+        episode.truncated = True
+        return
+    episode.messages.append(reply)
+    calls = reply.get("tool_calls")
+    if not calls or (max_iterations is not None and rollout.iteration >= max_iterations):
+        episode.truncated = tokenizer.eos_token_id not in new_ids[-1:] and used >= max_completion_length
+        return
+    results = execute_calls(calls, {tool.__name__: tool for tool in rollout.tools})
+    episode.tool_calls += len(results)
+    episode.failed_calls += sum(failed for _, _, failed in results)
+    tool_messages = [{"role": "tool", "name": name, "content": content} for name, content, _ in results]
+    suffix = tool_suffix_ids(tokenizer, tool_messages)
+    if used + len(suffix) > max_completion_length:
+        episode.truncated = True
+        return
+    episode.messages += tool_messages
+    rollout.context += suffix
+    rollout.iteration += 1
+    rollout.done = False
 
 
 def tool_suffix_ids(tokenizer, tool_messages: list[dict[str, Any]]) -> list[int]:

@@ -1,4 +1,4 @@
-"""Eval of a tool task: every item is one multi-turn episode (``grpolab.tools.run_episode``), run with the
+"""Eval of a tool task: every item is one multi-turn episode (``grpolab.tools.run_episodes``), run with the
 same parser, tool execution and iteration cap as training, and judged on its final reply by the task's scorer.
 
 Each sample record keeps every turn (``messages``) and adds ``tool_calls``, ``failed_calls`` and ``turns``;
@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 
 # The cap when the run does not say (a base model): enough for a sum of products done one call at a time.
 DEFAULT_MAX_ITERATIONS = 4
+# Items whose episodes run side by side (each turn one batched decoder call); samples.jsonl is appended
+# after each round, so an interrupted eval resumes from there.
+EPISODES_PER_ROUND = 32
 
 
 def run_settings(config) -> tuple[int | None, float, list[str]]:
@@ -65,32 +68,55 @@ def hf_generate(model, tokenizer, settings):
     return generate
 
 
+def batched_generate(model, tokenizer, settings, batch_size: int | None = None):
+    """``generate(contexts, budgets) -> new ids`` for ``run_episodes``: grpolab's continuous-batching decoder
+    (the tool schema in the system prompt is a prefix every context shares, prefilled once)."""
+    from grpolab.generation.continuous_batching import generate_ids
+
+    def generate(contexts: list[list[int]], budgets: list[int]) -> list[list[int]]:
+        return generate_ids(model, tokenizer, contexts, budgets, settings, batch_size)
+
+    return generate
+
+
 def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int, config):
-    """(index, k sample records) per item: ``k`` episodes each, as eval runs them (probe samples groups)."""
+    """(index, k sample records) per item: ``k`` episodes each, as eval runs them (probe samples groups);
+    the episodes of up to ``EPISODES_PER_ROUND`` items run side by side, one batched call per turn."""
     from trl.chat_template_utils import supports_tool_calling
 
-    from grpolab.tools import environment_tools, guarded, load_tools, prepare_tokenizer, run_episode
+    from grpolab.tools import guarded, load_tools, prepare_tokenizer, run_episodes
 
     max_iterations, timeout, extra = run_settings(config)
     template = None if supports_tool_calling(tokenizer) else task.chat_template
     tokenizer = prepare_tokenizer(tokenizer, template, str(config.model))
     tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
-    generate = hf_generate(model, tokenizer, settings)
-    for index in indices:
-        row, records = dataset[index], []
-        for sample in range(k):
-            prompt, item_tools, environment = row["prompt"], tools, None
-            if task.environment_factory is not None:
-                environment, methods, prompt = environment_tools(task.environment_factory, row, prompt)
-                item_tools = tools + [guarded(method, timeout) for method in methods]
-            episode = run_episode(
-                generate, tokenizer, prompt, item_tools, max_iterations, settings.max_new_tokens
-            )
-            record = {**episode_record(task, row, index, episode), "sample": sample}
-            if hasattr(environment, "get_reward"):
-                record["environment_reward"] = float(environment.get_reward())
-            records.append(record)
-        yield index, records
+    generate = batched_generate(model, tokenizer, settings, getattr(config, "batch_size", None))
+    indices = list(indices)
+    for start in range(0, len(indices), EPISODES_PER_ROUND):
+        chunk = indices[start : start + EPISODES_PER_ROUND]
+        rollouts = [_rollout(task, dataset[index], tools, timeout) for index in chunk for _ in range(k)]
+        done = run_episodes(generate, tokenizer, [r[1] for r in rollouts], [r[2] for r in rollouts],
+                            max_iterations, settings.max_new_tokens)
+        for position, index in enumerate(chunk):
+            records = []
+            for sample in range(k):
+                environment, _, _ = rollouts[position * k + sample]
+                record = {**episode_record(task, dataset[index], index, done[position * k + sample]),
+                          "sample": sample}
+                if hasattr(environment, "get_reward"):
+                    record["environment_reward"] = float(environment.get_reward())
+                records.append(record)
+            yield index, records
+
+
+def _rollout(task, row, tools, timeout):
+    """(environment or None, prompt, tools) for one episode of ``row``: a fresh environment per episode."""
+    from grpolab.tools import environment_tools, guarded
+
+    if task.environment_factory is None:
+        return None, row["prompt"], tools
+    environment, methods, prompt = environment_tools(task.environment_factory, row, row["prompt"])
+    return environment, prompt, tools + [guarded(method, timeout) for method in methods]
 
 
 def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], config, samples_path: Path,

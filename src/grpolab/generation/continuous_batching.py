@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from grpolab.generation.hf import with_cache
@@ -108,12 +108,30 @@ def generate_stream(model, tokenizer, chats: Sequence[list[dict[str, str]]], set
             yield chat, tokenizer.batch_decode(tokens, skip_special_tokens=True), [len(t) for t in tokens]
 
 
+def generate_ids(model, tokenizer, prompts: Sequence[list[int]], budgets: Sequence[int],
+                 settings: GenerationSettings, batch_size: int | None = None) -> list[list[int]]:
+    """New token ids per prompt (token ids, e.g. a tool episode's context), at most ``budgets[i]`` each, the
+    stop token kept at the end where the model stopped: what ``trl``'s response parser reads."""
+    if not prompts:
+        return []
+    settings = replace(settings, max_new_tokens=max(budgets))
+    longest = max(len(ids) for ids in prompts) + settings.max_new_tokens
+    decoder = _Decoder(model, tokenizer, settings, prompts, budgets)
+    for _ in decoder.run(batch_size or fitting_batch_size(model, longest)):
+        pass
+    stopped = decoder.stopped
+    return [ids + ([stopped[s]] if s in stopped else []) for s, ids in enumerate(decoder.generated)]
+
+
 class _Decoder:
-    def __init__(self, model, tokenizer, settings: GenerationSettings, prompts: Sequence[list[int]]):
+    def __init__(self, model, tokenizer, settings: GenerationSettings, prompts: Sequence[list[int]],
+                 limits: Sequence[int] | None = None):
         self.model, self.settings, self.prompts = model, settings, prompts
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stop = set(stop_token_ids(model, tokenizer))
+        self.limits = list(limits) if limits is not None else [settings.max_new_tokens] * len(prompts)
         self.generated: list[list[int]] = [[] for _ in prompts]
+        self.stopped: dict[int, int] = {}  # sequence -> the stop token it ended on
         self.processors = _processors(settings)
         shortest = min(len(prompt) for prompt in prompts)
         # Every row keeps at least one token of its own to prefill: its logits give the first new token.
@@ -192,9 +210,11 @@ class _Decoder:
         batch.tokens = tokens
         finished = []
         for row, (sequence, token) in enumerate(zip(batch.rows, tokens.tolist(), strict=True)):
-            if token not in self.stop:
+            if token in self.stop:
+                self.stopped[sequence] = token
+            else:
                 self.generated[sequence].append(token)
-            if token in self.stop or len(self.generated[sequence]) >= self.settings.max_new_tokens:
+            if token in self.stop or len(self.generated[sequence]) >= self.limits[sequence]:
                 finished.append(row)
         return finished
 
