@@ -18,7 +18,7 @@ from grpolab.training.checks import load_task_data, preflight
 from grpolab.training.model import model_arguments
 from grpolab.training.rewards import SampleRecorder, select_rewards
 from grpolab.training.run import run_trainer, use_progress_line
-from grpolab.training.tool_use import run_tools, uses_tools
+from grpolab.training.tool_use import check_episode_budget, run_tools, uses_tools
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def build_trainer(train_args: TrainArgs, grpo_config, model_config, callbacks=()
     )
     tool_kwargs = {}
     if uses_tools(task, train_args):
+        tokenizer = model_kwargs["processing_class"]
+        check_episode_budget(task, tokenizer, dataset[0], grpo_config.max_completion_length)
         tool_kwargs = {"tools": run_tools(task, train_args) or None,
                        "environment_factory": task.environment_factory}
     trainer_type = trainer_class(train_args.logprobs, grpo_config.device.type)

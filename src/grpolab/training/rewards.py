@@ -82,6 +82,8 @@ class SampleRecorder:
             }
             if index < len(self.answers):
                 row["answer"] = self.answers[index]
+            if isinstance(completion, list) and len(completion) > 1:
+                row["messages"] = completion  # a multi-turn episode: every call, result and reply
             rows.append(row)
         self.completions, self.rewards = [], {}
         return rows

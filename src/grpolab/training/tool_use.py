@@ -7,6 +7,7 @@ gradients and samples against TRL's own methods on a batch from TRL's tool loop)
 
 from __future__ import annotations
 
+from grpolab.errors import UserError
 from grpolab.tasks import Task, get_task
 from grpolab.training.args import TrainArgs
 
@@ -30,3 +31,21 @@ def tool_tokenizer(tokenizer, train_args: TrainArgs, model_name: str):
     if not uses_tools(task, train_args):
         return tokenizer
     return prepare_tokenizer(tokenizer, train_args.chat_template or task.chat_template, model_name)
+
+
+def check_episode_budget(task: Task, tokenizer, row, max_completion_length: int) -> None:
+    """A UserError when ``max_completion_length`` cannot hold the task's reference episode (call, result,
+    answer) for ``row``: TRL drops a tool result that would not fit, so every episode would end on the call
+    and score 0 without a word of warning."""
+    if task.reference_episode is None or not max_completion_length:
+        return
+    prompt = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
+                                           return_dict=False)
+    whole = tokenizer.apply_chat_template([*row["prompt"], *task.reference_episode(row)], tokenize=True,
+                                          return_dict=False)
+    needed = len(whole) - len(prompt)
+    if needed > max_completion_length:
+        raise UserError(
+            f"max_completion_length {max_completion_length} cannot hold a {task.name} episode ({needed} "
+            f"tokens for the call, its result and the answer): set --max_completion_length "
+            f"{needed * 3 // 2} or more")
