@@ -222,46 +222,44 @@ def sample_groups(
     model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Generate ``k`` completions per prompt, score them, and return one group record per prompt."""
-    from tqdm.auto import tqdm
-
-    from grpolab.evaluation.runner import score_item
-    from grpolab.evaluation.samples import append_samples
-    from grpolab.generation.continuous_batching import generate_stream
+    from grpolab.evaluation.runner import run_items
     from grpolab.generation.settings import GenerationSettings
 
-    functions, weights = rewards
     settings = GenerationSettings(
         max_new_tokens=config.max_new_tokens, temperature=config.temperature, top_p=config.top_p
     )
-    prompts = [dataset[index]["prompt"] for index in range(len(dataset))]
-    groups = []
-    with tqdm(total=len(prompts), unit="prompt", desc="probe", disable=not progress) as bar:
-        if task.tools or task.environment_factory:  # each completion is a tool episode, as in training
-            from grpolab.evaluation.tool_runner import episodes
+    indices = range(len(dataset))
+    if task.tools or task.environment_factory:  # each completion is a tool episode, as in training
+        from grpolab.evaluation.tool_runner import episodes
 
-            stream = ((index, [r["completion"] for r in records], records) for index, records in episodes(
-                model, tokenizer, task, dataset, range(len(dataset)), settings, config.k, config))
-        else:
-            stream = generate_stream(model, tokenizer, prompts, settings, config.k, config.batch_size)
-        for index, texts, lengths in stream:
-            row = dataset[index]
-            records = lengths if isinstance(lengths[0], dict) else score_item(
-                task, row, index, texts, lengths, config.max_new_tokens)
-            totals, per_function = combined_rewards(functions, weights, row, texts)
-            for sample, record in enumerate(records):
-                record.update(reward=totals[sample], rewards={n: v[sample] for n, v in per_function.items()})
-            append_samples(samples_path, records)
-            groups.append(
-                {
-                    "index": index,
-                    "label": records[0]["label"],
-                    "rewards": totals,
-                    "solved": [r["solved"] for r in records],
-                    "format_ok": [r["format_ok"] for r in records],
-                }
-            )
-            bar.update(1)
-    return sorted(groups, key=lambda group: group["index"])
+        stream = episodes(model, tokenizer, task, dataset, indices, settings, config.k, config)
+    else:
+        from grpolab.generation.continuous_batching import generate_stream
+
+        prompts = [dataset[index]["prompt"] for index in indices]
+        stream = generate_stream(model, tokenizer, prompts, settings, config.k, config.batch_size)
+    items = run_items(stream, task, dataset, indices, samples_path, config.max_new_tokens, "probe", progress,
+                      unit="prompt", annotate=lambda row, records: add_rewards(rewards, row, records))
+    return sorted((group_of(records) for records in items), key=lambda group: group["index"])
+
+
+def add_rewards(rewards, row: Mapping[str, Any], records: list[dict[str, Any]]) -> None:
+    """Training's reward (``combined_rewards``) and each function's part on every record of one prompt."""
+    functions, weights = rewards
+    totals, per_function = combined_rewards(functions, weights, row, [r["completion"] for r in records])
+    for sample, record in enumerate(records):
+        record.update(reward=totals[sample], rewards={n: v[sample] for n, v in per_function.items()})
+
+
+def group_of(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One prompt's group, as ``summarize`` reads it."""
+    return {
+        "index": records[0]["index"],
+        "label": records[0]["label"],
+        "rewards": [r["reward"] for r in records],
+        "solved": [r["solved"] for r in records],
+        "format_ok": [r["format_ok"] for r in records],
+    }
 
 
 def probe(

@@ -13,7 +13,7 @@ and ``comparison.png``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,14 @@ from grpolab.errors import UserError
 from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig
 from grpolab.evaluation.metrics import summarize
 from grpolab.evaluation.report import write_results
-from grpolab.evaluation.samples import SAMPLES, append_samples, open_output, read_samples
+from grpolab.evaluation.samples import (
+    SAMPLES,
+    Completions,
+    append_samples,
+    open_output,
+    read_samples,
+    score_item,
+)
 from grpolab.generation.continuous_batching import generate_stream
 from grpolab.rundir import run_max_new_tokens
 
@@ -64,61 +71,80 @@ def default_out(config: EvalConfig, task_name: str) -> Path:
 
 
 # ------------------------------------------------------------------------------- generation + scoring
-def score_item(task, row: Mapping[str, Any], index: int, completions: Sequence[str], lengths: Sequence[int],
-               max_new_tokens: int, truncated: Sequence[bool] | None = None) -> list[dict[str, Any]]:
-    """One sample record per completion of item ``index``, scored by the task's scorer.
+def run_items(stream: Iterable[Sequence], task, dataset, indices: Sequence[int], samples_path: Path,
+              max_new_tokens: int, desc: str, progress: bool = True, unit: str = "item",
+              annotate: Callable[[Mapping[str, Any], list[dict[str, Any]]], None] | None = None,
+              ) -> list[list[dict[str, Any]]]:
+    """The run-and-score loop of eval (every backend) and probe: each item's records, in the order done.
 
-    ``truncated`` says which completions hit the token limit when the generator knows (a server's
-    ``finish_reason``); without it, a completion of ``max_new_tokens`` tokens counts as truncated.
+    ``stream`` is a backend's output: one ``Completions`` per item (a plain ``(position, texts, tokens)``
+    is one) as it finishes. Each item is scored by the task's scorer (``score_item``), handed to
+    ``annotate(row, records)`` (probe adds training's reward) and appended to ``samples_path`` at once, so
+    a killed run keeps what it finished.
     """
-    if truncated is None:
-        truncated = [int(tokens) >= max_new_tokens for tokens in lengths]
-    records = []
-    for sample, (completion, tokens, cut) in enumerate(zip(completions, lengths, truncated, strict=True)):
-        verdict = task.score(completion, row)
-        records.append({
-            "index": index, "sample": sample, "label": str(row.get("label", "all")),
-            "question": row.get("question"), "answer": row.get("answer"), "completion": completion,
-            "solved": bool(verdict.solved), "parsed": verdict.parsed, "partial": float(verdict.partial),
-            "format_ok": bool(verdict.format_ok), "lenient": verdict.lenient,
-            "tokens": int(tokens), "truncated": bool(cut),
-            **({"checks": {name: bool(check(completion, row)) for name, check in task.checks.items()}}
-               if task.checks else {}),
-        })
-    return records
-
-
-def run_items(model, tokenizer, task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
-              progress: bool = True) -> None:
-    """Generate and score ``indices`` of ``dataset``, appending each finished item to ``samples_path``."""
     from tqdm.auto import tqdm
 
-    prompts = [dataset[index]["prompt"] for index in indices]
-    with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
-        for position, texts, lengths in generate_stream(
-            model, tokenizer, prompts, config.settings(), config.k, config.batch_size
-        ):
-            index = indices[position]
-            append_samples(
-                samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens)
-            )
+    items = []
+    with tqdm(total=len(indices), unit=unit, desc=desc, disable=not progress) as bar:
+        for item in (Completions(*output) for output in stream):
+            index = indices[item.position]
+            row = dataset[index]
+            records = score_item(task, row, index, item.texts, item.tokens, max_new_tokens, item.truncated,
+                                 item.extras)
+            if annotate is not None:
+                annotate(row, records)
+            append_samples(samples_path, records)
+            items.append(records)
             bar.update(1)
+    return items
 
 
-def run_items_vllm(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path) -> None:
-    """As run_items, with vLLM generating (and the adapter served through vLLM's LoRA support)."""
+def backend_stream(config: EvalConfig, task, dataset, indices: Sequence[int]) -> Iterable[Sequence]:
+    """The completions of items ``indices`` from ``config.backend``, for ``run_items``."""
+    prompts = [dataset[index]["prompt"] for index in indices]
+    if config.backend == "openai":
+        return _server_stream(config, prompts)
+    if config.backend == "vllm":
+        return _vllm_stream(config, prompts)
+    from transformers import set_seed
+
+    from grpolab.models import load_for_inference
+
+    model, tokenizer, _ = load_for_inference(config.model, config.adapter)
+    set_seed(config.seed)
+    if task.tools or task.environment_factory:
+        from grpolab.evaluation.tool_runner import episodes
+
+        if config.k != 1:
+            logger.info("tool tasks: one episode per item in eval (k=%d asked)", config.k)
+        return episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config)
+    return generate_stream(model, tokenizer, prompts, config.settings(), config.k, config.batch_size)
+
+
+def _vllm_stream(config: EvalConfig, prompts: Sequence) -> Iterable[Sequence]:
+    """vLLM generating, the adapter served through vLLM's LoRA support."""
     from grpolab.generation import vllm
     from grpolab.models import resolve
 
     vllm.require_vllm()
-    prompts = [dataset[index]["prompt"] for index in indices]
-    for position, texts, lengths in vllm.generate_stream(
-        resolve(config.model), config.adapter, prompts, config.settings(), config.k, config.seed
-    ):
-        index = indices[position]
-        append_samples(
-            samples_path, score_item(task, dataset[index], index, texts, lengths, config.max_new_tokens)
-        )
+    return vllm.generate_stream(resolve(config.model), config.adapter, prompts, config.settings(), config.k,
+                                config.seed)
+
+
+def _server_stream(config: EvalConfig, prompts: Sequence) -> Iterable[Completions]:
+    """The server generating; it says itself which replies hit the token limit."""
+    from grpolab.generation import openai
+
+    client = server_client(config)
+    openai.check_model(client, config.model)
+    stream = openai.generate_stream(
+        client, config.model, prompts, config.settings(), config.k, config.seed, config.concurrency
+    )
+    return (
+        Completions(position, [c.text for c in choices], [c.tokens for c in choices],
+                    [c.truncated for c in choices])
+        for position, choices in stream
+    )
 
 
 # ------------------------------------------------------------------------------------------ pipeline
@@ -126,7 +152,6 @@ def evaluate(
     config: EvalConfig, out: str | Path | None = None, resume: bool = False, progress: bool = True
 ) -> tuple[Path, dict[str, Any]]:
     """Run one evaluation end to end; returns the output directory and its metrics."""
-    from grpolab.models import load_for_inference
     from grpolab.tasks import get_task
 
     config = resolve_run(config)
@@ -139,21 +164,10 @@ def evaluate(
         )
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
-    if todo and config.backend == "openai":
-        run_items_openai(task, dataset, todo, config, out / SAMPLES, progress)
-    elif todo and config.backend == "vllm":
-        run_items_vllm(task, dataset, todo, config, out / SAMPLES)
-    elif todo:
-        model, tokenizer, _ = load_for_inference(config.model, config.adapter)
-        from transformers import set_seed
-
-        set_seed(config.seed)
-        if task.tools or task.environment_factory:
-            from grpolab.evaluation.tool_runner import run_items_tools
-
-            run_items_tools(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
-        else:
-            run_items(model, tokenizer, task, dataset, todo, config, out / SAMPLES, progress)
+    if todo:
+        stream = backend_stream(config, task, dataset, todo)
+        run_items(stream, task, dataset, todo, out / SAMPLES, config.max_new_tokens, f"eval {config.name}",
+                  progress)
     records = [r for r in read_samples(out / SAMPLES) if r["index"] < len(dataset)]
     metrics = {"name": config.name, **summarize(records), "config": asdict(config)}
     write_results(out, metrics)
@@ -165,34 +179,3 @@ def server_client(config: EvalConfig):
     from grpolab.generation.openai import ChatClient
 
     return ChatClient(config.base_url.rstrip("/"), config.api_key_env, config.timeout)
-
-
-def run_items_openai(task, dataset, indices: Sequence[int], config: EvalConfig, samples_path: Path,
-                     progress: bool = True) -> None:
-    """As ``runner.run_items``, with the server generating; each item is appended when its reply is in."""
-    from tqdm.auto import tqdm
-
-    from grpolab.generation.openai import check_model, generate_stream
-
-    client = server_client(config)
-    check_model(client, config.model)
-    chats = [dataset[index]["prompt"] for index in indices]
-    stream = generate_stream(
-        client, config.model, chats, config.settings(), config.k, config.seed, config.concurrency
-    )
-    with tqdm(total=len(indices), unit="item", desc=f"eval {config.name}", disable=not progress) as bar:
-        for position, choices in stream:
-            index = indices[position]
-            append_samples(
-                samples_path,
-                score_item(
-                    task,
-                    dataset[index],
-                    index,
-                    [c.text for c in choices],
-                    [c.tokens for c in choices],
-                    config.max_new_tokens,
-                    [c.truncated for c in choices],
-                ),
-            )
-            bar.update(1)

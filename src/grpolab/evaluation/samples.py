@@ -1,5 +1,6 @@
-"""The eval output directory's samples file: one JSON line per scored completion, appended as each item
-finishes, so ``--resume`` can skip the items already there (and refuses other settings or other items)."""
+"""Sample records and the eval output directory's samples file: ``score_item`` makes one record per
+completion, appended as each item finishes (one JSON line each), so ``--resume`` can skip the items already
+there (and refuses other settings or other items)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from grpolab.errors import UserError
 from grpolab.evaluation.metrics import by_item
@@ -26,6 +27,46 @@ SAMPLES, CONFIG = "samples.jsonl", "eval_config.json"
 # Fields that may change between a run and its --resume: they do not change what a sample is.
 _RESUMABLE = ("num", "batch_size", "backend", "max_new_tokens_from", "base_url", "api_key_env", "concurrency",
               "timeout")
+
+
+class Completions(NamedTuple):
+    """One item's completions as a backend yields them; ``position`` counts in the prompts it was given.
+
+    ``truncated`` None: a completion of ``max_new_tokens`` tokens counts as cut (a server says so itself).
+    ``extras`` holds what a backend adds to each sample record (a tool episode's turns, calls and messages).
+    """
+
+    position: int
+    texts: Sequence[str]
+    tokens: Sequence[int]
+    truncated: Sequence[bool] | None = None
+    extras: Sequence[Mapping[str, Any]] | None = None
+
+
+def score_item(task, row: Mapping[str, Any], index: int, completions: Sequence[str], lengths: Sequence[int],
+               max_new_tokens: int | None = None, truncated: Sequence[bool] | None = None,
+               extras: Sequence[Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One sample record per completion of item ``index``, scored by the task's scorer.
+
+    ``truncated`` says which completions hit the token limit when the generator knows (a server's
+    ``finish_reason``); without it, a completion of ``max_new_tokens`` tokens counts as truncated.
+    """
+    if truncated is None:
+        truncated = [int(tokens) >= max_new_tokens for tokens in lengths]
+    records = []
+    for sample, (completion, tokens, cut) in enumerate(zip(completions, lengths, truncated, strict=True)):
+        verdict = task.score(completion, row)
+        records.append({
+            "index": index, "sample": sample, "label": str(row.get("label", "all")),
+            "question": row.get("question"), "answer": row.get("answer"), "completion": completion,
+            "solved": bool(verdict.solved), "parsed": verdict.parsed, "partial": float(verdict.partial),
+            "format_ok": bool(verdict.format_ok), "lenient": verdict.lenient,
+            "tokens": int(tokens), "truncated": bool(cut),
+            **({"checks": {name: bool(check(completion, row)) for name, check in task.checks.items()}}
+               if task.checks else {}),
+            **(extras[sample] if extras else {}),
+        })
+    return records
 
 
 def append_samples(path: Path, records: Sequence[Mapping[str, Any]]) -> None:

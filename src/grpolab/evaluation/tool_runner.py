@@ -7,18 +7,15 @@ Each sample record keeps every turn (``messages``) and adds ``tool_calls``, ``fa
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from grpolab.evaluation.samples import append_samples
+from grpolab.evaluation.samples import Completions, score_item
 from grpolab.rundir import run_configs
 from grpolab.tasks.base import completion_text
-
-logger = logging.getLogger(__name__)
 
 # The cap when the run does not say (a base model): enough for a sum of products done one call at a time.
 DEFAULT_MAX_ITERATIONS = 4
@@ -37,18 +34,19 @@ def run_settings(config) -> tuple[int | None, float, list[str]]:
     return DEFAULT_MAX_ITERATIONS, 10.0, []
 
 
+def episode_sample(episode) -> tuple[str, int, bool, dict[str, Any]]:
+    """What eval scores of one episode: the final reply, its tokens, whether it was cut, and its counts."""
+    counts = {"tool_calls": episode.tool_calls, "failed_calls": episode.failed_calls, "turns": episode.turns,
+              "messages": episode.messages}
+    return completion_text(episode.messages), episode.tokens, episode.truncated, counts
+
+
 def episode_record(task, row: Mapping[str, Any], index: int, episode) -> dict[str, Any]:
-    """One sample record: the training reward's verdict on the final reply, and the episode's counts."""
-    completion = completion_text(episode.messages)
-    verdict = task.score(completion, row)
-    return {
-        "index": index, "sample": 0, "label": str(row.get("label", "all")), "question": row.get("question"),
-        "answer": row.get("answer"), "completion": completion, "solved": bool(verdict.solved),
-        "parsed": verdict.parsed, "partial": float(verdict.partial), "format_ok": bool(verdict.format_ok),
-        "lenient": verdict.lenient, "tokens": episode.tokens, "truncated": episode.truncated,
-        "tool_calls": episode.tool_calls, "failed_calls": episode.failed_calls, "turns": episode.turns,
-        "messages": episode.messages,
-    }
+    """One episode's sample record, as eval writes it: the training reward's verdict on the final reply,
+    and the episode's counts."""
+    text, tokens, truncated, counts = episode_sample(episode)
+    [record] = score_item(task, row, index, [text], [tokens], truncated=[truncated], extras=[counts])
+    return record
 
 
 def hf_generate(model, tokenizer, settings):
@@ -79,9 +77,10 @@ def batched_generate(model, tokenizer, settings, batch_size: int | None = None):
     return generate
 
 
-def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int, config):
-    """(index, k sample records) per item: ``k`` episodes each, as eval runs them (probe samples groups);
-    the episodes of up to ``EPISODES_PER_ROUND`` items run side by side, one batched call per turn."""
+def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int,
+             config) -> Iterator[Completions]:
+    """``k`` episodes per item of ``indices``, as eval and probe run them: each item's ``Completions``; the
+    episodes of up to ``EPISODES_PER_ROUND`` items run side by side, one batched call per turn."""
     from trl.chat_template_utils import supports_tool_calling
 
     from grpolab.tools import guarded, load_tools, prepare_tokenizer, run_episodes
@@ -97,16 +96,15 @@ def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, 
         rollouts = [_rollout(task, dataset[index], tools, timeout) for index in chunk for _ in range(k)]
         done = run_episodes(generate, tokenizer, [r[1] for r in rollouts], [r[2] for r in rollouts],
                             max_iterations, settings.max_new_tokens)
-        for position, index in enumerate(chunk):
-            records = []
-            for sample in range(k):
-                environment, _, _ = rollouts[position * k + sample]
-                record = {**episode_record(task, dataset[index], index, done[position * k + sample]),
-                          "sample": sample}
+        for offset in range(len(chunk)):
+            samples = []
+            for sample in range(offset * k, (offset + 1) * k):
+                text, tokens, truncated, counts = episode_sample(done[sample])
+                environment = rollouts[sample][0]
                 if hasattr(environment, "get_reward"):
-                    record["environment_reward"] = float(environment.get_reward())
-                records.append(record)
-            yield index, records
+                    counts["environment_reward"] = float(environment.get_reward())
+                samples.append((text, tokens, truncated, counts))
+            yield Completions(start + offset, *(list(column) for column in zip(*samples, strict=True)))
 
 
 def _rollout(task, row, tools, timeout):
@@ -117,16 +115,3 @@ def _rollout(task, row, tools, timeout):
         return None, row["prompt"], tools
     environment, methods, prompt = environment_tools(task.environment_factory, row, row["prompt"])
     return environment, prompt, tools + [guarded(method, timeout) for method in methods]
-
-
-def run_items_tools(model, tokenizer, task, dataset, indices: Sequence[int], config, samples_path: Path,
-                    progress: bool = True) -> None:
-    """Run one episode per item of ``indices`` and append its record to ``samples_path``."""
-    from tqdm.auto import tqdm
-
-    if config.k != 1:
-        logger.info("tool tasks: one episode per item in eval (k=%d asked)", config.k)
-    stream = episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config)
-    for _, records in tqdm(stream, total=len(indices), unit="item", desc=f"eval {config.name}",
-                           disable=not progress):
-        append_samples(samples_path, records)
