@@ -457,6 +457,30 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(
     assert all(sample["tokens"] <= 2 for sample in _samples(out))
 
 
+def test_an_eval_of_a_run_reads_and_checks_it_once(eval_tiny_model_dir, tmp_path, trained_run, monkeypatch):
+    from grpolab import models, rundir
+
+    run = trained_run(tmp_path / "run", eval_tiny_model_dir, max_completion_length=3)
+    calls = {"run info": 0, "recipe": 0, "weights": 0}
+
+    def counting(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    for module in (rundir, models):
+        monkeypatch.setattr(module, "read_run_info", counting("run info", rundir.read_run_info))
+    monkeypatch.setattr(rundir, "read_recipe", counting("recipe", rundir.read_recipe))
+    monkeypatch.setattr(rundir, "damaged_weights", counting("weights", rundir.damaged_weights))
+    config = EvalConfig(model=str(eval_tiny_model_dir), adapter=str(run), num=2)
+    _, metrics = evaluation.evaluate(config, tmp_path / "eval", progress=False)
+    assert calls == {"run info": 1, "recipe": 1, "weights": 1}
+    recorded = metrics["config"]
+    assert (recorded["max_new_tokens"], recorded["task_options"]) == (3, {"levels": "add-10"})
+
+
 @pytest.mark.parametrize(
     ("layout", "expected"),
     [
@@ -471,37 +495,44 @@ def test_run_directory_gives_its_completion_length_and_a_flag_wins(
 def test_run_max_new_tokens_table(tmp_path, layout, expected):
     import yaml
 
-    from grpolab.rundir import run_max_new_tokens
+    from grpolab.rundir import read_run
 
+    adapter_config = json.dumps({"base_model_name_or_path": "x"})
     run = tmp_path / "run"
     (run / "checkpoint-20").mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump({"max_completion_length": 1648}))
+    (run / "grpolab_run.json").write_text(json.dumps({"base_model": "x", "task": "arith"}))
+    (run / "checkpoint-20" / "adapter_config.json").write_text(adapter_config)
     merged = tmp_path / "merged"
     merged.mkdir()
     (merged / "grpolab_merge.json").write_text(json.dumps({"adapter": str(run), "base_model": "x"}))
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "adapter_config.json").write_text(adapter_config)
     sft = tmp_path / "sft"
     sft.mkdir()
     (sft / "config.yaml").write_text(yaml.safe_dump({"max_length": 1024}))
+    (sft / "grpolab_run.json").write_text(json.dumps({"base_model": "x", "task": "arith"}))
     arguments = {
         "run": (str(run), None),
         "checkpoint": (str(run / "checkpoint-20"), None),
         "merged": (None, str(merged)),
-        "plain_adapter": (str(tmp_path), None),
+        "plain_adapter": (str(plain), None),
         "sft_run": (str(sft), None),
         "base_model": (None, "smollm2-135m-instruct"),
     }[layout]
-    value, source = run_max_new_tokens(*arguments)
-    assert value == expected
+    defaults = read_run(*arguments)
+    assert defaults.max_new_tokens == expected
     from_run = f"max_completion_length in {run / 'config.yaml'}"
-    assert source == (from_run if expected == 1648 else "the default")
+    assert defaults.max_new_tokens_from == (from_run if expected == 1648 else "the default")
 
 
 def test_a_broken_run_config_is_one_line(tmp_path):
-    from grpolab.rundir import run_max_new_tokens
+    from grpolab.rundir import read_recipe
 
     (tmp_path / "config.yaml").write_text("max_completion_length: [1648\n")
-    with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or pass --max_new_tok"):
-        run_max_new_tokens(str(tmp_path))
+    with pytest.raises(UserError, match=r"config.yaml is not valid YAML: repair it, or restore the file"):
+        read_recipe(str(tmp_path))
 
 
 def test_k_samples_end_to_end(eval_tiny_model_dir, tmp_path):

@@ -220,10 +220,11 @@ def test_f9_eval_loads_a_4bit_run_with_its_quantization(monkeypatch, tmp_path):
 
 
 def test_f9_a_16bit_run_loads_without_quantization(tmp_path):
-
     (tmp_path / "config.yaml").write_text("load_in_4bit: false\n")
-    assert rundir.run_quantization(tmp_path) is None
-    assert rundir.run_quantization(None) is None
+    recipe, _ = rundir.read_recipe(tmp_path)
+    assert recipe == {"load_in_4bit": False} and rundir.quantization(recipe) is None
+    assert rundir.read_recipe(None) == ({}, None)
+    assert rundir.quantization({"load_in_8bit": True}) == {"load_in_8bit": True}
 
 
 def _quantized_run(tmp_path):

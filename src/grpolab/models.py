@@ -23,7 +23,7 @@ from pathlib import Path
 
 from grpolab import paths, placement
 from grpolab.errors import UserError, first_line
-from grpolab.rundir import check_adapter_weights, read_run_info, run_quantization
+from grpolab.rundir import RunDefaults, check_adapter_weights, quantization, read_run, read_run_info
 
 logger = logging.getLogger(__name__)
 
@@ -234,14 +234,26 @@ def load_causal_lm(source: str, dtype: str = "float32", **kwargs):
         ) from None
 
 
-def check_adapter_base(adapter_dir: str | Path, model: str) -> None:
-    """Refuse an adapter trained on another base model than the one given."""
-    expected = read_run_info(adapter_dir).base_model
+def check_adapter_base(adapter_dir: str | Path, model: str, trained_on: str | None = None) -> None:
+    """Refuse an adapter trained on another base model than the one given (``trained_on``: the base its run
+    names, when already read)."""
+    expected = trained_on or read_run_info(adapter_dir).base_model
     if _canonical(expected) != _canonical(model):
         raise UserError(
             f"adapter {adapter_dir} was trained on '{expected}', not '{model}': drop --model or pass --model "
             f"{expected}"
         )
+
+
+def open_run(adapter: str | Path | None, model: str | None = None) -> RunDefaults:
+    """The run's record (``rundir.read_run``), read and checked once: an adapter trained on another base than
+    ``model``, or with damaged weights, is refused here, before any model loads."""
+    run = read_run(adapter, model)
+    if adapter:
+        if model:
+            check_adapter_base(adapter, model, run.base_model)
+        check_adapter_weights(adapter)
+    return run
 
 
 def _canonical(name: str) -> str:
@@ -252,19 +264,8 @@ def _canonical(name: str) -> str:
     return str(Path(name).expanduser().resolve()) if Path(name).expanduser().exists() else name
 
 
-def run_load_options(adapter_dir: str | Path | None) -> dict:
-    """The load options of the recipe a run was trained with (its config.yaml), so eval and chat load the
-    base at the same revision, with the same attention kernel; none for a plain PEFT adapter."""
-    path = Path(adapter_dir) / "config.yaml" if adapter_dir else None
-    if path is None or not path.is_file():
-        return load_options({})
-    import yaml
-
-    return load_options(yaml.safe_load(path.read_text()) or {})
-
-
 def bnb_config(settings: dict, dtype: str):
-    """transformers' BitsAndBytesConfig for ``run_quantization`` settings, computing in ``dtype``."""
+    """transformers' BitsAndBytesConfig for ``rundir.quantization`` settings, computing in ``dtype``."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -277,24 +278,24 @@ def load_for_inference(
     dtype: str = "auto",
     place: placement.Placement | None = None,
     check_base: bool = True,
+    run: RunDefaults | None = None,
 ):
     """(model, tokenizer, base_model_name) for generation: a base model, optionally with a LoRA adapter.
 
-    Placed by ``placement.decide`` for inference unless ``place`` is given (merge gives its own).
+    The adapter's base loads as its run trained it (revision, attention, 4-bit/8-bit), from ``run``, the
+    record ``open_run`` gave for it (read and checked here when not given). Placed by ``placement.decide``
+    for inference unless ``place`` is given (merge gives its own).
     """
-    if adapter:
-        base = read_run_info(adapter).base_model
-        if model and check_base:  # merge into a pre-quantized base's parent skips it
-            check_adapter_base(adapter, model)
-        check_adapter_weights(adapter)
-        model = model or base
+    if run is None:
+        run = open_run(adapter, model if check_base else None) if adapter else RunDefaults()
+    model = model or run.base_model
     if not model:
         raise UserError(
             f"give --model NAME_OR_PATH or --adapter RUN_DIR (the default model is '{DEFAULT_MODEL}')"
         )
     source = resolve(model)
-    options = run_load_options(adapter)
-    quantized = run_quantization(adapter) if place is None else None
+    options = load_options(run.base_recipe)
+    quantized = quantization(run.base_recipe) if place is None else None
     if quantized:
         bits = "4bit" if quantized.get("load_in_4bit") else "8bit"
         place = placement.decide(placement.detect(), "inference", dtype, quantization=bits)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from grpolab.errors import UserError, first_line
@@ -19,6 +19,10 @@ from grpolab.generation.settings import DEFAULT_MAX_NEW_TOKENS
 MERGE_INFO = "grpolab_merge.json"
 
 RUN_INFO = "grpolab_run.json"
+
+DEFAULT_SOURCE = "the default"  # where max_new_tokens came from when no run says
+
+_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
 
 
 def damaged_weights(directory: Path) -> str | None:
@@ -85,62 +89,95 @@ def check_adapter_weights(adapter_dir: str | Path) -> None:
         raise UserError(f"{damage}: retrain, or restore the file")
 
 
-def run_quantization(adapter_dir: str | Path | None) -> dict | None:
-    """The bitsandbytes settings a run trained with (its config.yaml), so that eval, chat and probe load its
-    base the same way, not in 16-bit (review F9); None for a run without 4-bit/8-bit or a plain adapter."""
-    path = Path(adapter_dir) / "config.yaml" if adapter_dir else None
-    if path is None or not path.is_file():
-        return None
-    import yaml
+@dataclass(frozen=True)
+class RunDefaults:
+    """What a run directory says a later eval, probe or chat should default to, read once (``read_run``).
 
-    config = yaml.safe_load(path.read_text()) or {}
-    if config.get("load_in_4bit"):
-        return {"load_in_4bit": True, "bnb_4bit_quant_type": config.get("bnb_4bit_quant_type") or "nf4",
-                "bnb_4bit_use_double_quant": bool(config.get("use_bnb_nested_quant"))}
-    if config.get("load_in_8bit"):
+    ``load_for_inference`` loads the adapter's base from it; eval, probe and chat take their model, task,
+    options, ``max_new_tokens`` and tool settings from it. A base model's record is empty; a merged model's
+    holds its run's recipe and task (from grpolab_merge.json), but no adapter and so no way of loading.
+    """
+
+    adapter: str | None = None
+    base_model: str | None = None
+    task: str | None = None  # the adapter's run's task: what eval and probe default to
+    task_options: dict = field(default_factory=dict)
+    merged_task: str | None = None  # the task of the run a merged model came from
+    recipe: dict = field(default_factory=dict)  # the run's config.yaml
+    recipe_path: Path | None = None
+
+    @property
+    def trained_task(self) -> str | None:
+        return self.task or self.merged_task
+
+    @property
+    def max_new_tokens(self) -> int:
+        """The run's ``max_completion_length``: it trained on replies up to that length, and fewer tokens cut
+        its Sudoku grids and GSM8K reasoning off. Otherwise 256."""
+        return self._completion_length() or DEFAULT_MAX_NEW_TOKENS
+
+    @property
+    def max_new_tokens_from(self) -> str:
+        return f"max_completion_length in {self.recipe_path}" if self._completion_length() else DEFAULT_SOURCE
+
+    def _completion_length(self) -> int | None:
+        value = self.recipe.get("max_completion_length")
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+    @property
+    def base_recipe(self) -> dict:
+        """The recipe keys that say how the adapter's base loads (revision, attention, 4-bit); none for a
+        merged model, whose weights already hold the adapter."""
+        return self.recipe if self.adapter else {}
+
+
+def read_run(adapter: str | Path | None = None, model: str | None = None) -> RunDefaults:
+    """The record of ``adapter``'s run (base, task, options, recipe), or of the run a merged ``model`` came
+    from; empty for a base model."""
+    if adapter:
+        info = read_run_info(adapter)
+        recipe, path = read_recipe(adapter)
+        return RunDefaults(str(adapter), info.base_model, info.task, info.task_options, recipe=recipe,
+                           recipe_path=path)
+    merge_info = Path(model or "") / MERGE_INFO
+    if not (model and merge_info.is_file()):
+        return RunDefaults()
+    merged = _read_json_object(merge_info)
+    recipe, path = read_recipe(merged.get("adapter"))
+    return RunDefaults(merged_task=merged.get("task"), recipe=recipe, recipe_path=path)
+
+
+def quantization(recipe: dict) -> dict | None:
+    """The bitsandbytes settings a recipe trained with, so that eval, chat and probe load its base the same
+    way, not in 16-bit (review F9); None without 4-bit/8-bit."""
+    if recipe.get("load_in_4bit"):
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": recipe.get("bnb_4bit_quant_type") or "nf4",
+                "bnb_4bit_use_double_quant": bool(recipe.get("use_bnb_nested_quant"))}
+    if recipe.get("load_in_8bit"):
         return {"load_in_8bit": True}
     return None
 
 
-DEFAULT_SOURCE = "the default"
-
-
-_CHECKPOINT_DIR = re.compile(r"checkpoint-\d+")
-
-
-def run_max_new_tokens(adapter: str | None = None, model: str | None = None) -> tuple[int, str]:
-    """(max_new_tokens, where it came from) for eval and chat when no flag gives it.
-
-    A trained run wrote replies up to its ``max_completion_length`` tokens; fewer cut its Sudoku grids and
-    GSM8K reasoning off. The run directory's config.yaml holds it (a ``checkpoint-N`` folder's run is its
-    parent); a merged model's grpolab_merge.json names the adapter it came from. Otherwise: 256.
-    """
-    for path in run_configs(adapter, model):
-        value = _completion_length(path)
-        if value is not None:
-            return value, f"max_completion_length in {path}"
-    return DEFAULT_MAX_NEW_TOKENS, DEFAULT_SOURCE
-
-
-def run_configs(adapter: str | None, model: str | None) -> list[Path]:
-    merge_info = Path(model or "") / MERGE_INFO
-    if not adapter and model and merge_info.is_file():
-        adapter = json.loads(merge_info.read_text(encoding="utf-8")).get("adapter")
+def read_recipe(adapter: str | Path | None) -> tuple[dict, Path | None]:
+    """(the resolved recipe, its path) of the run behind ``adapter``: its config.yaml, or its parent's for a
+    ``checkpoint-N`` folder; ({}, None) for a plain PEFT adapter."""
     if not adapter:
-        return []
+        return {}, None
     run = Path(adapter)
     candidates = [run / "config.yaml"]
     if _CHECKPOINT_DIR.fullmatch(run.name):
         candidates.append(run.parent / "config.yaml")
-    return [path for path in candidates if path.is_file()]
+    for path in candidates:
+        if path.is_file():
+            return _read_yaml(path), path
+    return {}, None
 
 
-def _completion_length(path: Path) -> int | None:
+def _read_yaml(path: Path) -> dict:
     import yaml
 
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise UserError(f"{path} is not valid YAML: repair it, or pass --max_new_tokens") from None
-    value = config.get("max_completion_length") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        raise UserError(f"{path} is not valid YAML: repair it, or restore the file") from None
+    return config if isinstance(config, dict) else {}

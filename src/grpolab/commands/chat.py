@@ -7,9 +7,7 @@ loop ``grpolab.chat.repl``; this module parses the flags, loads the model and st
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import fields
-from pathlib import Path
 
 from grpolab.errors import UserError
 from grpolab.generation.settings import GenerationSettings
@@ -41,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
     from grpolab.chat import repl
     from grpolab.chat import session as chat
 
-    length_from = _resolve_max_new_tokens(args)
+    run_defaults = models.open_run(args.adapter, args.model)
+    length_from = _resolve_max_new_tokens(args, run_defaults)
     settings = _settings(args)
-    model, tokenizer, name = models.load_for_inference(_model_name(args), args.adapter, args.dtype)
+    model, tokenizer, name = models.load_for_inference(_model_name(args), args.adapter, args.dtype,
+                                                       run=run_defaults)
     context = args.context or getattr(model.config, "max_position_embeddings", None)
     if context is not None and settings.max_new_tokens >= context:
         raise UserError(
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.manual_seed(args.seed)
-    _print_banner(args, name, session, length_from)
+    _print_banner(args, name, session, length_from, run_defaults.trained_task)
     if task is not None and task.task.tools:
         stream, count_tokens = repl.tool_backend(model, tokenizer, task.task)
     else:
@@ -77,13 +77,13 @@ def _model_name(args: argparse.Namespace) -> str | None:
     return args.model or (None if args.adapter else DEFAULT_MODEL)
 
 
-def _resolve_max_new_tokens(args: argparse.Namespace) -> str:
+def _resolve_max_new_tokens(args: argparse.Namespace, run_defaults) -> str:
     """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
     if args.max_new_tokens is not None:
         return ""
-    from grpolab.rundir import DEFAULT_SOURCE, run_max_new_tokens
+    from grpolab.rundir import DEFAULT_SOURCE
 
-    args.max_new_tokens, source = run_max_new_tokens(args.adapter, args.model)
+    args.max_new_tokens, source = run_defaults.max_new_tokens, run_defaults.max_new_tokens_from
     return "" if source == DEFAULT_SOURCE else source
 
 
@@ -102,34 +102,16 @@ def _settings(args: argparse.Namespace) -> GenerationSettings:
     return GenerationSettings(**values)
 
 
-def _print_banner(args: argparse.Namespace, name: str, session, length_from: str = "") -> None:
+def _print_banner(args: argparse.Namespace, name: str, session, length_from: str = "",
+                  trained_on: str | None = None) -> None:
     parts = [f"chatting with {name}"] + ([f"adapter {args.adapter}"] if args.adapter else [])
     parts += [f"task {session.task.name}"] if session.task else []
     print(", ".join(parts) + f"; context {session.context_tokens} tokens")
     print(session.settings_line() + (f" (max_new_tokens: {length_from})" if length_from else ""))
     if session.task:
         print(session.task.hint)
-    trained_on = _trained_task(args)
     if trained_on and not args.task:
         print(
             f"note: this model was trained on task '{trained_on}': add --task {trained_on} to use its prompt"
         )
     print("/help lists the commands; Ctrl-D or /exit leaves")
-
-
-def _trained_task(args: argparse.Namespace) -> str | None:
-    """The task a run directory or a merged model was trained on, where it says so."""
-    if args.adapter:
-        from grpolab.rundir import read_run_info
-
-        return read_run_info(args.adapter).task
-    from grpolab.rundir import MERGE_INFO
-
-    merge_info = Path(args.model or "") / MERGE_INFO
-    if args.model and merge_info.is_file():
-        return json.loads(merge_info.read_text()).get("task")
-    return None
-
-
-
-

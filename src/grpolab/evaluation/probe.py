@@ -45,6 +45,7 @@ from grpolab.errors import UserError
 from grpolab.evaluation.config import ProbeConfig
 from grpolab.evaluation.metrics import pass_at_k
 from grpolab.evaluation.report import markdown_table
+from grpolab.rundir import RunDefaults
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
 NO_SOLVE = 0.05  # pass@G below this: almost no group holds a single solve
@@ -198,17 +199,15 @@ def combined_rewards(
 
 
 # ------------------------------------------------------------------------------------------- pipeline
-def resolve(config: ProbeConfig) -> ProbeConfig:
-    """Model, task and task options from the adapter's run directory, as ``grpolab eval`` resolves them."""
-    from grpolab.evaluation.config import EvalConfig
-    from grpolab.evaluation.runner import resolve_run
+def resolve(config: ProbeConfig) -> tuple[ProbeConfig, RunDefaults]:
+    """Model, task and task options from the adapter's run directory, as ``grpolab eval`` resolves them, and
+    the run's record, read and checked once (``models.open_run``)."""
+    from grpolab.evaluation.runner import fill_from_run
+    from grpolab.models import open_run
 
-    resolved = resolve_run(
-        EvalConfig(
-            model=config.model, adapter=config.adapter, task=config.task, task_options=config.task_options
-        )
-    )
-    return replace(config, model=resolved.model, task=resolved.task, task_options=resolved.task_options)
+    run = open_run(config.adapter, config.model)
+    model, task, options = fill_from_run(run, config.model, config.task, config.task_options)
+    return replace(config, model=model, task=task, task_options=options), run
 
 
 def default_out(config: ProbeConfig, task_name: str) -> Path:
@@ -219,9 +218,11 @@ def default_out(config: ProbeConfig, task_name: str) -> Path:
 
 
 def sample_groups(
-    model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path, progress: bool = True
+    model, tokenizer, task, dataset, config: ProbeConfig, rewards, samples_path: Path, progress: bool = True,
+    run: RunDefaults | None = None,
 ) -> list[dict[str, Any]]:
-    """Generate ``k`` completions per prompt, score them, and return one group record per prompt."""
+    """Generate ``k`` completions per prompt, score them, and return one group record per prompt (a tool
+    task's episodes take the tool settings of ``run``, the model's run; none: the defaults)."""
     from grpolab.evaluation.runner import run_items
     from grpolab.generation.settings import GenerationSettings
 
@@ -232,7 +233,8 @@ def sample_groups(
     if task.tools or task.environment_factory:  # each completion is a tool episode, as in training
         from grpolab.evaluation.tool_runner import episodes
 
-        stream = episodes(model, tokenizer, task, dataset, indices, settings, config.k, config)
+        stream = episodes(model, tokenizer, task, dataset, indices, settings, config.k, config,
+                          run or RunDefaults())
     else:
         from grpolab.generation.continuous_batching import generate_stream
 
@@ -274,7 +276,7 @@ def probe(
     from grpolab.tasks import get_task
     from grpolab.training.rewards import select_rewards
 
-    config = resolve(config)
+    config, run = resolve(config)
     task = get_task(config.task)
     rewards = select_rewards(task, config.reward_funcs, config.reward_weights)
     dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
@@ -285,10 +287,10 @@ def probe(
     out = Path(out) if out else default_out(config, task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / SAMPLES).unlink(missing_ok=True)
-    model, tokenizer, _ = load_for_inference(config.model, config.adapter)
+    model, tokenizer, _ = load_for_inference(config.model, config.adapter, run=run)
     set_seed(config.seed)
     start = time.perf_counter()
-    groups = sample_groups(model, tokenizer, task, dataset, config, rewards, out / SAMPLES, progress)
+    groups = sample_groups(model, tokenizer, task, dataset, config, rewards, out / SAMPLES, progress, run)
     results, can_warm_up = by_label(groups), task.reference is not None
     functions, weights = rewards
     result = {

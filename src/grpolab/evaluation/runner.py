@@ -18,7 +18,6 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from grpolab import rundir
 from grpolab.errors import UserError
 from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig
 from grpolab.evaluation.metrics import summarize
@@ -32,18 +31,20 @@ from grpolab.evaluation.samples import (
     score_item,
 )
 from grpolab.generation.continuous_batching import generate_stream
-from grpolab.rundir import run_max_new_tokens
+from grpolab.rundir import RunDefaults
 
 logger = logging.getLogger(__name__)
 
 
 
-def resolve_run(config: EvalConfig) -> EvalConfig:
-    """Fill in model, task, task options and max_new_tokens from the adapter's run (or the defaults)."""
+def resolve_run(config: EvalConfig) -> tuple[EvalConfig, RunDefaults]:
+    """The config with model, task, task options and max_new_tokens filled in from the adapter's run (or
+    the defaults), and the run's record, read and checked once (``models.open_run``)."""
     from grpolab import models
 
+    run = models.open_run(config.adapter, config.model)
     if config.max_new_tokens is None:
-        length, source = run_max_new_tokens(config.adapter, config.model)
+        length, source = run.max_new_tokens, run.max_new_tokens_from
         config = replace(config, max_new_tokens=length, max_new_tokens_from=source)
     elif config.max_new_tokens_from is None:
         config = replace(config, max_new_tokens_from="--max_new_tokens")
@@ -51,16 +52,20 @@ def resolve_run(config: EvalConfig) -> EvalConfig:
         from grpolab.generation.openai import resolve_served_model
 
         model = resolve_served_model(server_client(config), config.model)
-        return replace(config, model=model, task=config.task or DEFAULT_TASK)
-    if not config.adapter:
-        return replace(config, model=config.model or models.DEFAULT_MODEL, task=config.task or DEFAULT_TASK)
-    info = rundir.read_run_info(config.adapter)
-    if config.model:
-        models.check_adapter_base(config.adapter, config.model)
-    rundir.check_adapter_weights(config.adapter)
-    task = config.task or info.task or DEFAULT_TASK
-    options = {**info.task_options, **config.task_options} if task == info.task else config.task_options
-    return replace(config, model=config.model or info.base_model, task=task, task_options=options)
+        return replace(config, model=model, task=config.task or DEFAULT_TASK), run
+    model, task, options = fill_from_run(run, config.model, config.task, config.task_options)
+    return replace(config, model=model, task=task, task_options=options), run
+
+
+def fill_from_run(run: RunDefaults, model: str | None, task: str | None, task_options: dict
+                  ) -> tuple[str, str, dict]:
+    """(model, task, task options) as eval and probe run them: the flags', else the run's, else the defaults;
+    the run's options under the flags' when the task is the run's."""
+    from grpolab.models import DEFAULT_MODEL
+
+    task = task or run.task or DEFAULT_TASK
+    options = {**run.task_options, **task_options} if task == run.task else task_options
+    return model or run.base_model or DEFAULT_MODEL, task, options
 
 
 def default_out(config: EvalConfig, task_name: str) -> Path:
@@ -99,7 +104,8 @@ def run_items(stream: Iterable[Sequence], task, dataset, indices: Sequence[int],
     return items
 
 
-def backend_stream(config: EvalConfig, task, dataset, indices: Sequence[int]) -> Iterable[Sequence]:
+def backend_stream(config: EvalConfig, task, dataset, indices: Sequence[int], run: RunDefaults
+                   ) -> Iterable[Sequence]:
     """The completions of items ``indices`` from ``config.backend``, for ``run_items``."""
     prompts = [dataset[index]["prompt"] for index in indices]
     if config.backend == "openai":
@@ -110,14 +116,14 @@ def backend_stream(config: EvalConfig, task, dataset, indices: Sequence[int]) ->
 
     from grpolab.models import load_for_inference
 
-    model, tokenizer, _ = load_for_inference(config.model, config.adapter)
+    model, tokenizer, _ = load_for_inference(config.model, config.adapter, run=run)
     set_seed(config.seed)
     if task.tools or task.environment_factory:
         from grpolab.evaluation.tool_runner import episodes
 
         if config.k != 1:
             logger.info("tool tasks: one episode per item in eval (k=%d asked)", config.k)
-        return episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config)
+        return episodes(model, tokenizer, task, dataset, indices, config.settings(), 1, config, run)
     return generate_stream(model, tokenizer, prompts, config.settings(), config.k, config.batch_size)
 
 
@@ -154,7 +160,7 @@ def evaluate(
     """Run one evaluation end to end; returns the output directory and its metrics."""
     from grpolab.tasks import get_task
 
-    config = resolve_run(config)
+    config, run = resolve_run(config)
     logger.debug("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
     task = get_task(config.task)
     dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
@@ -165,7 +171,7 @@ def evaluate(
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
     if todo:
-        stream = backend_stream(config, task, dataset, todo)
+        stream = backend_stream(config, task, dataset, todo, run)
         run_items(stream, task, dataset, todo, out / SAMPLES, config.max_new_tokens, f"eval {config.name}",
                   progress)
     records = [r for r in read_samples(out / SAMPLES) if r["index"] < len(dataset)]

@@ -8,13 +8,10 @@ Each sample record keeps every turn (``messages``) and adds ``tool_calls``, ``fa
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from grpolab.evaluation.samples import Completions, score_item
-from grpolab.rundir import run_configs
+from grpolab.rundir import RunDefaults
 from grpolab.tasks.base import completion_text
 
 # The cap when the run does not say (a base model): enough for a sum of products done one call at a time.
@@ -24,13 +21,12 @@ DEFAULT_MAX_ITERATIONS = 4
 EPISODES_PER_ROUND = 32
 
 
-def run_settings(config) -> tuple[int | None, float, list[str]]:
-    """(max_tool_calling_iterations, tool_timeout, extra tools) of the adapter's run, else the defaults."""
-    for path in run_configs(config.adapter, config.model):
-        run = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        if "tool_timeout" in run or "max_tool_calling_iterations" in run:
-            return run.get("max_tool_calling_iterations"), float(run.get("tool_timeout") or 0), run.get(
-                "tools") or []
+def run_settings(run: RunDefaults) -> tuple[int | None, float, list[str]]:
+    """(max_tool_calling_iterations, tool_timeout, extra tools) of the run's recipe, else the defaults."""
+    recipe = run.recipe
+    if "tool_timeout" in recipe or "max_tool_calling_iterations" in recipe:
+        return recipe.get("max_tool_calling_iterations"), float(recipe.get("tool_timeout") or 0), recipe.get(
+            "tools") or []
     return DEFAULT_MAX_ITERATIONS, 10.0, []
 
 
@@ -77,15 +73,16 @@ def batched_generate(model, tokenizer, settings, batch_size: int | None = None):
     return generate
 
 
-def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int,
-             config) -> Iterator[Completions]:
-    """``k`` episodes per item of ``indices``, as eval and probe run them: each item's ``Completions``; the
-    episodes of up to ``EPISODES_PER_ROUND`` items run side by side, one batched call per turn."""
+def episodes(model, tokenizer, task, dataset, indices: Sequence[int], settings, k: int, config,
+             run: RunDefaults) -> Iterator[Completions]:
+    """``k`` episodes per item of ``indices``, as eval and probe run them, with the tool settings of the
+    model's run: each item's ``Completions``; the episodes of up to ``EPISODES_PER_ROUND`` items run side by
+    side, one batched call per turn."""
     from trl.chat_template_utils import supports_tool_calling
 
     from grpolab.tools import guarded, load_tools, prepare_tokenizer, run_episodes
 
-    max_iterations, timeout, extra = run_settings(config)
+    max_iterations, timeout, extra = run_settings(run)
     template = None if supports_tool_calling(tokenizer) else task.chat_template
     tokenizer = prepare_tokenizer(tokenizer, template, str(config.model))
     tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
