@@ -428,6 +428,22 @@ def test_flags_are_checked_by_the_set_rules():
     assert settings == GenerationSettings(max_new_tokens=16, temperature=0.7)
 
 
+def test_settings_take_typed_values_and_read_only_the_flags_given(monkeypatch):
+    from grpolab.cli import command_parser
+    from grpolab.generation import settings as generation_settings
+
+    _, parser = command_parser("chat")
+    read = []
+    real = generation_settings.parse_setting
+    monkeypatch.setattr(generation_settings, "parse_setting", lambda name, text: read.append(text) or real(
+        name, text))
+    assert chat_command._settings(parser.parse_args([]), 7) == GenerationSettings(max_new_tokens=7)
+    assert read == []  # defaults and the run's length go in as they are, never through text
+    flags = parser.parse_args(["--max_new_tokens", "3", "--top_k", "5"])
+    assert chat_command._settings(flags, 7) == GenerationSettings(max_new_tokens=3, top_k=5)
+    assert read == ["3", "5"]
+
+
 @pytest.mark.parametrize(
     ("flags", "settings", "note"),
     [

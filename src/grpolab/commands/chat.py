@@ -28,10 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from grpolab.commands._flags import add_fields
 
     add_fields(parser, ChatArgs)
-    # Taken as text and read by the rules /set uses, so a flag and /set answer a bad value alike.
+    # Taken as text and read once by the rules /set uses, so a flag and /set answer a bad value alike. A flag
+    # not given is None: the setting's default (max_new_tokens: the run's length).
     for spec in fields(GenerationSettings):
-        default = None if spec.name == "max_new_tokens" else spec.default  # None: the run's length
-        parser.add_argument(f"--{spec.name}", default=default, help=spec.metadata["help"])
+        help_text = spec.metadata["help"]
+        if "default" not in help_text:
+            help_text += f" (default: {spec.default})"
+        parser.add_argument(f"--{spec.name}", help=help_text)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     from grpolab.chat import session as chat
 
     run_defaults = models.open_run(args.adapter, args.model)
-    length_from = _resolve_max_new_tokens(args, run_defaults)
-    settings = _settings(args)
+    settings = _settings(args, run_defaults.max_new_tokens)
+    length_from = "" if args.max_new_tokens is not None else _length_source(run_defaults)
     model, tokenizer, name = models.load_for_inference(_model_name(args), args.adapter, args.dtype,
                                                        run=run_defaults)
     context = args.context or getattr(model.config, "max_position_embeddings", None)
@@ -77,26 +80,26 @@ def _model_name(args: argparse.Namespace) -> str | None:
     return args.model or (None if args.adapter else DEFAULT_MODEL)
 
 
-def _resolve_max_new_tokens(args: argparse.Namespace, run_defaults) -> str:
-    """Set ``args.max_new_tokens`` from the run when no flag gave it; return the run's file, or ''."""
-    if args.max_new_tokens is not None:
-        return ""
+def _length_source(run_defaults) -> str:
+    """Where the run's max_new_tokens came from (its config.yaml), or '' for the default."""
     from grpolab.rundir import DEFAULT_SOURCE
 
-    args.max_new_tokens, source = run_defaults.max_new_tokens, run_defaults.max_new_tokens_from
+    source = run_defaults.max_new_tokens_from
     return "" if source == DEFAULT_SOURCE else source
 
 
-def _settings(args: argparse.Namespace) -> GenerationSettings:
-    """Generation settings from the flags (None: the default), checked by the same rules as /set."""
-    from grpolab.generation.settings import parse_setting
+def _settings(args: argparse.Namespace, run_length: int | None = None) -> GenerationSettings:
+    """Generation settings from the flags given, each read once by the rules /set uses; the others keep their
+    defaults, and max_new_tokens the run's length (``run_length``) when there is one."""
+    from grpolab.generation.settings import SETTINGS, parse_setting
 
-    values = {}
-    for spec in fields(GenerationSettings):
-        if getattr(args, spec.name) is None:
+    values = {} if run_length is None else {"max_new_tokens": run_length}
+    for name in SETTINGS:
+        text = getattr(args, name)
+        if text is None:
             continue
         try:
-            values[spec.name] = parse_setting(spec.name, str(getattr(args, spec.name)))
+            values[name] = parse_setting(name, text)
         except ValueError as error:
             raise UserError(f"--{error}") from None
     return GenerationSettings(**values)
