@@ -275,3 +275,33 @@ def test_replaced_keys_are_gone_and_their_replacements_exist(trainer):
 )
 def test_report_to_defaults_to_tensorboard_and_takes_a_comma_list(flags, report_to):
     assert recipes.parse_train_args(flags)[1].report_to == report_to
+
+
+@pytest.mark.parametrize("command", ["train", "sft"])
+def test_trls_configs_carry_no_grpolab_state(command, tiny_model_dir, tmp_path):
+    """The recipe's path and its own model_init_kwargs ride on grpolab's TrainArgs, not on TRL's config, and
+    reach the run's files from there."""
+    import json
+
+    import yaml
+    from trl import GRPOConfig, SFTConfig
+
+    from grpolab.commands.sft import DEFAULT_RECIPE as SFT_RECIPE
+    from grpolab.training import model, run
+
+    trainer_config, recipe = {"sft": (SFTConfig, SFT_RECIPE), "train": (GRPOConfig, recipes.DEFAULT_RECIPE)}[
+        command]
+    parsed = recipes.parse_train_args(
+        ["--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path), "--model_init_kwargs",
+         '{"use_cache": false}'], trainer_config, recipe, command)
+    model.model_arguments(*parsed)
+    train_args, config, model_config = parsed
+    assert isinstance(config, trainer_config)
+    assert [name for name in dir(config) if name.startswith("grpolab")] == []
+    assert config.model_init_kwargs["use_cache"] is False and "device_map" in config.model_init_kwargs
+    run.save_run_info(tmp_path, *parsed)
+    assert json.loads((tmp_path / "grpolab_run.json").read_text())["recipe"] == train_args.recipe
+    assert Path(train_args.recipe).name == Path(recipe).name
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["model_init_kwargs"] == {"use_cache": False}
+    assert not {"recipe", "recipe_init_kwargs"} & set(saved)

@@ -139,6 +139,11 @@ class TrainArgs:
         metadata={"help": "chat template for tool use: 'chatml-tools' (TRL's ChatML tool template, for "
                           "SmolLM2) or a .jinja path; default: the task's, else the model's own"},
     )
+    # Not flags or YAML keys (init=False: TRL's parser skips them): what the recipe itself said, set by
+    # recipes.parse_train_args and written to the run's files, since model_init_kwargs gets this machine's
+    # placement before training.
+    recipe: str | None = field(default=None, init=False)
+    recipe_init_kwargs: dict | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         from grpolab.tasks.base import parse_task_options
@@ -174,4 +179,5 @@ def context_length(train_args: TrainArgs, trainer_config) -> int:
 
 
 def field_names(cls) -> list[str]:
-    return [f.name for f in fields(cls)]
+    """The fields that are flags (``init=False`` ones are set by grpolab, not by the user)."""
+    return [f.name for f in fields(cls) if f.init]

@@ -65,9 +65,8 @@ def model_arguments(train_args: TrainArgs, trainer_config, model_config) -> dict
         base = models.load_causal_lm(source, quantization_config=quantization, **init_kwargs)
         model = PeftModel.from_pretrained(base, train_args.init_adapter, is_trainable=True)
         return {"model": model, "processing_class": tokenizer}
-    # The recipe's own model_init_kwargs are kept apart, so that the saved config does not pin this machine's
-    # placement on a resume elsewhere.
-    trainer_config.grpolab_recipe_init_kwargs = trainer_config.model_init_kwargs
+    # The saved config keeps the recipe's own (TrainArgs.recipe_init_kwargs), so that it does not pin this
+    # machine's placement on a resume elsewhere.
     trainer_config.model_init_kwargs = init_kwargs
     return {
         "model": source,

@@ -236,20 +236,20 @@ def memory_line(shape: Shape | None, train_args, grpo_config, model_config) -> s
         f"activations {_gib(parts['activations'])}, KV cache {_gib(parts['kv_cache'])}"
         + (f", CUDA context {_gib(parts['cuda_context'])}" if parts["cuda_context"] else "")
     )
-    card = card_gib(grpo_config)
+    card = card_gib(train_args)
     if card and total > 0.9 * card * 2**30:
         line += (f"\nwarning          the plan is {total / 2**30 / card:.0%} of the {card:.1f} GiB card this "
                  "recipe is for: expect OOM; lower per_device_train_batch_size or max_completion_length")
     return line
 
 
-def card_gib(grpo_config) -> float | None:
+def card_gib(train_args) -> float | None:
     """The GPU memory to compare with: this machine's first GPU, else the card the recipe names."""
     import torch
 
     if torch.cuda.is_available():
         return torch.cuda.get_device_properties(0).total_memory / 2**30
-    recipe = Path(str(getattr(grpo_config, "grpolab_recipe", "") or "")).stem
+    recipe = Path(train_args.recipe or "").stem
     return RECIPE_CARDS.get(recipe)
 
 

@@ -191,7 +191,7 @@ def parse_train_args(argv: list[str], trainer_config=None, default_recipe: str =
     if train_args.max_seq_length and completion and train_args.max_seq_length <= completion:
         raise UserError(f"max_seq_length ({train_args.max_seq_length}) must exceed max_completion_length "
                         f"({completion}) to leave room for the prompt")
-    grpo_config.grpolab_recipe = str(config_path)
+    train_args.recipe, train_args.recipe_init_kwargs = str(config_path), grpo_config.model_init_kwargs
     # `--report_to tensorboard,wandb` on the command line: the flag takes one string, a YAML list is a list.
     grpo_config.report_to = [name.strip() for item in grpo_config.report_to or [] for name in item.split(",")]
     return train_args, grpo_config, model_config

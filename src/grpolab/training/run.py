@@ -37,18 +37,16 @@ def save_run_info(output_dir: Path, train_args: TrainArgs, grpo_config, model_co
     """The resolved config (YAML, re-usable as --config) and what identifies the run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     resolved = {**asdict(train_args), **_public(grpo_config.to_dict()), **asdict(model_config)}
-    resolved["model_init_kwargs"] = getattr(
-        grpo_config, "grpolab_recipe_init_kwargs", grpo_config.model_init_kwargs
-    )
-    resolved.pop("resume", None)
-    resolved.pop("dry_run", None)
+    resolved["model_init_kwargs"] = resolved.pop("recipe_init_kwargs")
+    for name in ("resume", "dry_run", "recipe"):
+        resolved.pop(name)
     (output_dir / "config.yaml").write_text(yaml.safe_dump(_yaml_safe(resolved), sort_keys=True))
     info = {
         "identity": run_identity(train_args, model_config),
         "task": train_args.task,
         "base_model": model_config.model_name_or_path,
         "task_options": train_args.task_options,
-        "recipe": getattr(grpo_config, "grpolab_recipe", None),
+        "recipe": train_args.recipe,
     }
     (output_dir / rundir.RUN_INFO).write_text(json.dumps(info, indent=2))
 
@@ -59,7 +57,6 @@ _DERIVED = (
     "generation_batch_size",
     "gradient_checkpointing",
     "gradient_checkpointing_kwargs",
-    "grpolab_recipe",
 )
 
 
