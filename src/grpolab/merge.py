@@ -77,13 +77,8 @@ def merge(
     ``dtype`` auto is the base checkpoint's own; ``device`` auto is the GPU when there is one.
     """
     from grpolab import placement
-    from grpolab.models import (
-        check_adapter_base,
-        check_adapter_weights,
-        load_for_inference,
-        read_run_info,
-        resolve,
-    )
+    from grpolab.models import check_adapter_base, load_for_inference, resolve
+    from grpolab.rundir import check_adapter_weights, read_run_info
 
     out = Path(out).expanduser()
     trained_on = read_run_info(adapter).base_model

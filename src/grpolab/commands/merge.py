@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from grpolab.placement import DEVICES
+
 EXAMPLE = """examples:
   grpolab merge --adapter outputs/arith --out merged/arith
   grpolab merge --adapter outputs/sudoku --out merged/sudoku --dtype bfloat16 --force
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        choices=("auto", "cpu", "cuda", "npu", "mps"),
+        choices=DEVICES,
         help="where to merge (default: auto, the GPU when there is one)",
     )
     parser.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from grpolab.placement import DEVICES
+
 EXAMPLE = """examples:
   grpolab model prepare                       # convert the embedded SmolLM2-135M-Instruct (once)
   grpolab model prepare --force               # convert again, e.g. after a damaged cache
@@ -25,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device",
         default="auto",
-        choices=("auto", "cpu", "cuda", "npu", "mps"),
+        choices=DEVICES,
         help="check: where to load the model (default: auto, the GPU when there is one)",
     )
 

@@ -34,17 +34,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from grpolab.errors import UserError
 from grpolab.evaluation.config import ProbeConfig
 from grpolab.evaluation.metrics import pass_at_k
 from grpolab.evaluation.report import markdown_table
+from grpolab.evaluation.samples import write_atomic
 from grpolab.rundir import RunDefaults
 
 GROUP_SIZES = (2, 4, 8, 16)  # group sizes to predict the zero-spread share for
@@ -272,6 +271,7 @@ def probe(
 
     from transformers import set_seed
 
+    from grpolab.evaluation.runner import load_items
     from grpolab.models import load_for_inference
     from grpolab.tasks import get_task
     from grpolab.training.rewards import select_rewards
@@ -279,11 +279,7 @@ def probe(
     config, run = resolve(config)
     task = get_task(config.task)
     rewards = select_rewards(task, config.reward_funcs, config.reward_weights)
-    dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
-    if len(dataset) == 0:
-        raise UserError(
-            f"task {task.name} gave no items for split '{config.split}': check --split and --data_file"
-        )
+    dataset = load_items(task, config)
     out = Path(out) if out else default_out(config, task.name)
     out.mkdir(parents=True, exist_ok=True)
     (out / SAMPLES).unlink(missing_ok=True)
@@ -350,7 +346,7 @@ def label_advice(results: Mapping[str, Mapping[str, Any]], can_warm_up: bool = T
 
 def write_results(out: Path, result: Mapping[str, Any]) -> None:
     """probe.json and probe.md."""
-    _write_atomic(out / RESULT, json.dumps(result, indent=2) + "\n")
+    write_atomic(out / RESULT, json.dumps(result, indent=2) + "\n")
     config = result["config"]
     adapter = f" + adapter `{config['adapter']}`" if config["adapter"] else ""
     advice = "".join(f"- {line}\n" for line in result["label_advice"])
@@ -366,10 +362,4 @@ def write_results(out: Path, result: Mapping[str, Any]) -> None:
         f"{table(result['results'])}\n\n{advice}"
         f"{result['verdict']}\n"
     )
-    _write_atomic(out / REPORT, text)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(out / REPORT, text)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from grpolab.errors import UserError
-from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig
+from grpolab.evaluation.config import DEFAULT_TASK, EvalConfig, ProbeConfig
 from grpolab.evaluation.metrics import summarize
 from grpolab.evaluation.report import write_results
 from grpolab.evaluation.samples import (
@@ -66,6 +66,16 @@ def fill_from_run(run: RunDefaults, model: str | None, task: str | None, task_op
     task = task or run.task or DEFAULT_TASK
     options = {**run.task_options, **task_options} if task == run.task else task_options
     return model or run.base_model or DEFAULT_MODEL, task, options
+
+
+def load_items(task, config: EvalConfig | ProbeConfig):
+    """The items of ``config.split`` that eval or probe runs; a split with none is a UserError."""
+    dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
+    if len(dataset) == 0:
+        raise UserError(
+            f"task {task.name} gave no items for split '{config.split}': check --split and --data_file"
+        )
+    return dataset
 
 
 def default_out(config: EvalConfig, task_name: str) -> Path:
@@ -163,11 +173,7 @@ def evaluate(
     config, run = resolve_run(config)
     logger.debug("max_new_tokens %d (%s)", config.max_new_tokens, config.max_new_tokens_from)
     task = get_task(config.task)
-    dataset = task.load_dataset(config.split, config.data_file, config.num, config.seed, config.task_options)
-    if len(dataset) == 0:
-        raise UserError(
-            f"task {task.name} gave no items for split '{config.split}': check --split and --data_file"
-        )
+    dataset = load_items(task, config)
     out = Path(out) if out else default_out(config, task.name)
     todo = open_output(out, config, dataset, resume)
     if todo:
