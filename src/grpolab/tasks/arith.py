@@ -26,7 +26,6 @@ from typing import Any
 from grpolab.errors import UserError
 from grpolab.tasks import base
 from grpolab.tasks.base import MAX_GRADED_CHARS, ChatInputError, ChatSupport, Option, Task, Verdict, verdicts
-from grpolab.tasks.jsonl import read_rows
 
 # Measured on SmolLM2-135M-Instruct (add-20, 100 test items, greedy): this wording gets 46% strict,
 # "What is X?" alone 36%, a system prompt asking for just the number 25% (it then answers "The answer is"
@@ -105,17 +104,10 @@ def generate_rows(num: int, seed: int = 0, split: str = "train",
     """
     levels = parse_levels(levels)
     rng = random.Random(f"{seed}-{split}")
-    rows: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for attempt in range(num * 200):
-        item = make_item(rng, levels[attempt % len(levels)])
-        if split_of(item["question"]) != split or (split == "test" and item["question"] in seen):
-            continue
-        seen.add(item["question"])
-        rows.append(item)
-        if len(rows) == num:
-            break
-    return rows
+    def draw(attempt: int) -> dict[str, str]:
+        return make_item(rng, levels[attempt % len(levels)])
+
+    return base.draw_split(num, draw, split, split_of, num * 200, repeat_train=True)
 
 
 def make_prompt(question: str) -> list[dict[str, str]]:
@@ -182,25 +174,15 @@ def load(
     split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0, **options: Any
 ):
     """Generated items as a Dataset (or rows from a JSONL with question/answer/label)."""
-    from datasets import Dataset
-
     TASK.check_options(options)
     base.check_num(num)
     if data_file:
-        rows, _ = read_rows(data_file, problem=_row_problem)
-        if any("split" in row for row in rows):  # files from 'grpolab data arith' hold both splits
-            rows = [row for row in rows if row.get("split", split) == split]
-        rows = rows[:num] if num else rows
-        for row in rows:
-            row.pop("split", None)
+        rows = base.file_rows(data_file, split, num, problem=_row_problem)
     else:
         rows = generate_rows(
             num or (100 if split == "test" else 2000), seed, split, options.get("levels", DEFAULT_LEVELS)
         )
-    for row in rows:
-        row.setdefault("label", "custom")
-        row["prompt"] = make_prompt(row["question"])
-    return Dataset.from_list(rows)
+    return base.prompted_dataset(rows, make_prompt)
 
 
 _EXPRESSION = re.compile(r"[0-9]\s*[-+*/x\u00d7\u2212]\s*-?[0-9]")

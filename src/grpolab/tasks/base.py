@@ -212,3 +212,46 @@ def parse_task_options(value: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if not isinstance(options, dict):
         raise UserError(f"--task_options must be a mapping, {example}; got {type(options).__name__}")
     return options
+
+
+def draw_split(num: int, draw: Callable[[int], dict[str, Any]], split: str, split_of: Callable[[str], str],
+               tries: int, repeat_train: bool = False) -> list[dict[str, Any]]:
+    """Up to ``num`` items of ``split``: ``draw(attempt)`` makes one, ``split_of(question)`` says which split
+    it belongs to. Test items are distinct; train items too, unless ``repeat_train``."""
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for attempt in range(tries):
+        item = draw(attempt)
+        question = item["question"]
+        if split_of(question) != split or (question in seen and (split == "test" or not repeat_train)):
+            continue
+        seen.add(question)
+        rows.append(item)
+        if len(rows) == num:
+            break
+    return rows
+
+
+def file_rows(data_file: str, split: str, num: int | None,
+              problem: Callable[[dict[str, Any]], str | None] | None = None) -> list[dict[str, Any]]:
+    """The rows of ``split`` in a JSONL file (files from ``grpolab data`` hold both splits, each row marked),
+    at most ``num``; a file without split marks is all one split."""
+    from grpolab.tasks.jsonl import read_rows
+
+    rows, _ = read_rows(data_file, problem=problem)
+    if any("split" in row for row in rows):
+        rows = [row for row in rows if row.get("split", split) == split]
+    rows = rows[:num] if num else rows
+    for row in rows:
+        row.pop("split", None)
+    return rows
+
+
+def prompted_dataset(rows: list[dict[str, Any]], make_prompt: Callable[[str], list[dict[str, str]]]):
+    """A Dataset of ``rows``, each with its chat prompt (and the label "custom" where it has none)."""
+    from datasets import Dataset
+
+    for row in rows:
+        row.setdefault("label", "custom")
+        row["prompt"] = make_prompt(row["question"])
+    return Dataset.from_list(rows)

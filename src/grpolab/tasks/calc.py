@@ -21,7 +21,6 @@ from typing import Any
 from grpolab.errors import UserError
 from grpolab.tasks import arith, base
 from grpolab.tasks.base import ChatSupport, Option, Task, Verdict, verdicts
-from grpolab.tasks.jsonl import read_rows
 
 SYSTEM = "You are a helpful assistant. Use the calculator for arithmetic, then answer with just the number."
 USER_TEMPLATE = "What is {expression}?"
@@ -97,17 +96,10 @@ def generate_rows(num: int, seed: int = 0, split: str = "train",
     """``num`` distinct items of ``split``, levels taken in turn."""
     levels = parse_levels(levels)
     rng = random.Random(f"calc-{seed}-{split}")
-    rows: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for attempt in range(num * 50):
-        item = make_item(rng, levels[attempt % len(levels)])
-        if split_of(item["question"]) != split or item["question"] in seen:
-            continue
-        seen.add(item["question"])
-        rows.append(item)
-        if len(rows) == num:
-            break
-    return rows
+    def draw(attempt: int) -> dict[str, str]:
+        return make_item(rng, levels[attempt % len(levels)])
+
+    return base.draw_split(num, draw, split, split_of, num * 50)
 
 
 def make_prompt(question: str) -> list[dict[str, str]]:
@@ -138,24 +130,14 @@ def reference_messages(row: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
          **options: Any):
-    from datasets import Dataset
-
     TASK.check_options(options)
     base.check_num(num)
     if data_file:
-        rows, _ = read_rows(data_file)
-        if any("split" in row for row in rows):
-            rows = [row for row in rows if row.get("split", split) == split]
-        rows = rows[:num] if num else rows
-        for row in rows:
-            row.pop("split", None)
+        rows = base.file_rows(data_file, split, num)
     else:
         rows = generate_rows(num or (100 if split == "test" else 2000), seed, split,
                              options.get("levels", DEFAULT_LEVELS))
-    for row in rows:
-        row.setdefault("label", "custom")
-        row["prompt"] = make_prompt(row["question"])
-    return Dataset.from_list(rows)
+    return base.prompted_dataset(rows, make_prompt)
 
 
 TASK = Task(

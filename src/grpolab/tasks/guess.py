@@ -75,27 +75,24 @@ def guess_correct(completions: list, **kwargs) -> list[float]:
 
 def load(split: str = "train", data_file: str | None = None, num: int | None = None, seed: int = 0,
          **options: Any):
-    from datasets import Dataset
-
     TASK.check_options(options)
     base.check_num(num)
-    rows = generate_rows(num or (100 if split == "test" else 1000), seed, split)
-    for row in rows:
-        row["prompt"] = make_prompt(row["question"])
-    return Dataset.from_list(rows)
+    return base.prompted_dataset(generate_rows(num or (100 if split == "test" else 1000), seed, split),
+                                 make_prompt)
 
 
 TASK = Task(
     name="guess",
+    # a stateful game: one NumberGame per rollout, its public methods the tools (TRL's environment_factory)
+    environment_factory=NumberGame,
+    chat_template="chatml-tools",
     load=load,
-    prompt=make_prompt,
+    generate=generate_rows,
     score=score,
     rewards={"guess_correct": guess_correct},
     default_rewards=("guess_correct",),
     default_weights=(1.0,),
-    generate=generate_rows,
-    environment_factory=NumberGame,
-    chat_template="chatml-tools",
+    prompt=make_prompt,
     chat=ChatSupport(hint="type anything to start a game; give the hidden number with /answer N",
                      example=USER, stand_in="0"),
 )
