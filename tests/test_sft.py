@@ -217,3 +217,22 @@ def test_shared_prefix_stops_before_the_first_labelled_position_and_any_differen
     different = ids.clone()
     different[1, 1] = 4
     assert shared_prefix_length(labels, different, mask) == 0  # a prefix of one token does not pay
+
+
+@pytest.mark.parametrize(("files", "hint"), [
+    (["config.json", "model.safetensors"], "it holds a full model (trained without use_peft): pass it as "
+                                           "--model_name_or_path, or train the warm-up with use_peft: true"),
+    (["notes.txt"], "point it at a grpolab sft or train run"),
+])
+def test_init_adapter_without_an_adapter_is_one_line_naming_the_fix(tmp_path, files, hint):
+    from grpolab.errors import UserError
+    from grpolab.training.checks import check_init_adapter
+
+    for name in files:
+        (tmp_path / name).write_text("{}")
+    with pytest.raises(UserError) as error:
+        check_init_adapter(tmp_path)
+    assert str(error.value) == (f"--init_adapter {tmp_path} holds no LoRA adapter (no adapter_config.json): "
+                                f"{hint}")
+    (tmp_path / "adapter_config.json").write_text("{}")
+    check_init_adapter(tmp_path)  # an adapter passes

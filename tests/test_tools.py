@@ -3,6 +3,7 @@ and the calculator task."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -508,3 +509,99 @@ def test_chat_through_a_pty_lists_tools_and_judges_a_tool_task_reply(tiny_model_
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def test_chat_with_an_environment_task_plays_one_game_through_its_methods(tokenizer, monkeypatch):
+    import copy
+    import io
+
+    from grpolab.chat import repl
+    from grpolab.chat import session as chat
+    from grpolab.evaluation import tool_runner
+    from grpolab.tasks import guess
+
+    task = chat.get_chat_task("guess")
+    target = int(guess.generate_rows(1, 7, "test")[0]["answer"])  # the game seed 7 hides
+    guess_call = '<tool_call>\n{{"name": "guess", "arguments": {{"number": {}}}}}\n</tool_call>'
+    replies = [guess_call.format(target - 1), guess_call.format(target), str(target)]
+    monkeypatch.setattr(tool_runner, "hf_generate", lambda model, tok, settings: scripted(tok, replies))
+    stream, count_tokens = repl.tool_backend(None, copy.deepcopy(tokenizer), task.task, seed=7)
+    session = chat.ChatSession(task=task, tools=stream.tools)
+    out = io.StringIO()
+    lines = iter(["/tools", "Find the hidden number.", f"/answer {target}", "/exit"])
+    repl.run_repl(session, stream, count_tokens, read_line=lambda prompt: next(lines), out=out)
+    shown = out.getvalue()
+    assert "  guess: Guess the hidden number." in shown
+    assert f"[call guess(number={target - 1})]\n[guess -> higher]\n[call guess(number={target})]\n" \
+           f"[guess -> correct]\n{target}\n" in shown
+    assert "solved: yes" in shown
+    assert stream.environment.guesses == 2 and stream.environment.get_reward() == 1.0
+
+
+USER_TOOL = '''
+def double(number: int) -> str:
+    """Double a whole number.
+
+    Args:
+        number: the number to double
+    """
+    return str(2 * number)
+'''
+
+
+@pytest.mark.slow
+def test_a_user_tool_by_import_path_through_data_sft_train_eval_and_chat(tiny_model_dir, tmp_path):
+    """``tools: [usertools:double]`` from a recipe reaches every command: the run records it, eval and chat
+    load it from the run (chat's /tools through a pty), and a bad path is one line before any loading."""
+    import os
+    import subprocess
+    import sys
+
+    import pexpect
+
+    (tmp_path / "usertools.py").write_text(USER_TOOL)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: calc\nmodel_name_or_path: {tiny_model_dir}\ntools: [usertools:double]\n"
+                      "use_peft: true\nchat_template: chatml-tools\nreport_to: none\nplot: false\nseed: 0\n")
+
+    def grpolab(*args):
+        done = subprocess.run([sys.executable, "-m", "grpolab", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout + done.stderr
+
+    data = tmp_path / "calc.jsonl"
+    grpolab("data", "calc", "--num", "16", "--num_test", "2", "--out", str(data))
+    sft = grpolab("sft", "--config", str(recipe), "--data_file", str(data), "--max_steps", "1",
+                  "--per_device_train_batch_size", "2", "--output_dir", str(tmp_path / "sft"))
+    plan = grpolab("sft", "--config", str(recipe), "--data_file", str(data), "--dry_run",
+                   "--output_dir", str(tmp_path / "x"))
+    assert "tools            calculator, double" in plan
+    assert "warm-up adapter saved" in sft
+    grpolab("train", "--config", str(recipe), "--data_file", str(data), "--init_adapter",
+            str(tmp_path / "sft"), "--max_steps", "1", "--num_generations", "2",
+            "--per_device_train_batch_size", "2", "--max_completion_length", "128",
+            "--output_dir", str(tmp_path / "run"))
+    assert "usertools:double" in (tmp_path / "run" / "config.yaml").read_text()
+    grpolab("eval", "--adapter", str(tmp_path / "run"), "--data_file", str(data), "--split", "test",
+            "--max_new_tokens", "16", "--out", str(tmp_path / "eval"))
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["items"] == 2 and "tool_calls_per_item" in metrics
+    child = pexpect.spawn(sys.executable, ["-m", "grpolab", "chat", "--adapter", str(tmp_path / "run"),
+                                           "--task", "calc", "--max_new_tokens", "8"],
+                          env=env, cwd=str(tmp_path), encoding="utf-8", timeout=120, dimensions=(50, 400))
+    child.expect_exact(">>> ")
+    child.sendline("/tools")
+    child.expect_exact("calculator: Evaluate an arithmetic expression")
+    child.expect_exact("double: Double a whole number.")
+    child.expect_exact(">>> ")
+    child.sendline("/exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    bad = subprocess.run([sys.executable, "-m", "grpolab", "train", "--config", str(recipe), "--tools",
+                          "usertools:missing", "--output_dir", str(tmp_path / "bad")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and "usertools:missing" in bad.stderr
+    assert not (tmp_path / "bad").exists()

@@ -57,16 +57,32 @@ def model_backend(model, tokenizer) -> tuple[Stream, CountTokens]:
 
 class ToolStream:
     """A stream that runs one tool episode per message (``grpolab.tools.run_episode``, as eval does): each
-    call and its result are shown as they happen, then the final reply; ``last_reply`` is what is judged."""
+    call and its result are shown as they happen, then the final reply; ``last_reply`` is what is judged.
 
-    def __init__(self, model, tokenizer, task) -> None:
-        from grpolab.evaluation.tool_runner import DEFAULT_MAX_ITERATIONS
-        from grpolab.tools import guarded, prepare_tokenizer
+    The tools are the task's and the run's recipe's (``tools:``), with its timeout and iteration cap, as eval
+    takes them; an environment task gets one game for the whole chat (a row of its test split, ``reset``)
+    whose public methods join the tools."""
+
+    def __init__(self, model, tokenizer, task, run=None, seed: int | None = None) -> None:
+        import random
+
+        from trl.chat_template_utils import supports_tool_calling
+
+        from grpolab.evaluation.tool_runner import run_settings
+        from grpolab.rundir import RunDefaults
+        from grpolab.tools import environment_tools, guarded, load_tools, prepare_tokenizer
 
         self.model, self.task = model, task
-        self.tokenizer = prepare_tokenizer(tokenizer, task.chat_template)
-        self.tools = [guarded(tool) for tool in task.tools]
-        self.max_iterations = DEFAULT_MAX_ITERATIONS
+        self.max_iterations, timeout, extra = run_settings(run or RunDefaults())
+        template = None if supports_tool_calling(tokenizer) else task.chat_template
+        self.tokenizer = prepare_tokenizer(tokenizer, template)
+        self.tools = [guarded(tool, timeout) for tool in (*task.tools, *load_tools(extra))]
+        self.environment = None
+        if task.environment_factory is not None:
+            row = task.generate(1, random.randrange(10**6) if seed is None else seed, "test")[0]
+            self.environment, methods, _ = environment_tools(task.environment_factory, row,
+                                                             [{"role": "user", "content": ""}])
+            self.tools += [guarded(method, timeout) for method in methods]
         self.last_reply = ""
 
     def __call__(self, messages: Messages, settings: GenerationSettings) -> Iterator[str]:
@@ -93,9 +109,9 @@ def _shown(message) -> Iterator[str]:
         yield message["content"]
 
 
-def tool_backend(model, tokenizer, task) -> tuple[Stream, CountTokens]:
-    """(stream, count_tokens) for a tool task: replies are whole tool episodes."""
-    stream = ToolStream(model, tokenizer, task)
+def tool_backend(model, tokenizer, task, run=None, seed: int | None = None) -> tuple[ToolStream, CountTokens]:
+    """(stream, count_tokens) for a tool or environment task: replies are whole tool episodes."""
+    stream = ToolStream(model, tokenizer, task, run, seed)
 
     def count_tokens(messages: Messages) -> int:
         return len(stream.tokenizer.apply_chat_template(

@@ -16,7 +16,7 @@ Choices made once, here:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,6 +149,7 @@ class ChatSession:
     task: ChatTask | None = None
     context_tokens: int | None = None  # None: no limit known, nothing is trimmed
     info: dict[str, Any] = field(default_factory=dict)  # model and adapter names, written by /save
+    tools: Sequence[Callable] = ()  # what the model may call: the task's, the run's and the environment's
     turns: list[Turn] = field(default_factory=list)
     first_in_context: int = 0  # turns before this index were trimmed out of the model's view
     done: bool = False
@@ -246,7 +247,7 @@ class ChatSession:
         return self.judge(answered[-1])
 
     def _command_tools(self, argument: str) -> str:
-        tools = self.task.task.tools if self.task is not None else ()
+        tools = self.tools or (self.task.task.tools if self.task is not None else ())
         if not tools:
             return "no tools: start the chat with a tool task, e.g. --task calc"
         return "\n".join(f"  {tool.__name__}: {(tool.__doc__ or '').strip().splitlines()[0]}"

@@ -66,8 +66,11 @@ def run(args: argparse.Namespace) -> int:
 
         torch.manual_seed(args.seed)
     _print_banner(args, name, session, length_from, run_defaults.trained_task)
-    if task is not None and task.task.tools:
-        stream, count_tokens = repl.tool_backend(model, tokenizer, task.task)
+    uses_tools = task is not None and (task.task.tools or task.task.environment_factory
+                                       or run_defaults.recipe.get("tools"))
+    if uses_tools:
+        stream, count_tokens = repl.tool_backend(model, tokenizer, task.task, run_defaults, args.seed)
+        session.tools = stream.tools
     else:
         stream, count_tokens = repl.model_backend(model, tokenizer)
     repl.take_ctrl_c()

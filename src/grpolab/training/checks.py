@@ -28,6 +28,7 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
     if train_args.init_adapter:
         from grpolab import models
 
+        check_init_adapter(Path(train_args.init_adapter))
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
         from grpolab import rundir
 
@@ -42,6 +43,15 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
         # the head node's port is bound by the rendezvous itself once launched: check it only before
         lines += multinode.check_world(train_args, trainer_config, command, bind=not inside_launch())
     return lines
+
+
+def check_init_adapter(directory: Path) -> None:
+    """``--init_adapter`` must hold a LoRA adapter: a full model (a run without use_peft) is a base model."""
+    if directory.is_dir() and not (directory / "adapter_config.json").is_file():
+        full_model = (directory / "config.json").is_file()
+        hint = ("it holds a full model (trained without use_peft): pass it as --model_name_or_path, or train "
+                "the warm-up with use_peft: true") if full_model else "point it at a grpolab sft or train run"
+        raise UserError(f"--init_adapter {directory} holds no LoRA adapter (no adapter_config.json): {hint}")
 
 
 def check_tools(task: Task, train_args) -> str:
