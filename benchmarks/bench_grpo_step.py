@@ -17,12 +17,13 @@ advantages and any no-grad log-prob pass), forward (``compute_loss``), backward,
     python benchmarks/bench_grpo_step.py --quick          # 3 rounds x 2 steps, under 5 minutes quiet
     python benchmarks/bench_grpo_step.py --rounds 4 --steps 4
     python benchmarks/bench_grpo_step.py --variants grpolab "grpolab --num_iterations 2"
-    python benchmarks/bench_grpo_step.py --variants stock-tools "grpolab --task calc --task_options \
-        '{levels: mul-3,sumprod}' --chat_template chatml-tools --max_completion_length 64 \
-        --max_tool_calling_iterations 2 --learning_rate 2e-4"      # the tool recipe row (issue 28)
+    python benchmarks/bench_grpo_step.py --variants "stock-tools outputs/demo-tools/sft" \
+        "grpolab --config calc-smollm2-cpu --init_adapter outputs/demo-tools/sft"   # the tool row (issue 28)
 
-``stock-tools`` is stock TRL on the calc tool task: ``tools=[calculator]``, TRL's ChatML tool template, at
-most 2 tool iterations, 64 completion tokens: configs/calc-smollm2-cpu.yaml without its warm-up adapter.
+``stock-tools [ADAPTER]`` is stock TRL on the calc tool task as configs/calc-smollm2-cpu.yaml defines it:
+``tools=[calculator]``, TRL's ChatML tool template, at most 2 tool iterations, 128 completion tokens, lr 2e-4;
+with ADAPTER (a warm-up, e.g. ``make demo-tools``' sft/) it continues that LoRA adapter, so that completions
+are multi-turn (the base model never calls the tool), else it starts a fresh one.
 
 The last line compares the second variant with the first: ``grpo step speed-up vs stock TRL: N.NNx``
 when they are stock and grpolab (the default), else ``speed-up of <second> vs <first>: N.NNx``.
@@ -82,9 +83,10 @@ def stock_trainer(output_dir: str, max_steps: int, threads: int):
                        reward_funcs=[task.rewards[name] for name in task.default_rewards], peft_config=lora)
 
 
-def stock_tools_trainer(output_dir: str, max_steps: int, threads: int):
+def stock_tools_trainer(output_dir: str, max_steps: int, threads: int, adapter: str | None = None):
     """Stock TRL on the calc tool task, as a reference project would write it with TRL's tools=."""
-    from peft import LoraConfig
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
     from grpolab import models
@@ -96,12 +98,15 @@ def stock_tools_trainer(output_dir: str, max_steps: int, threads: int):
     source = models.resolve(models.DEFAULT_MODEL)
     tokenizer = prepare_tokenizer(models.load_tokenizer(source), "chatml-tools")
     config = GRPOConfig(
-        output_dir=output_dir, num_generations=8, per_device_train_batch_size=16, max_completion_length=64,
+        output_dir=output_dir, num_generations=8, per_device_train_batch_size=16, max_completion_length=128,
         learning_rate=2e-4, max_steps=max_steps, seed=0, report_to="none", save_strategy="no",
         bf16=False, use_cpu=True, model_init_kwargs={"dtype": "float32"}, max_tool_calling_iterations=2,
     )
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    return GRPOTrainer(model=source, args=config, train_dataset=dataset, processing_class=tokenizer,
+    model, lora = source, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
+    if adapter:
+        base = AutoModelForCausalLM.from_pretrained(source, dtype="float32")
+        model, lora = PeftModel.from_pretrained(base, adapter, is_trainable=True), None
+    return GRPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
                        reward_funcs=[task.rewards[name] for name in task.default_rewards], peft_config=lora,
                        tools=list(task.tools))
 
@@ -183,7 +188,7 @@ def run_worker(variant: str, steps: int, threads: int) -> dict:
         if name == "stock":
             trainer = stock_trainer(output_dir, 1 + steps, threads)
         elif name == "stock-tools":
-            trainer = stock_tools_trainer(output_dir, 1 + steps, threads)
+            trainer = stock_tools_trainer(output_dir, 1 + steps, threads, *flags[:1])
         else:
             trainer = grpolab_trainer(output_dir, 1 + steps, threads, flags)
         timer = StepTimer(trainer)
