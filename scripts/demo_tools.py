@@ -27,8 +27,8 @@ LEVELS = ("mul-3", "sumprod")
 # eval directory -> column; "without the tool" is the arith task on the same held-out rows
 STAGES = {"eval-base-notool": "base, no tool", "eval-base": "base + tool", "eval-sft": "SFT",
           "eval-grpo": "SFT+GRPO"}
-# A solved episode is about 75 tokens (call, result, answer): the GRPO recipe's completion budget, for all.
-EVAL_FLAGS = ["--split", "test", "--max_new_tokens", "128"]
+# A solved episode is 73-78 tokens (call, result, answer): the GRPO recipe's completion budget, for all.
+EVAL_FLAGS = ["--split", "test", "--max_new_tokens", "96"]
 TIMED = {"eval-base-notool": "eval base, no tool", "eval-base": "eval base + tool", "eval-sft": "eval sft",
          "eval-grpo": "eval grpo"}
 SUMMARY = "summary.md"

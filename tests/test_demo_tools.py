@@ -93,7 +93,7 @@ def test_pipeline_evaluates_every_stage_on_the_same_held_out_items(demo, tmp_pat
     assert [args[0] for args in commands] == ["data", "eval", "eval", "sft", "eval", "train", "eval"]
     data = str(out / "data" / "calc.jsonl")
     evals = [args for args in commands if args[0] == "eval"]
-    settings = ["--split", "test", "--max_new_tokens", "128", "--data_file", data, "--num", "6"]
+    settings = ["--split", "test", "--max_new_tokens", "96", "--data_file", data, "--num", "6"]
     for args, name in zip(evals, demo.STAGES, strict=True):
         assert args[args.index("--split"):args.index("--num") + 2] == settings
         assert args[-2:] == ["--out", str(out / name)]
