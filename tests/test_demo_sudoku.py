@@ -112,6 +112,7 @@ def test_pipeline_runs_the_recipes_on_held_out_puzzles(demo, tmp_path, monkeypat
     assert PLAN_MARKER in plan and "steps            2, lr 0.0005" in plan
     assert f"output           {out / 'sft'}" in plan
     (out / "sft").mkdir()
+    (out / "sft" / "adapter_config.json").write_text("{}")
     (out / "sft" / "grpolab_run.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct",
                                                                "task": "sudoku"}))
     assert main([*commands[4], "--dry_run"]) == 0

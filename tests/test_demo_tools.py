@@ -108,6 +108,7 @@ def test_pipeline_evaluates_every_stage_on_the_same_held_out_items(demo, tmp_pat
     plan = capsys.readouterr().out
     assert PLAN_MARKER in plan and "steps            2," in plan and f"output           {out / 'sft'}" in plan
     (out / "sft").mkdir()
+    (out / "sft" / "adapter_config.json").write_text("{}")
     (out / "sft" / "grpolab_run.json").write_text(json.dumps({"base_model": "smollm2-135m-instruct",
                                                                "task": "calc"}))
     assert main([*commands[5], "--dry_run"]) == 0
