@@ -58,6 +58,7 @@ def _recipe_inputs(directory: Path, path: Path) -> None:
         adapter.mkdir(parents=True)
         info = {"base_model": config["model_name_or_path"], "task": config["task"]}
         (adapter / "grpolab_run.json").write_text(json.dumps(info))
+        (adapter / "adapter_config.json").write_text("{}")
 
 
 @pytest.mark.parametrize("path", GRPO_RECIPES, ids=lambda p: p.name)

@@ -28,11 +28,11 @@ def check_run(train_args, trainer_config, model_config, command: str = "train") 
     if train_args.init_adapter:
         from grpolab import models
 
-        check_init_adapter(Path(train_args.init_adapter))
         models.check_adapter_base(train_args.init_adapter, model_config.model_name_or_path)
         from grpolab import rundir
 
         rundir.check_adapter_weights(train_args.init_adapter)
+        check_init_adapter(Path(train_args.init_adapter))
         lines.append(f"init adapter     {train_args.init_adapter} (trained on this base model)")
     if train_args.accelerate_config:
         lines.append(check_accelerate(train_args.accelerate_config))
