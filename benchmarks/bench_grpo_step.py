@@ -21,7 +21,7 @@ advantages and any no-grad log-prob pass), forward (``compute_loss``), backward,
         "grpolab --config calc-smollm2-cpu --init_adapter outputs/demo-tools/sft"   # the tool row (issue 28)
 
 ``stock-tools [ADAPTER]`` is stock TRL on the calc tool task as configs/calc-smollm2-cpu.yaml defines it:
-``tools=[calculator]``, TRL's ChatML tool template, at most 2 tool iterations, 128 completion tokens, lr 2e-4;
+``tools=[calculator]``, TRL's ChatML tool template, at most 2 tool iterations, 96 completion tokens, lr 2e-4;
 with ADAPTER (a warm-up, e.g. ``make demo-tools``' sft/) it continues that LoRA adapter, so that completions
 are multi-turn (the base model never calls the tool), else it starts a fresh one.
 
@@ -98,7 +98,7 @@ def stock_tools_trainer(output_dir: str, max_steps: int, threads: int, adapter: 
     source = models.resolve(models.DEFAULT_MODEL)
     tokenizer = prepare_tokenizer(models.load_tokenizer(source), "chatml-tools")
     config = GRPOConfig(
-        output_dir=output_dir, num_generations=8, per_device_train_batch_size=16, max_completion_length=128,
+        output_dir=output_dir, num_generations=8, per_device_train_batch_size=16, max_completion_length=96,
         learning_rate=2e-4, max_steps=max_steps, seed=0, report_to="none", save_strategy="no",
         bf16=False, use_cpu=True, model_init_kwargs={"dtype": "float32"}, max_tool_calling_iterations=2,
     )
