@@ -13,7 +13,8 @@ SHAPE = plan.Shape(parameters=134.5e6, hidden=576, layers=30, intermediate=1536,
 
 
 def _args(init_adapter=None, use_peft=False):
-    train_args = SimpleNamespace(init_adapter=init_adapter, max_seq_length=None, use_unsloth=False, recipe=None)
+    train_args = SimpleNamespace(init_adapter=init_adapter, max_seq_length=None, use_unsloth=False,
+                                 recipe=None)
     grpo_config = SimpleNamespace(per_device_train_batch_size=8, max_completion_length=64, bf16=False,
                                   activation_checkpointing=False, optim="adamw_torch", beta=0.0)
     model_config = SimpleNamespace(use_peft=use_peft, lora_r=16, lora_target_modules="all-linear",
