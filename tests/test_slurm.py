@@ -37,9 +37,12 @@ def _shim(path: Path, text: str) -> None:
 def test_three_fake_nodes_get_one_launch_line_each(tmp_path):
     bin_dir, log = tmp_path / "bin", tmp_path / "calls"
     bin_dir.mkdir()
-    # scontrol expands the node list; srun runs its command once per node with that node's SLURM_NODEID
+    # scontrol expands the node list, one write per line with a pause (a reader that stops after the first
+    # line, under pipefail, kills it with SIGPIPE: exit 141); srun runs its command once per node with that
+    # node's SLURM_NODEID
     _shim(bin_dir / "scontrol",
-          'test "$1 $2" = "show hostnames" && printf "gpu-a01\\ngpu-a02\\ngpu-b07\\n"\n')
+          'test "$1 $2" = "show hostnames" || exit 1\n'
+          'for host in gpu-a01 gpu-a02 gpu-b07; do printf "%s\\n" "$host"; sleep 0.2; done\n')
     _shim(bin_dir / "srun", 'while [[ $1 == --* ]]; do shift; done\n'
                             'for id in 0 1 2; do SLURM_NODEID=$id "$@" || exit; done\n')
     _shim(bin_dir / "fake-grpolab", f'printf "%s\\n" "$*" >> {log}\n')
